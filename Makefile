@@ -1,0 +1,39 @@
+# make demo / make test work on a fresh clone, as root, with no manual step.
+# Set-up is idempotent: stamps record what is done, and a second run reuses it.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+LOG := .cache/setup.log
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: setup test demo bench clean-venv
+
+setup: $(VENV)/.installed
+
+# torch first, from the local wheels: a plain `torch` requirement would pull a multi-GB CUDA build,
+# and PyPI's torchvision does not import beside the CPU torch that lies on disk.
+$(VENV)/.torch:
+	@mkdir -p .cache
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "setup: installing torch 2.14.1 + torchvision 0.29.1 into $(VENV) (log: $(LOG))"
+	@$(PIP) install -q torch==2.14.1 torchvision==0.29.1 >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.torch setup.py
+	@echo "setup: installing counteranimal and its test extras (log: $(LOG))"
+	@$(PIP) install -q -e '.[test,annotation]' >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	$(BIN)/python -m pipeline.demo
+
+bench: setup
+	$(BIN)/python bench/fetch.py
+
+clean-venv:
+	rm -rf $(VENV)

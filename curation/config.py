@@ -1,0 +1,234 @@
+"""A run's config.yaml: load, validate with errors that name the key, and write back.
+
+Every stage reads its settings from here; unknown keys are errors (a typo must not be
+silently ignored), with a suggestion of the key that was probably meant.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curation.errors import UserError
+
+CONFIG_VERSION = 1
+DEFAULT_LICENSES = ["cc0", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nc-sa", "cc-by-nd", "cc-by-nc-nd",
+                    "pd", "gpl-2.0-or-later"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ClassSpec(_Strict):
+    name: str = Field(min_length=1)
+    imagenet_idx: int | None = Field(default=None, ge=0, le=999)
+    synonyms: list[str] = []
+    inat_taxa: list[str] = []     # iNaturalist scientific names or numeric taxon ids
+
+    def labels(self) -> list[str]:
+        return [self.name, *self.synonyms]
+
+
+class ModelSpec(_Strict):
+    name: str                      # open_clip model config name, e.g. ViT-B-32
+    pretrained: str | None = None  # open_clip tag (laion400m_e31) or a checkpoint file
+    id: str | None = None          # how scores name this model; defaults to name/pretrained
+
+    @property
+    def model_id(self) -> str:
+        if self.id:
+            return self.id
+        return f"{self.name}/{Path(self.pretrained).name if self.pretrained else 'random'}"
+
+
+class PromptSpec(_Strict):
+    classes: list[str] = ["A photo of {}."]
+    backgrounds: list[str] = ["a photo of {}."]
+    ensemble: Literal["none", "openai"] = "none"   # openai: open_clip's 80 ImageNet templates
+
+    @field_validator("classes", "backgrounds")
+    @classmethod
+    def _has_slot(cls, templates: list[str]) -> list[str]:
+        if not templates:
+            raise ValueError("needs at least one template")
+        for t in templates:
+            if "{}" not in t:
+                raise ValueError(f"template {t!r} has no '{{}}' slot for the name")
+        return templates
+
+
+class ColumnMap(_Strict):
+    url: str = "url"
+    class_: str = Field(default="class", alias="class")
+    id: str | None = None
+    license: str | None = "license"
+    attribution: str | None = "attribution"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SourceSpec(_Strict):
+    kind: Literal["url_list", "inaturalist", "folder"] = "url_list"
+    path: str | None = None        # file (url_list), export folder (inaturalist), tree root (folder)
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = None   # url_list; default from suffix
+    columns: ColumnMap = ColumnMap()
+    photo_size: Literal["original", "large", "medium", "small", "thumb", "square"] = "medium"
+    photo_url_template: str = "https://inaturalist-open-data.s3.amazonaws.com/photos/{photo_id}/{size}.{extension}"
+
+
+class FetchSpec(_Strict):
+    image_size: int = Field(default=512, ge=16)     # longest side after resize
+    resize_only_if_bigger: bool = True
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = Field(default=95, ge=1, le=100)
+    chunk_size: int = Field(default=1000, ge=1)       # candidates per chunk = per shard
+    thread_count: int = Field(default=32, ge=1)
+    timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=0, ge=0)
+    max_pixels: int = Field(default=89_478_485, ge=1)  # decompression-bomb cap (PIL's default)
+    max_bytes: int = Field(default=50_000_000, ge=1)
+    allowed_networks: list[str] = []   # CIDRs exempt from the private-address guard (tests: 127.0.0.0/8)
+    user_agent_token: str | None = "counteranimal"
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, nets: list[str]) -> list[str]:
+        for n in nets:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{n!r} is not an IP network (e.g. 127.0.0.0/8)") from None
+        return nets
+
+
+class Thresholds(_Strict):
+    min_accuracy_range: float = Field(default=5.0, ge=0)   # paper: keep a class when acc varies > 5 points
+    min_group_size: int = Field(default=20, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class RunConfig(_Strict):
+    version: int = CONFIG_VERSION
+    name: str = "counteranimal"
+    classes: list[ClassSpec] = Field(min_length=1)
+    backgrounds: list[str] = Field(min_length=1)
+    prompts: PromptSpec = PromptSpec()
+    label_space: Literal["imagenet1k", "classes"] = "imagenet1k"
+    models: list[ModelSpec] = Field(min_length=1)
+    thresholds: Thresholds = Thresholds()
+    source: SourceSpec = SourceSpec()
+    license_allow: list[str] = DEFAULT_LICENSES
+    fetch: FetchSpec = FetchSpec()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v > CONFIG_VERSION:
+            raise ValueError(f"config version {v} is newer than this counteranimal reads ({CONFIG_VERSION})")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> "RunConfig":
+        seen: dict[str, str] = {}
+        for c in self.classes:
+            for label in c.labels():
+                key = label.casefold()
+                if key in seen and seen[key] != c.name:
+                    raise ValueError(f"class label {label!r} is used by both {seen[key]!r} and {c.name!r}")
+                seen[key] = c.name
+        dup = {b for b in self.backgrounds if self.backgrounds.count(b) > 1}
+        if dup:
+            raise ValueError(f"backgrounds listed twice: {', '.join(sorted(dup))}")
+        return self
+
+    # -- lookups used by every stage ---------------------------------------------------
+    def class_lookup(self) -> dict[str, ClassSpec]:
+        """Case-insensitive map from every class label (name, synonyms) to its class."""
+        return {label.casefold(): c for c in self.classes for label in c.labels()}
+
+    def class_index(self, c: ClassSpec) -> int:
+        """The class's ImageNet-1K index, or its position in the list for custom classes."""
+        return c.imagenet_idx if c.imagenet_idx is not None else self.classes.index(c)
+
+    def digest(self) -> str:
+        """Stable hash of the settings, for the manifest."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse(data: Any, source: str = "config.yaml") -> RunConfig:
+    if not isinstance(data, dict):
+        raise UserError("the config must be a mapping of keys (classes, backgrounds, models, …)", where=source)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, data), where=source) from None
+
+
+def load(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.exists():
+        raise UserError("no config file here", where=str(path),
+                        hint="Create one with `counteranimal init RUN --preset counteranimal`.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        raise UserError(f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path)) from None
+    return parse(data, str(path))
+
+
+def dump(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude_none=True),
+                          sort_keys=False, allow_unicode=True, width=100)
+
+
+def _explain(exc: ValidationError, data: dict) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc}'"
+            known = _known_keys(err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            if close:
+                msg += f" (did you mean '{close[0]}'?)"
+            elif known:
+                msg += f" (allowed: {', '.join(known)})"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{loc}'"
+        else:
+            msg = f"key '{loc}': {err['msg']}"
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                msg += f" (got {err['input']!r})"
+        lines.append(msg)
+    more = len(exc.errors()) - len(lines)
+    if more > 0:
+        lines.append(f"and {more} more")
+    return "; ".join(lines) + "."
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] | None = RunConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))
+        model = next((a for a in (ann, *inner) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]

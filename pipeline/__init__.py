@@ -1,0 +1,1 @@
+"""Beam wiring and the command line: composite PTransforms over `curation` functions."""

@@ -1,0 +1,60 @@
+"""One pyarrow schema per run-directory artifact, versioned.
+
+Each schema carries its name and version in its metadata, so a file says what it is.
+A field marked ``nullable=False`` is required on every row.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_KEY = b"counteranimal.schema"
+VERSION_KEY = b"counteranimal.version"
+
+
+def _schema(name: str, version: int, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={SCHEMA_KEY: name.encode(), VERSION_KEY: str(version).encode()})
+
+
+# RUN/candidates/*.parquet — one row per photo to fetch; uid is stable across re-runs.
+CANDIDATES = _schema("candidates", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("url", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),       # url_list | inaturalist | folder
+    pa.field("source_id", pa.string(), nullable=False),    # row / photo id / relative path
+    pa.field("license", pa.string()),
+    pa.field("attribution", pa.string()),
+])
+
+# RUN/samples/NNNNN.parquet — one row per candidate: where it landed and its one outcome.
+# status is "ok", "failed" (fetch) or "rejected" (clean); reason says why when not ok.
+SAMPLES = _schema("samples", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("shard", pa.string()),          # e.g. "00003.tar" when the image is stored
+    pa.field("key", pa.string()),            # WebDataset __key__ inside the shard
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("original_width", pa.int32()),
+    pa.field("original_height", pa.int32()),
+    pa.field("bytes", pa.int64()),
+    pa.field("sha256", pa.string()),
+    pa.field("duplicate_of", pa.string()),
+    pa.field("flags", pa.list_(pa.string())),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "candidates": CANDIDATES,
+    "samples": SAMPLES,
+}
+
+SAMPLE_STATUSES = ("ok", "failed", "rejected")
+
+
+def version_of(schema: pa.Schema) -> int:
+    return int(schema.metadata[VERSION_KEY])
