@@ -27,6 +27,18 @@ CANDIDATES = _schema("candidates", 1, [
     pa.field("attribution", pa.string()),
 ])
 
+# RUN/candidates_rejected.parquet — input rows that did not become candidates, and why
+# (duplicate_url, license, …): nothing read from a source goes unrecorded.
+SOURCE_REJECTS = _schema("source_rejects", 1, [
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("source_id", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("class_name", pa.string()),
+    pa.field("license", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("duplicate_of", pa.string()),   # uid of the candidate kept instead
+])
+
 # RUN/samples/NNNNN.parquet — one row per candidate: where it landed and its one outcome.
 # status is "ok", "failed" (fetch) or "rejected" (clean); reason says why when not ok.
 SAMPLES = _schema("samples", 1, [
@@ -51,6 +63,7 @@ SAMPLES = _schema("samples", 1, [
 SCHEMAS: dict[str, pa.Schema] = {
     "candidates": CANDIDATES,
     "samples": SAMPLES,
+    "source_rejects": SOURCE_REJECTS,
 }
 
 SAMPLE_STATUSES = ("ok", "failed", "rejected")
