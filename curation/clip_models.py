@@ -1,0 +1,153 @@
+"""Loading a CLIP model is one function: `load(name, pretrained, device=, precision=)`.
+
+Everything goes through open_clip's own factory, `create_model_and_transforms(name,
+pretrained=tag_or_file)`, so real weights (an open_clip tag such as ``laion400m_e31`` or a
+checkpoint file) and the small models trained here take the same path. Our own named configs
+live in ``curation/model_configs/`` and are registered with open_clip on import.
+
+Hub downloads are off unless COUNTERANIMAL_ALLOW_DOWNLOAD=1: with no hub reachable, open_clip
+would retry for about a minute; we check the local caches first and fail in milliseconds with
+a message that names the missing file instead.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+from curation.errors import UserError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class ClipModel:
+    model: Any                 # open_clip.CLIP, eval mode, on `device`
+    preprocess: Any            # torchvision transform for one PIL image
+    tokenizer: Any
+    name: str
+    pretrained: str | None
+    device: str
+    precision: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("COUNTERANIMAL_ALLOW_DOWNLOAD", "") not in ("", "0", "false", "no")
+
+
+def is_checkpoint_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES) or Path(pretrained).exists()
+
+
+def check(name: str, pretrained: str | None = None, device: str = "cpu", precision: str = "fp32") -> str | None:
+    """Validate a model request before any work starts; return the weights file to load, if local.
+
+    Raises UserError for an unknown model name, a missing checkpoint file, an unknown tag,
+    weights that are not on disk (when downloads are off), a device that is not there, or a
+    precision the device cannot run.
+    """
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else " `python -c 'import open_clip; print(open_clip.list_models())'` lists them."
+        raise UserError(f"open_clip has no model named {name!r}.{hint}")
+    _check_device(device, precision)
+    if not pretrained:
+        return None
+    if is_checkpoint_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise UserError(f"checkpoint file {str(path)!r} does not exist (model {name}).",
+                            hint="Pass an existing open_clip checkpoint file or an open_clip pretrained tag.")
+        return str(path)
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise UserError(f"open_clip has no pretrained tag {pretrained!r} for {name}; "
+                        f"known tags: {', '.join(tags) or 'none'}. A checkpoint file path also works.")
+    cached = cached_weights(name, pretrained)
+    if cached is None and not downloads_allowed():
+        raise UserError(f"the weights for {name} pretrained={pretrained} are not on this machine: "
+                        f"expected {describe_source(name, pretrained)}.",
+                        hint="Copy that file here and pass its path as pretrained (e.g. --pretrained "
+                             "/path/to/open_clip_pytorch_model.bin), or put it in the Hugging Face cache "
+                             "(HF_HOME), or set COUNTERANIMAL_ALLOW_DOWNLOAD=1 where a hub is reachable.")
+    return cached
+
+
+def load(name: str, pretrained: str | None = None, *, device: str = "cpu", precision: str = "fp32") -> ClipModel:
+    """Load an open_clip model by config name and pretrained tag or checkpoint file."""
+    local = check(name, pretrained, device, precision)
+    import huggingface_hub.constants as hf_constants
+
+    was_offline = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = was_offline or not downloads_allowed()
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=local if local and is_checkpoint_path(pretrained or "") else pretrained,
+            device=device, precision="pure_" + precision if precision != "fp32" else "fp32")
+    except (RuntimeError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
+        raise UserError(f"could not load {name} with pretrained={pretrained!r}: {exc}") from None
+    finally:
+        hf_constants.HF_HUB_OFFLINE = was_offline
+    model.eval()
+    return ClipModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name), name=name,
+                     pretrained=pretrained, device=device, precision=precision)
+
+
+def cached_weights(name: str, tag: str) -> str | None:
+    """The local file open_clip would load for (name, tag), or None when it is not cached."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if "file" in cfg:
+        return cfg["file"] if Path(cfg["file"]).is_file() else None
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        filename = filename or "open_clip_pytorch_model.bin"
+        for candidate in (filename.replace(".bin", ".safetensors"), filename):
+            found = try_to_load_from_cache(repo, candidate)
+            if isinstance(found, str) and Path(found).is_file():
+                return found
+        return None
+    url = cfg.get("url", "")
+    if url:
+        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        return str(path) if path.is_file() else None
+    return None
+
+
+def describe_source(name: str, tag: str) -> str:
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = (hub.rstrip("/"), "open_clip_pytorch_model.bin") if hub.endswith("/") else os.path.split(hub)
+        return f"{filename} from the Hugging Face repo {repo}"
+    return f"{os.path.basename(cfg.get('url', '?'))} in ~/.cache/clip (from {cfg.get('url', '?')})"
+
+
+def _check_device(device: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for, but torch sees no CUDA GPU on this machine; use device: cpu.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} was asked for, but MPS is not available here; use device: cpu.")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps.")
+    if kind == "cpu" and precision == "fp16":
+        raise UserError("fp16 needs a GPU; on the CPU use fp32 or bf16.")
