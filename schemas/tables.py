@@ -60,10 +60,50 @@ SAMPLES = _schema("samples", 1, [
     pa.field("flags", pa.list_(pa.string())),
 ])
 
+# RUN/groups/*.parquet — each clean photo's background, with how it was assigned.
+GROUPS = _schema("groups", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("background", pa.string(), nullable=False),
+    pa.field("confidence", pa.float32()),
+    pa.field("method", pa.string(), nullable=False),     # zero-shot | cluster | human
+    pa.field("cluster", pa.int32()),                     # per-class cluster id, when clustered
+    pa.field("model_id", pa.string()),
+])
+
+# RUN/proposals.parquet — per class, the proposed (common, counter) pair and the evidence.
+# source says whether the row comes from model labels or human-verified labels.
+PROPOSALS = _schema("proposals", 1, [
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),     # model | human
+    pa.field("model_id", pa.string()),
+    pa.field("common", pa.string()),
+    pa.field("counter", pa.string()),
+    pa.field("n_common", pa.int32()),
+    pa.field("n_counter", pa.int32()),
+    pa.field("acc_common", pa.float64()),
+    pa.field("acc_common_lo", pa.float64()),
+    pa.field("acc_common_hi", pa.float64()),
+    pa.field("acc_counter", pa.float64()),
+    pa.field("acc_counter_lo", pa.float64()),
+    pa.field("acc_counter_hi", pa.float64()),
+    pa.field("drop", pa.float64()),
+    pa.field("drop_lo", pa.float64()),
+    pa.field("drop_hi", pa.float64()),
+    pa.field("p_value", pa.float64()),
+    pa.field("p_adjusted", pa.float64()),
+    pa.field("decision", pa.string(), nullable=False),   # kept | dropped
+    pa.field("reason", pa.string(), nullable=False),     # why kept or dropped, in words
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "candidates": CANDIDATES,
     "samples": SAMPLES,
     "source_rejects": SOURCE_REJECTS,
+    "groups": GROUPS,
+    "proposals": PROPOSALS,
 }
 
 SAMPLE_STATUSES = ("ok", "failed", "rejected")
