@@ -94,9 +94,12 @@ def load(name: str, pretrained: str | None = None, *, device: str = "cpu", preci
 
     was_offline = hf_constants.HF_HUB_OFFLINE
     hf_constants.HF_HUB_OFFLINE = was_offline or not downloads_allowed()
+    from_file = bool(pretrained) and is_checkpoint_path(pretrained)
+    # Tags trained with QuickGELU (openai, laion400m_*) give wrong features without it.
+    quick_gelu = bool(pretrained and not from_file and open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=local if local and is_checkpoint_path(pretrained or "") else pretrained,
+            name, pretrained=local if from_file else pretrained, force_quick_gelu=quick_gelu,
             device=device, precision="pure_" + precision if precision != "fp32" else "fp32")
     except (RuntimeError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
         raise UserError(f"could not load {name} with pretrained={pretrained!r}: {exc}") from None
