@@ -1,0 +1,195 @@
+"""Pair proposal: per class, the (common, counter) background pair where accuracy drops most.
+
+Input is per-photo evidence — class, background group, and whether a model got the photo right —
+reduced to counts per (class, background). Two rules:
+
+* ``paper``: keep a class when its accuracy varies by more than ``min_accuracy_range`` points
+  across its groups; common = highest-accuracy group, counter = lowest (CounterAnimal §3).
+* ``strict`` (default): only groups of ``min_group_size`` photos or more; common must also hold
+  ``min_common_share`` of the class's photos; the drop must be larger than the range threshold
+  and significant (one-sided two-proportion test, corrected across classes); with several
+  models, all of them must keep the same pair.
+
+Every class gets a row, kept or dropped, with the reason in words.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+from curation import stats
+
+
+@dataclass(frozen=True)
+class GroupCount:
+    class_idx: int
+    class_name: str
+    background: str
+    n: int
+    k: int          # photos the model got right
+
+    @property
+    def acc(self) -> float:
+        return self.k / self.n if self.n else 0.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str = "strict"               # strict | paper
+    min_accuracy_range: float = 5.0    # points
+    min_group_size: int = 20
+    min_common_share: float = 0.1
+    alpha: float = 0.05
+    correction: str = "holm"
+
+    @classmethod
+    def from_config(cls, thresholds) -> "Rule":
+        return cls(kind=thresholds.rule, min_accuracy_range=thresholds.min_accuracy_range,
+                   min_group_size=thresholds.min_group_size, min_common_share=thresholds.min_common_share,
+                   alpha=thresholds.alpha, correction=thresholds.correction)
+
+
+def count_groups(rows: Iterable[tuple[int, str, str, bool]]) -> list[GroupCount]:
+    """(class_idx, class_name, background, correct) per photo → counts per (class, background)."""
+    n: dict[tuple, int] = defaultdict(int)
+    k: dict[tuple, int] = defaultdict(int)
+    for class_idx, class_name, background, correct in rows:
+        key = (int(class_idx), class_name, background)
+        n[key] += 1
+        k[key] += bool(correct)
+    return [GroupCount(*key, n=n[key], k=k[key]) for key in sorted(n)]
+
+
+def propose(groups: list[GroupCount], rule: Rule, model_id: str | None = None, source: str = "model") -> list[dict]:
+    """One proposals row per class (schemas.PROPOSALS fields)."""
+    by_class: dict[tuple[int, str], list[GroupCount]] = defaultdict(list)
+    for g in groups:
+        by_class[(g.class_idx, g.class_name)].append(g)
+    rows = [_choose(cls, gs, rule) for cls, gs in sorted(by_class.items())]
+    for row in rows:
+        row.update(model_id=model_id, source=source)
+    tested = [r for r in rows if r["p_value"] is not None]
+    for r, p_adj in zip(tested, stats.adjust([r["p_value"] for r in tested], rule.correction)):
+        r["p_adjusted"] = p_adj
+    for r in rows:
+        _decide(r, rule)
+    return rows
+
+
+def _by_accuracy(g: GroupCount) -> tuple:
+    # Ties: the larger group wins, then the background name, so results never depend on input order.
+    return (g.acc, g.n, g.background)
+
+
+def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
+    row = _empty_row(*cls)
+    if rule.kind == "paper":   # every group counts; the range is best minus worst
+        eligible = frequent = [g for g in groups if g.n > 0]
+    else:
+        eligible = [g for g in groups if g.n >= rule.min_group_size]
+        total = sum(g.n for g in eligible)
+        frequent = [g for g in eligible if total and g.n / total >= rule.min_common_share]
+    if len(eligible) < 2 or not frequent:
+        size = "" if rule.kind == "paper" else f" with ≥ {rule.min_group_size} photos"
+        row["reason"] = f"fewer than two background groups{size} ({len(eligible)})"
+        return row
+    common = max(frequent, key=_by_accuracy)
+    counter = min((g for g in eligible if g is not common), key=_by_accuracy)
+    lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
+    lo_k, hi_k = stats.wilson(counter.k, counter.n, rule.alpha)
+    d_lo, d_hi = stats.drop_interval(common.k, common.n, counter.k, counter.n, rule.alpha)
+    row.update(common=common.background, counter=counter.background, n_common=common.n, n_counter=counter.n,
+               acc_common=common.acc, acc_common_lo=lo_c, acc_common_hi=hi_c,
+               acc_counter=counter.acc, acc_counter_lo=lo_k, acc_counter_hi=hi_k,
+               drop=common.acc - counter.acc, drop_lo=d_lo, drop_hi=d_hi,
+               p_value=stats.drop_p_value(common.k, common.n, counter.k, counter.n))
+    return row
+
+
+def _decide(row: dict, rule: Rule) -> None:
+    if row["drop"] is None:
+        return
+    points = 100 * row["drop"]
+    pair = f"{row['common']} → {row['counter']}: {100 * row['acc_common']:.1f}% → {100 * row['acc_counter']:.1f}%"
+    if points <= rule.min_accuracy_range:
+        row["reason"] = f"{pair}, range {points:.1f} points ≤ {rule.min_accuracy_range:g}"
+        return
+    if rule.kind == "paper":
+        row.update(decision="kept", reason=f"{pair}, range {points:.1f} points > {rule.min_accuracy_range:g}")
+        return
+    if row["p_adjusted"] >= rule.alpha:
+        row["reason"] = (f"{pair}, drop {points:.1f} points not significant "
+                         f"(p={row['p_adjusted']:.3g} after {rule.correction} ≥ {rule.alpha:g})")
+        return
+    row.update(decision="kept", reason=f"{pair}, drop {points:.1f} points "
+                                       f"[{100 * row['drop_lo']:.1f}, {100 * row['drop_hi']:.1f}], "
+                                       f"p={row['p_adjusted']:.3g} after {rule.correction}")
+
+
+def agree_across_models(rows_by_model: dict[str, list[dict]]) -> list[dict]:
+    """One consensus row per class (model_id 'all'): kept only if every model kept the same pair."""
+    models = sorted(rows_by_model)
+    per_class: dict[int, dict[str, dict]] = defaultdict(dict)
+    for model in models:
+        for r in rows_by_model[model]:
+            per_class[r["class_idx"]][model] = r
+    out = []
+    for class_idx in sorted(per_class):
+        rows = per_class[class_idx]
+        first = rows[models[0]]
+        merged = dict(first, model_id="all")
+        pairs = {(r["common"], r["counter"]) for r in rows.values()}
+        kept = all(r["decision"] == "kept" for r in rows.values()) and len(rows) == len(models)
+        if kept and len(pairs) == 1:
+            # The weakest evidence across models stands for the consensus.
+            weakest = min(rows.values(), key=lambda r: r["drop_lo"])
+            merged.update({k: weakest[k] for k in weakest if k.startswith(("acc_", "drop", "p_", "n_"))})
+            merged["reason"] = f"all {len(models)} models keep {first['common']} → {first['counter']}"
+        else:
+            disagree = ", ".join(f"{m}: {r['decision']} {r['common']}→{r['counter']}" for m, r in sorted(rows.items()))
+            merged.update(decision="dropped", reason=f"models disagree ({disagree})")
+        out.append(merged)
+    return out
+
+
+def _empty_row(class_idx: int, class_name: str) -> dict:
+    return dict(class_idx=class_idx, class_name=class_name, source="model", model_id=None, common=None,
+                counter=None, n_common=None, n_counter=None, acc_common=None, acc_common_lo=None,
+                acc_common_hi=None, acc_counter=None, acc_counter_lo=None, acc_counter_hi=None, drop=None,
+                drop_lo=None, drop_hi=None, p_value=None, p_adjusted=None, decision="dropped", reason="")
+
+
+def attribute_deltas(rows: Iterable[tuple[int, str, frozenset, bool]], attributes: list[str]) -> list[dict]:
+    """Seed 2's detector: δ(class, a) = acc(a present) − acc(a absent), ranked within each class.
+
+    ``rows`` are (class_idx, class_name, attributes present in the photo, correct). The most
+    positive δ marks an attribute the model leans on for that class (a candidate spurious feature).
+    """
+    n = defaultdict(lambda: [0, 0, 0, 0])       # present n, present k, absent n, absent k
+    names = {}
+    for class_idx, class_name, present, correct in rows:
+        names[class_idx] = class_name
+        for a in attributes:
+            cell = n[(class_idx, a)]
+            if a in present:
+                cell[0] += 1
+                cell[1] += bool(correct)
+            else:
+                cell[2] += 1
+                cell[3] += bool(correct)
+    out = []
+    for class_idx in sorted(names):
+        ranked = []
+        for a in attributes:
+            pn, pk, an, ak = n[(class_idx, a)]
+            if pn == 0 or an == 0:
+                continue
+            ranked.append(dict(class_idx=class_idx, class_name=names[class_idx], attribute=a, n_present=pn,
+                               acc_present=pk / pn, n_absent=an, acc_absent=ak / an, delta=pk / pn - ak / an,
+                               p_value=stats.drop_p_value(pk, pn, ak, an)))
+        ranked.sort(key=lambda r: -r["delta"])
+        for rank, r in enumerate(ranked, 1):
+            r["rank"] = rank
+        out.extend(ranked)
+    return out

@@ -1,0 +1,92 @@
+"""Pair selection: the paper's rule on a hand-made table, and the stricter default."""
+import pytest
+
+from curation import stats
+from curation.propose import GroupCount, Rule, agree_across_models, attribute_deltas, count_groups, propose
+
+PAPER = Rule(kind="paper", min_accuracy_range=5.0, min_group_size=1)
+STRICT = Rule(kind="strict", min_accuracy_range=5.0, min_group_size=20, min_common_share=0.1, alpha=0.05)
+
+
+def g(cls, bg, n, k, name=None):
+    return GroupCount(cls, name or f"c{cls}", bg, n, k)
+
+
+# Hand-made accuracies with known answers under the paper's rule.
+TABLE = [
+    g(296, "snow", 100, 90), g(296, "grass", 50, 40), g(296, "water", 10, 4),   # 90 / 80 / 40 → snow→water, kept
+    g(130, "water", 40, 30), g(130, "sky", 40, 29),                                # 75 / 72.5 → range 2.5, dropped
+    g(23, "sky", 20, 12), g(23, "tree", 20, 11), g(23, "rock", 1, 0),             # 60 / 55 / 0 → sky→rock, kept (n=1 counts)
+    g(9, "ground", 30, 30),                                                         # one group, dropped
+    g(10, "grass", 20, 17), g(10, "sky", 20, 16),                                  # 85 / 80 → range exactly 5, dropped (> 5 needed)
+]
+
+
+def test_paper_rule_on_hand_made_table():
+    rows = {r["class_idx"]: r for r in propose(TABLE, PAPER)}
+    assert [(r["class_idx"], r["decision"]) for r in rows.values()] == [
+        (9, "dropped"), (10, "dropped"), (23, "kept"), (130, "dropped"), (296, "kept")]
+    assert (rows[296]["common"], rows[296]["counter"]) == ("snow", "water")
+    assert rows[296]["drop"] == pytest.approx(0.5)
+    assert (rows[23]["common"], rows[23]["counter"]) == ("sky", "rock")
+    assert (rows[130]["common"], rows[130]["counter"]) == ("water", "sky")
+    assert "range 2.5 points" in rows[130]["reason"]
+    assert "range 5.0 points ≤ 5" in rows[10]["reason"]
+    assert "fewer than two background groups (1)" in rows[9]["reason"]
+
+
+def test_strict_rule_needs_size_share_and_significance():
+    rows = {r["class_idx"]: r for r in propose(TABLE, STRICT)}
+    # 296: water has only 10 photos, so the counter is grass; 90 vs 80 on 100/50 is not significant.
+    assert (rows[296]["common"], rows[296]["counter"]) == ("snow", "grass")
+    assert rows[296]["decision"] == "dropped" and "not significant" in rows[296]["reason"]
+    # 23: the single rock photo no longer counts.
+    assert (rows[23]["common"], rows[23]["counter"]) == ("sky", "tree")
+    big = [g(1, "snow", 200, 180), g(1, "grass", 100, 40), g(1, "sand", 5, 0)]
+    (row,) = propose(big, STRICT)
+    assert row["decision"] == "kept" and (row["common"], row["counter"]) == ("snow", "grass")
+    assert row["drop_lo"] > 0 and row["p_adjusted"] < 0.05
+
+
+def test_common_must_be_frequent():
+    # A tiny but perfect group cannot be "common" for the class under the strict rule.
+    groups = [g(1, "sky", 25, 25), g(1, "water", 500, 400), g(1, "grass", 300, 100)]
+    (row,) = propose(groups, STRICT)
+    assert row["common"] == "water" and row["counter"] == "grass"
+
+
+def test_multiple_testing_correction_drops_marginal_classes():
+    # 20 classes with the same marginal drop: significant alone, not after Holm.
+    groups = [x for c in range(20) for x in (g(c, "a", 40, 30), g(c, "b", 40, 21))]
+    p_single = stats.drop_p_value(30, 40, 21, 40)
+    assert p_single < 0.05
+    rows = propose(groups, STRICT)
+    assert all(r["decision"] == "dropped" for r in rows)
+    assert all(r["p_adjusted"] == pytest.approx(min(1, 20 * p_single)) for r in rows)
+
+
+def test_models_must_agree():
+    a = propose([g(1, "snow", 200, 180), g(1, "grass", 200, 60)], STRICT, model_id="a")
+    b = propose([g(1, "snow", 200, 170), g(1, "grass", 200, 70)], STRICT, model_id="b")
+    c = propose([g(1, "snow", 200, 100), g(1, "grass", 200, 99)], STRICT, model_id="c")
+    (ab,) = agree_across_models({"a": a, "b": b})
+    assert ab["decision"] == "kept" and ab["model_id"] == "all"
+    assert ab["drop"] == pytest.approx(0.5)           # the weaker model's evidence
+    (abc,) = agree_across_models({"a": a, "b": b, "c": c})
+    assert abc["decision"] == "dropped" and "models disagree" in abc["reason"]
+
+
+def test_count_groups_and_wilson():
+    rows = [(1, "x", "snow", True), (1, "x", "snow", False), (1, "x", "grass", True)]
+    counts = count_groups(rows)
+    assert [(c.background, c.n, c.k) for c in counts] == [("grass", 1, 1), ("snow", 2, 1)]
+    lo, hi = stats.wilson(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_attribute_deltas_rank_the_shortcut_first():
+    rows = ([(1, "bear", frozenset({"snow"}), True)] * 45 + [(1, "bear", frozenset({"snow"}), False)] * 5
+            + [(1, "bear", frozenset({"grass"}), True)] * 10 + [(1, "bear", frozenset({"grass"}), False)] * 40)
+    deltas = attribute_deltas(rows, ["snow", "grass", "sky"])
+    assert [d["attribute"] for d in deltas] == ["snow", "grass"]       # sky never present: no estimate
+    assert deltas[0]["delta"] == pytest.approx(0.9 - 0.2) and deltas[0]["rank"] == 1
