@@ -81,6 +81,21 @@ class SourceSpec(_Strict):
     columns: ColumnMap = ColumnMap()
     photo_size: Literal["original", "large", "medium", "small", "thumb", "square"] = "medium"
     photo_url_template: str = "https://inaturalist-open-data.s3.amazonaws.com/photos/{photo_id}/{size}.{extension}"
+    quality_grades: list[Literal["research", "needs_id", "casual"]] = ["research"]   # inaturalist
+    first_photo_only: bool = False   # inaturalist: only each observation's first photo (position 0)
+    license: str | None = None       # license of rows whose source gives none (a folder's files)
+    attribution: str | None = None   # attribution of rows whose source gives none
+
+    @field_validator("photo_url_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        try:
+            url = template.format(photo_id=1, size="medium", extension="jpg")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"template may use only {{photo_id}}, {{size}}, {{extension}} ({exc})") from None
+        if url == template.format(photo_id=2, size="medium", extension="jpg"):
+            raise ValueError("template needs a {photo_id} slot")
+        return template
 
 
 class FetchSpec(_Strict):
@@ -109,9 +124,39 @@ class FetchSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    min_accuracy_range: float = Field(default=5.0, ge=0)   # paper: keep a class when acc varies > 5 points
+    # Pair selection. rule "paper": keep a class when its accuracy varies by more than
+    # min_accuracy_range points across its background groups; common = best, counter = worst.
+    # rule "strict" (default) adds: groups of at least min_group_size photos, a common group that
+    # holds at least min_common_share of the class, a drop significant at alpha after
+    # correction across classes, and (with several models) the same pair kept by all of them.
+    rule: Literal["strict", "paper"] = "strict"
+    min_accuracy_range: float = Field(default=5.0, ge=0)
     min_group_size: int = Field(default=20, ge=1)
+    min_common_share: float = Field(default=0.1, ge=0, le=1)
     alpha: float = Field(default=0.05, gt=0, lt=1)
+    correction: Literal["holm", "bh", "none"] = "holm"
+    require_all_models: bool = True
+
+
+class CleanSpec(_Strict):
+    """Automatic rejections (size, shape, duplicates) and model-signal flags for human review."""
+    min_side: int = Field(default=64, ge=1)                 # shorter side in pixels, as stored
+    max_aspect_ratio: float = Field(default=4.0, ge=1.0)    # longer side / shorter side
+    near_duplicate_bits: int = Field(default=4, ge=0, le=16)  # pHash Hamming distance counted as near-duplicate
+    label_noise_top_k: int = Field(default=5, ge=1)         # flag when the true class ranks below this
+    ambiguity_min_second: float = Field(default=0.3, gt=0, le=1)  # flag when a second class is this likely
+    clarity_min_subject: float = Field(default=0.5, ge=0, le=1)   # flag when P(animal prompt vs backgrounds) is lower
+    flag_model: str | None = None                            # model id whose scores set the flags; default the first
+
+
+class ScoreSpec(_Strict):
+    """How the score stage runs its models."""
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "cpu"                                      # cpu | cuda | cuda:N | mps
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"      # fp16/bf16: run the model in half precision
+    num_threads: int | None = Field(default=None, ge=1)      # torch intra-op threads per worker; default torch's
+    decode_threads: int = Field(default=2, ge=1)             # threads decoding + preprocessing images per batch
+    one_vs_k: int = Field(default=20, ge=2)                  # the paper's "1 vs 20"
 
 
 class RunConfig(_Strict):
@@ -126,6 +171,8 @@ class RunConfig(_Strict):
     source: SourceSpec = SourceSpec()
     license_allow: list[str] = DEFAULT_LICENSES
     fetch: FetchSpec = FetchSpec()
+    clean: CleanSpec = CleanSpec()
+    score: ScoreSpec = ScoreSpec()
 
     @field_validator("version")
     @classmethod
