@@ -98,12 +98,63 @@ PROPOSALS = _schema("proposals", 1, [
     pa.field("reason", pa.string(), nullable=False),     # why kept or dropped, in words
 ])
 
+# RUN/clean/NNNNN.parquet — per shard, what the clean stage saw in each stored image (before dedupe).
+IMAGE_CHECKS = _schema("image_checks", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("key", pa.string()),
+    pa.field("reason", pa.string()),          # null when the image passed: undecodable | truncated | too_small | aspect_ratio | missing_in_shard
+    pa.field("detail", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("bytes", pa.int64()),
+    pa.field("sha256", pa.string()),
+    pa.field("phash", pa.uint64()),           # 64-bit DCT perceptual hash
+])
+
+# RUN/scores/NNNNN.parquet — per shard, one row per (sample, model): CLIP zero-shot results.
+# Indices are into the run's label space (ImageNet-1K or the run's classes) and background list.
+SCORES = _schema("scores", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("label_space", pa.string(), nullable=False),   # imagenet1k | classes
+    pa.field("true_label", pa.int32(), nullable=False),     # the sample's class in the label space
+    pa.field("top1", pa.int32(), nullable=False),
+    pa.field("top1_name", pa.string(), nullable=False),
+    pa.field("correct", pa.bool_(), nullable=False),
+    pa.field("p_true", pa.float32(), nullable=False),
+    pa.field("true_rank", pa.int32(), nullable=False),      # 1 = top-1
+    pa.field("margin", pa.float32(), nullable=False),       # p_true - best other p (> 0 iff correct)
+    pa.field("top5", pa.list_(pa.int32()), nullable=False),
+    pa.field("top5_p", pa.list_(pa.float32()), nullable=False),
+    pa.field("background", pa.string(), nullable=False),   # most likely background prompt
+    pa.field("background_p", pa.list_(pa.float32()), nullable=False),  # over config backgrounds, in order
+    pa.field("p_subject", pa.float32(), nullable=False),    # P(class prompt) against the background prompts
+    pa.field("embedding", pa.list_(pa.float16()), nullable=False),     # L2-normalised image embedding
+    pa.field("top1_1vk", pa.int32()),                       # "1 vs 20": top-1 among the class's k closest labels
+    pa.field("correct_1vk", pa.bool_()),
+])
+
+# RUN/scores/text/<model>.parquet — the label-space and background text embeddings a model used.
+TEXT_EMBEDDINGS = _schema("text_embeddings", 1, [
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),          # label | background
+    pa.field("index", pa.int32(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "candidates": CANDIDATES,
     "samples": SAMPLES,
     "source_rejects": SOURCE_REJECTS,
     "groups": GROUPS,
     "proposals": PROPOSALS,
+    "image_checks": IMAGE_CHECKS,
+    "scores": SCORES,
+    "text_embeddings": TEXT_EMBEDDINGS,
 }
 
 SAMPLE_STATUSES = ("ok", "failed", "rejected")

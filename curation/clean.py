@@ -1,0 +1,134 @@
+"""The clean stage's rules, on plain rows: one outcome per sample, flags for what people must judge.
+
+Automatic rejections (status ``rejected``, with a reason): undecodable, truncated, too_small,
+aspect_ratio, missing_in_shard (checked per image), then duplicate / near_duplicate (across the
+whole run, ``duplicate_of`` names the kept image).
+
+The paper's manual rules become model signals, added to ``flags`` for human review, never drops:
+label_noise (the true class ranks below top-k), ambiguous (a second class is also likely),
+unclear (the animal prompt loses to the background prompts: the animal is not prominent).
+A kept image whose duplicates carry another class gets duplicate_across_classes.
+
+Re-running is idempotent: samples rejected by an earlier clean are judged again from scratch;
+fetch failures are left as they are.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+
+from curation import dedupe, image_checks, shard_reader
+from curation.config import CleanSpec
+from schemas.validate import conform
+
+IMAGE_REASONS = ("undecodable", "truncated", "too_small", "aspect_ratio", "missing_in_shard")
+DUPLICATE_REASONS = ("duplicate", "near_duplicate")
+CLEAN_REASONS = IMAGE_REASONS + DUPLICATE_REASONS
+CLEAN_FLAGS = ("duplicate_across_classes",)
+MODEL_FLAGS = ("label_noise", "ambiguous", "unclear")
+
+
+def is_cleanable(row: dict) -> bool:
+    return row["status"] == "ok" or (row["status"] == "rejected" and row["reason"] in CLEAN_REASONS)
+
+
+def check_shard(shard: str, wanted: dict[str, str], samples: Iterable[tuple[str, dict[str, bytes]]],
+                spec: CleanSpec) -> list[dict]:
+    """Image checks for the samples ``wanted`` ({key: uid}) of one shard, one row per wanted uid."""
+    rows, seen = [], set()
+    for key, parts in samples:
+        uid = wanted.get(key)
+        if uid is None or key in seen:
+            continue
+        seen.add(key)
+        data = shard_reader.image_bytes(parts)
+        if data is None:
+            rows.append(_missing(uid, shard, key, f"no image file for key {key} (have: {', '.join(sorted(parts))})"))
+            continue
+        rows.append({"uid": uid, "shard": shard, "key": key, **image_checks.check_image(data, spec)})
+    for key, uid in wanted.items():
+        if key not in seen:
+            rows.append(_missing(uid, shard, key, f"key {key} is not in {shard}"))
+    return sorted(rows, key=lambda r: r["uid"])
+
+
+def _missing(uid: str, shard: str, key: str | None, detail: str) -> dict:
+    return {"uid": uid, "shard": shard, "key": key, "reason": "missing_in_shard", "detail": detail,
+            "width": None, "height": None, "bytes": None, "sha256": None, "phash": None}
+
+
+def checks_table(rows: list[dict]) -> pa.Table:
+    return conform(pa.Table.from_pylist(rows), "image_checks")
+
+
+def wanted_by_shard(samples: pa.Table) -> Iterator[tuple[str | None, dict[str, str]]]:
+    """(shard, {key: uid}) for the cleanable samples, grouped by shard (None: stored nowhere)."""
+    groups: dict[str | None, dict[str, str]] = {}
+    for row in samples.select(["uid", "status", "reason", "shard", "key"]).to_pylist():
+        if is_cleanable(row):
+            groups.setdefault(row["shard"], {})[row["key"] or row["uid"]] = row["uid"]
+    return iter(sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or "")))
+
+
+def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
+    """Samples with each cleanable row's one outcome set from its image checks and the run-wide dedupe."""
+    by_uid = {r["uid"]: r for r in checks.to_pylist()}
+    rows = samples.to_pylist()
+    passed = []
+    for row in rows:
+        if not is_cleanable(row):
+            continue
+        check = by_uid.get(row["uid"]) or _missing(row["uid"], row["shard"] or "", row["key"], "no image checks recorded")
+        row.update(status="ok", reason=None, duplicate_of=None,
+                   flags=[f for f in (row["flags"] or []) if f not in CLEAN_FLAGS])
+        for col in ("width", "height", "bytes", "sha256"):
+            if check[col] is not None:
+                row[col] = check[col]
+        if check["reason"]:
+            row.update(status="rejected", reason=check["reason"])
+        else:
+            passed.append(dedupe.Candidate(row["uid"], row["class_idx"], check["sha256"], check["phash"],
+                                           check["width"] * check["height"]))
+    dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits)
+    for row in rows:
+        dup = dropped.get(row["uid"])
+        if dup is not None:
+            row.update(status="rejected", reason=dup.reason, duplicate_of=dup.duplicate_of)
+        elif row["uid"] in across:
+            row["flags"] = [*row["flags"], "duplicate_across_classes"]
+    return conform(pa.Table.from_pylist(rows, schema=samples.schema), "samples")
+
+
+def review_flags(score: dict, spec: CleanSpec) -> list[str]:
+    """The paper's manual rules as model signals, from one scores row."""
+    flags = []
+    if score["true_rank"] > spec.label_noise_top_k:
+        flags.append("label_noise")
+    if len(score["top5_p"]) > 1 and score["top5_p"][1] >= spec.ambiguity_min_second:
+        flags.append("ambiguous")
+    if score["p_subject"] < spec.clarity_min_subject:
+        flags.append("unclear")
+    return flags
+
+
+def apply_review_flags(samples: pa.Table, scores: pa.Table, spec: CleanSpec, model_id: str) -> pa.Table:
+    """Samples with model flags recomputed from ``model_id``'s scores (other flags untouched)."""
+    cols = ["uid", "model_id", "true_rank", "top5_p", "p_subject"]
+    by_uid = {r["uid"]: r for r in scores.select(cols).to_pylist() if r["model_id"] == model_id}
+    rows = samples.to_pylist()
+    for row in rows:
+        flags = [f for f in (row["flags"] or []) if f not in MODEL_FLAGS]
+        score = by_uid.get(row["uid"])
+        if score is not None and row["status"] == "ok":
+            flags += review_flags(score, spec)
+        row["flags"] = flags
+    return conform(pa.Table.from_pylist(rows, schema=samples.schema), "samples")
+
+
+def outcome_counts(samples: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in samples.select(["status", "reason"]).to_pylist():
+        key = row["status"] if row["status"] == "ok" else f"{row['status']}:{row['reason']}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,69 @@
+"""What the clean stage learns from one stored image: decodable, size, shape, content and perceptual hash.
+
+Each check records a reason instead of raising, so every sample ends with exactly one outcome.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from curation.config import CleanSpec
+
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+HASH_SIZE = 8          # 8x8 low-frequency DCT coefficients -> 64 bits
+_DCT_SIZE = 32
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    m = np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n))
+    m[0] /= np.sqrt(2)
+    return m * np.sqrt(2 / n)
+
+
+_DCT = _dct_matrix(_DCT_SIZE)
+
+
+def phash(img: Image.Image) -> int:
+    """64-bit DCT perceptual hash (the imagehash.phash recipe): robust to resizing and re-encoding."""
+    gray = np.asarray(img.convert("L").resize((_DCT_SIZE, _DCT_SIZE), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = (_DCT @ gray @ _DCT.T)[:HASH_SIZE, :HASH_SIZE]
+    bits = (low > np.median(low)).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _ends_properly(data: bytes, fmt: str) -> bool:
+    if fmt == "JPEG":
+        return b"\xff\xd9" in data[-1024:]
+    if fmt == "PNG":
+        return b"IEND" in data[-1024:]
+    return True
+
+
+def check_image(data: bytes, spec: CleanSpec) -> dict:
+    """Return width, height, bytes, sha256, phash, and reason/detail (None when the image passes)."""
+    out = {"reason": None, "detail": None, "width": None, "height": None, "bytes": len(data),
+           "sha256": hashlib.sha256(data).hexdigest(), "phash": None}
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            img.load()                          # full decode: a corrupt stream fails here
+            out["width"], out["height"] = img.width, img.height
+            if not _ends_properly(data, fmt):
+                return {**out, "reason": "truncated", "detail": f"{fmt} data ends before its end marker"}
+            out["phash"] = phash(img)
+    except Exception as exc:                    # noqa: BLE001 - any decoder failure is a recorded outcome
+        text = str(exc)
+        reason = "truncated" if "truncated" in text.lower() else "undecodable"
+        return {**out, "reason": reason, "detail": f"{type(exc).__name__}: {text}"[:300]}
+    w, h = out["width"], out["height"]
+    if min(w, h) < spec.min_side:
+        return {**out, "reason": "too_small", "detail": f"{w}x{h}: shorter side under {spec.min_side}px"}
+    if max(w, h) / min(w, h) > spec.max_aspect_ratio:
+        return {**out, "reason": "aspect_ratio", "detail": f"{w}x{h}: aspect ratio over {spec.max_aspect_ratio}"}
+    return out

@@ -1,0 +1,113 @@
+"""Clean stage: check every stored image, then dedupe across the run and set each sample's outcome.
+
+    plan (shards not yet checked) ─▶ check images per shard ─▶ RUN/clean/NNNNN.parquet
+                                       all shards ─▶ dedupe run-wide ─▶ RUN/samples/NNNNN.parquet (status, reason,
+                                                                         duplicate_of, flags)
+
+The per-shard checks (decoding every image) are the expensive part: each shard's file appears
+whole and a re-run skips shards already checked for the same samples. The run-wide decision is
+cheap and recomputed every time, so it is always consistent with all shards.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from curation import atomic, clean, shard_reader
+from curation.config import CleanSpec, RunConfig
+
+
+def checks_path(run_dir: Path, shard: str) -> Path:
+    return run_dir / "clean" / f"{shard.split('.', 1)[0]}.parquet"
+
+
+class CheckShard(beam.DoFn):
+    def __init__(self, run_dir: str, spec: CleanSpec):
+        self.run_dir, self.spec = run_dir, spec
+
+    def process(self, work: tuple[str, dict[str, str]]):
+        from apache_beam.io.filesystems import FileSystems
+
+        shard, wanted = work
+        path = str(Path(self.run_dir) / "shards" / shard)
+        if FileSystems.exists(path):
+            with FileSystems.open(path) as f:
+                rows = clean.check_shard(shard, wanted, shard_reader.iter_samples(f), self.spec)
+        else:
+            rows = clean.check_shard(shard, wanted, [], self.spec)   # every wanted sample: missing_in_shard
+        atomic.write_parquet(checks_path(Path(self.run_dir), shard), clean.checks_table(rows))
+        yield shard
+
+
+class Clean(beam.PTransform):
+    """Image checks per shard in parallel, then one run-wide decision."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[tuple[str, dict[str, str]]]):
+        super().__init__()
+        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Plan" >> beam.Create(self.work)
+                | "Spread" >> beam.Reshuffle()
+                | "CheckImages" >> beam.ParDo(CheckShard(self.run_dir, self.cfg.clean))
+                | "AllShards" >> beam.combiners.ToList()
+                | "DedupeAndDecide" >> beam.Map(lambda _, run_dir, spec: decide(Path(run_dir), spec),
+                                                self.run_dir, self.cfg.clean))
+
+
+def plan(run_dir: Path) -> tuple[list[tuple[str, dict[str, str]]], int]:
+    """(shard, {key: uid}) for shards whose checks are missing or stale, and how many are current."""
+    samples = schemas.read_folder(run_dir / "samples", "samples")
+    work, done = [], 0
+    for shard, wanted in clean.wanted_by_shard(samples):
+        shard = shard or "_unstored"
+        path = checks_path(run_dir, shard)
+        if path.exists() and _covers(path, set(wanted.values())):
+            done += 1
+        else:
+            work.append((shard, wanted))
+    return work, done
+
+
+def _covers(path: Path, uids: set[str]) -> bool:
+    try:
+        return set(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
+def decide(run_dir: Path, spec: CleanSpec) -> dict:
+    """Read every samples file and every check, set outcomes run-wide, rewrite changed samples files."""
+    files = sorted((run_dir / "samples").glob("[0-9]*.parquet"))
+    parts = [schemas.read(p, "samples") for p in files]
+    checks = schemas.read_folder(run_dir / "clean", "image_checks")
+    decided = clean.decide(pa.concat_tables(parts) if parts else schemas.SCHEMAS["samples"].empty_table(),
+                           checks, spec)
+    start = 0
+    for path, part in zip(files, parts):
+        new = decided.slice(start, part.num_rows)
+        start += part.num_rows
+        if not new.equals(part):
+            atomic.write_parquet(path, new)
+    return clean.outcome_counts(decided)
+
+
+def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
+    run_dir = Path(run_dir)
+    atomic.clean_temp_files(run_dir / "clean")
+    work, done = plan(run_dir)
+    n = sum(len(w) for _, w in work)
+    say(f"clean: {len(work) + done} shards, {done} already checked; checking {n} images")
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as p:
+        _ = p | "Clean" >> Clean(run_dir, cfg, work)
+    counts = clean.outcome_counts(schemas.read_folder(run_dir / "samples", "samples"))
+    say(f"clean: {n} images checked in {time.monotonic() - started:.1f}s; outcomes: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts

@@ -1,0 +1,328 @@
+"""Score stage: CLIP zero-shot scores for every clean sample, through Beam's RunInference.
+
+    plan (shards not yet scored) ─▶ read batches ─▶ RunInference(model 1) ─┐
+                                                 ─▶ RunInference(model 2) ─┴▶ by shard ─▶ RUN/scores/NNNNN.parquet
+                                                                              all shards ─▶ 1 vs k + review flags
+
+One model per worker process, shared by its threads (RunInference's shared handle); the text
+embeddings of the label space and backgrounds are computed once when a worker loads the model
+(and saved to RUN/scores/text/ for later stages). Batches are formed per shard in key order, so
+every runner and worker count sees the same batches and writes the same numbers. A shard's scores
+file appears whole (temp then rename) and a re-run skips shards already scored for every model.
+"""
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+import schemas
+from curation import atomic, clean, clip_models, config, shard_reader, zeroshot
+from curation.config import ModelSpec, RunConfig
+from curation.errors import UserError
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    uid: str
+    class_idx: int
+    shard: str
+    key: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    shard: str                               # e.g. "00003.tar"
+    samples: tuple[tuple[str, str, int], ...]  # (key, uid, class_idx), sorted by key
+
+
+def model_slug(model_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
+
+
+def scores_path(run_dir: Path, shard: str) -> Path:
+    return run_dir / "scores" / f"{shard.split('.', 1)[0]}.parquet"
+
+
+def text_path(run_dir: Path, model_id: str) -> Path:
+    return run_dir / "scores" / "text" / f"{model_slug(model_id)}.parquet"
+
+
+# -- the model handler ----------------------------------------------------------------------------
+
+@dataclass
+class LoadedScorer:
+    """What a worker process holds once per model: the model, its text bank, a decode pool."""
+    clip: Any
+    bank: zeroshot.TextBank
+    truth: dict[int, int]
+    pool: ThreadPoolExecutor
+
+
+class OpenClipModelHandler(ModelHandler[ImageSample, dict, LoadedScorer]):
+    """RunInference handler for any open_clip model (name + pretrained tag or checkpoint file).
+
+    Examples are ImageSample (encoded bytes); decoding and preprocessing run in a thread pool
+    inside the batch (PIL and torch release the GIL), then one forward pass per batch.
+    """
+
+    def __init__(self, spec: ModelSpec, cfg: RunConfig, run_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.spec_json = spec.model_dump(mode="json")
+        self.cfg_json = cfg.model_dump(mode="json", by_alias=True)
+        self.run_dir = run_dir
+        self.model_id = spec.model_id
+
+    def load_model(self) -> LoadedScorer:
+        import torch
+
+        cfg = config.parse(self.cfg_json)
+        spec = ModelSpec(**self.spec_json)
+        s = cfg.score
+        if s.num_threads:
+            torch.set_num_threads(s.num_threads)
+        clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
+        bank = zeroshot.build_text_bank(clip, cfg)
+        if self.run_dir:
+            save_text_bank(Path(self.run_dir), self.model_id, bank)
+        return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(s.decode_threads))
+
+    def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
+                      inference_args: dict | None = None) -> Iterable[dict]:
+        import torch
+
+        pixels = torch.stack(list(model.pool.map(lambda s: _preprocess(model.clip, s), batch)))
+        emb = zeroshot.encode_images(model.clip, pixels)
+        rows = zeroshot.score_images(emb, [model.truth[s.class_idx] for s in batch], model.bank)
+        return [{"uid": s.uid, "model_id": self.model_id, "class_idx": s.class_idx, "shard": s.shard,
+                 "label_space": self.cfg_json["label_space"], **r}
+                for s, r in zip(batch, rows)]
+
+    def get_num_bytes(self, batch: Sequence[ImageSample]) -> int:
+        return sum(len(s.data) for s in batch)     # the default pickles the whole batch to measure it
+
+    def get_metrics_namespace(self) -> str:
+        return "counteranimal.score"
+
+
+def _preprocess(clip, sample: ImageSample):
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(sample.data)) as img:
+            return clip.preprocess(img.convert("RGB"))
+    except Exception as exc:   # noqa: BLE001 - re-raised with the sample named
+        raise RuntimeError(f"{sample.shard}/{sample.key} (uid {sample.uid}): cannot decode for scoring: {exc}") from exc
+
+
+def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> None:
+    rows = [{"model_id": model_id, "kind": "label", "index": i, "name": n, "embedding": bank.labels[i].tolist()}
+            for i, n in enumerate(bank.label_names)]
+    rows += [{"model_id": model_id, "kind": "background", "index": i, "name": n,
+              "embedding": bank.backgrounds[i].tolist()} for i, n in enumerate(bank.background_names)]
+    atomic.write_parquet(text_path(run_dir, model_id),
+                         schemas.conform(pa.Table.from_pylist(rows), "text_embeddings"))
+
+
+# -- the transform ------------------------------------------------------------------------------
+
+class ReadBatches(beam.DoFn):
+    """One shard's wanted samples as fixed batches in key order (the same batches on every runner)."""
+
+    def __init__(self, run_dir: str, batch_size: int):
+        self.run_dir, self.batch_size = run_dir, batch_size
+
+    def process(self, work: ShardWork):
+        from apache_beam.io.filesystems import FileSystems
+
+        wanted = {key: (uid, cls) for key, uid, cls in work.samples}
+        found: dict[str, bytes] = {}
+        with FileSystems.open(str(Path(self.run_dir) / "shards" / work.shard)) as f:
+            for key, parts in shard_reader.iter_samples(f):
+                data = shard_reader.image_bytes(parts)
+                if key in wanted and data is not None:
+                    found[key] = data
+        missing = sorted(set(wanted) - set(found))
+        if missing:
+            raise RuntimeError(f"{work.shard}: samples {', '.join(missing[:5])} are marked ok but not in the shard; "
+                               "re-run the clean stage")
+        batch = []
+        for key, uid, cls in work.samples:
+            batch.append(ImageSample(uid, cls, work.shard, key, found[key]))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+class WriteShardScores(beam.DoFn):
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+
+    def process(self, shard_rows: tuple[str, Iterable[dict]]):
+        shard, rows = shard_rows
+        rows = sorted(rows, key=lambda r: (r["uid"], r["model_id"]))
+        for r in rows:
+            r["embedding"] = np.asarray(r["embedding"], dtype=np.float16)
+        table = schemas.conform(pa.Table.from_pylist(rows, schema=schemas.SCHEMAS["scores"]), "scores")
+        atomic.write_parquet(scores_path(Path(self.run_dir), shard), table)
+        yield shard
+
+
+class Score(beam.PTransform):
+    """Shards to scores: read batches, one RunInference per model, write per shard, then finish."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[ShardWork]):
+        super().__init__()
+        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+
+    def expand(self, pbegin):
+        batches = (pbegin
+                   | "Plan" >> beam.Create(self.work)
+                   | "Spread" >> beam.Reshuffle()
+                   | "ReadBatches" >> beam.ParDo(ReadBatches(self.run_dir, self.cfg.score.batch_size)))
+        scored = [batches | f"RunInference[{m.model_id}]" >> RunInference(
+                      OpenClipModelHandler(m, self.cfg, self.run_dir).with_no_batching())
+                  for m in self.cfg.models]
+        return (scored
+                | "AllModels" >> beam.Flatten()
+                | "ByShard" >> beam.GroupBy(lambda r: r["shard"])
+                | "WriteScores" >> beam.ParDo(WriteShardScores(self.run_dir))
+                | "AllShards" >> beam.combiners.ToList()
+                | "OneVsK+Flags" >> beam.Map(lambda _, run_dir, cfg: finish(Path(run_dir), cfg),
+                                             self.run_dir, self.cfg))
+
+
+# -- planning, finishing, the entry point -------------------------------------------------------------
+
+def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[ShardWork], int]:
+    """Shards that still need scores (and how many are done), from the clean samples."""
+    samples = schemas.read_folder(run_dir / "samples", "samples")
+    ok = samples.filter(pc.equal(samples.column("status"), "ok")).select(["uid", "class_idx", "shard", "key"])
+    by_shard: dict[str, list[tuple[str, str, int]]] = {}
+    for r in ok.to_pylist():
+        by_shard.setdefault(r["shard"], []).append((r["key"] or r["uid"], r["uid"], r["class_idx"]))
+    truth = zeroshot.true_labels(cfg)
+    unknown = sorted({c for rows in by_shard.values() for _, _, c in rows} - set(truth))
+    if unknown:
+        raise UserError(f"samples have class_idx {', '.join(map(str, unknown[:5]))}, which the config's classes do not "
+                        "list", where=str(run_dir / "samples"))
+    model_ids = {m.model_id for m in cfg.models}
+    work, done = [], 0
+    for shard, rows in sorted(by_shard.items()):
+        if _scored(scores_path(run_dir, shard), {uid for _, uid, _ in rows}, model_ids):
+            done += 1
+        else:
+            work.append(ShardWork(shard, tuple(sorted(rows))))
+    return work, done
+
+
+def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
+    if not path.exists():
+        return False
+    try:
+        t = pq.read_table(path, columns=["uid", "model_id"])
+    except (OSError, pa.ArrowInvalid):
+        return False
+    have = set(zip(t.column("uid").to_pylist(), t.column("model_id").to_pylist()))
+    return have == {(u, m) for u in uids for m in model_ids}
+
+
+def finish(run_dir: Path, cfg: RunConfig) -> dict:
+    """After every shard is scored: the run-wide "1 vs k" columns, then the review flags on samples."""
+    files = sorted((run_dir / "scores").glob("[0-9]*.parquet"))
+    if not files:
+        return {}
+    tables = [schemas.read(p, "scores") for p in files]
+    scores = pa.concat_tables(tables)
+    k = cfg.score.one_vs_k
+    top1 = np.zeros(scores.num_rows, dtype=np.int32)
+    model_col = np.asarray(scores.column("model_id").to_pylist())
+    for m in cfg.models:
+        rows = np.nonzero(model_col == m.model_id)[0]
+        if not len(rows):
+            continue
+        labels = _label_embeddings(run_dir, m.model_id)
+        emb = np.asarray(scores.column("embedding").take(rows).to_pylist(), dtype=np.float32)
+        truth = np.asarray(scores.column("true_label").take(rows).to_pylist())
+        top1[rows], _ = zeroshot.one_vs_k(emb, truth, labels, k)
+    truth_all = np.asarray(scores.column("true_label").to_pylist())
+    start = 0
+    for path, t in zip(files, tables):
+        part = slice(start, start + t.num_rows)
+        start += t.num_rows
+        new = (t.set_column(t.schema.get_field_index("top1_1vk"), "top1_1vk", pa.array(top1[part], pa.int32()))
+                .set_column(t.schema.get_field_index("correct_1vk"), "correct_1vk",
+                            pa.array(top1[part] == truth_all[part])))
+        if not new.equals(t):
+            atomic.write_parquet(path, new)
+    flag_model = cfg.clean.flag_model or cfg.models[0].model_id
+    for path in sorted((run_dir / "samples").glob("[0-9]*.parquet")):
+        samples = schemas.read(path, "samples")
+        flagged = clean.apply_review_flags(samples, scores, cfg.clean, flag_model)
+        if not flagged.equals(samples):
+            atomic.write_parquet(path, flagged)
+    return {"scored_rows": scores.num_rows}
+
+
+def _label_embeddings(run_dir: Path, model_id: str) -> np.ndarray:
+    path = text_path(run_dir, model_id)
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: the text embeddings of {model_id} were not saved; re-run score")
+    t = schemas.read(path, "text_embeddings")
+    labels = t.filter(pc.equal(t.column("kind"), "label")).sort_by("index")
+    return np.asarray(labels.column("embedding").to_pylist(), dtype=np.float32)
+
+
+def check_models(cfg: RunConfig) -> None:
+    """Every configured model, device and precision, checked before any work starts."""
+    if cfg.clean.flag_model and cfg.clean.flag_model not in {m.model_id for m in cfg.models}:
+        raise UserError(f"clean.flag_model {cfg.clean.flag_model!r} is not one of the models "
+                        f"({', '.join(m.model_id for m in cfg.models)}).", where="config.yaml")
+    ids = [m.model_id for m in cfg.models]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"two models share the id {next(i for i in ids if ids.count(i) > 1)!r}; give each an id.",
+                        where="config.yaml")
+    for m in cfg.models:
+        clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
+    zeroshot.true_labels(cfg)
+
+
+def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
+    """Score every clean sample not yet scored; returns counts for the manifest."""
+    run_dir = Path(run_dir)
+    check_models(cfg)
+    atomic.clean_temp_files(run_dir / "scores")
+    work, done = plan(run_dir, cfg)
+    n = sum(len(w.samples) for w in work)
+    say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
+        f"with {len(cfg.models)} model(s): {', '.join(m.model_id for m in cfg.models)}")
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as p:
+        _ = p | "Score" >> Score(run_dir, cfg, work)
+    seconds = time.monotonic() - started
+    scores = schemas.read_folder(run_dir / "scores", "scores")
+    counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,
+              "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None}
+    acc = {m.model_id: _mean(scores, m.model_id, "correct") for m in cfg.models}
+    say(f"score: {n} images in {seconds:.1f}s; zero-shot accuracy " +
+        ", ".join(f"{k} {v:.1%}" for k, v in acc.items() if v is not None) + f" -> {run_dir / 'scores'}")
+    return counts
+
+
+def _mean(scores: pa.Table, model_id: str, column: str) -> float | None:
+    t = scores.filter(pc.equal(scores.column("model_id"), model_id))
+    vals = t.column(column).to_pylist()
+    return sum(vals) / len(vals) if vals else None
