@@ -160,35 +160,30 @@ def _empty_row(class_idx: int, class_name: str) -> dict:
                 drop_lo=None, drop_hi=None, p_value=None, p_adjusted=None, decision="dropped", reason="")
 
 
-def attribute_deltas(rows: Iterable[tuple[int, str, frozenset, bool]], attributes: list[str]) -> list[dict]:
+def attribute_deltas(groups: list[GroupCount], attributes: list[str]) -> list[dict]:
     """Seed 2's detector: δ(class, a) = acc(a present) − acc(a absent), ranked within each class.
 
-    ``rows`` are (class_idx, class_name, attributes present in the photo, correct). The most
-    positive δ marks an attribute the model leans on for that class (a candidate spurious feature).
+    Here the attributes are the backgrounds: a photo has attribute a when its group is a, so the
+    counts per (class, background) are all it takes. The most positive δ marks the attribute the
+    model leans on for that class (a candidate spurious feature); the most negative, its counter.
     """
-    n = defaultdict(lambda: [0, 0, 0, 0])       # present n, present k, absent n, absent k
-    names = {}
-    for class_idx, class_name, present, correct in rows:
-        names[class_idx] = class_name
-        for a in attributes:
-            cell = n[(class_idx, a)]
-            if a in present:
-                cell[0] += 1
-                cell[1] += bool(correct)
-            else:
-                cell[2] += 1
-                cell[3] += bool(correct)
+    by_class: dict[tuple[int, str], dict[str, GroupCount]] = defaultdict(dict)
+    for g in groups:
+        by_class[(g.class_idx, g.class_name)][g.background] = g
     out = []
-    for class_idx in sorted(names):
+    for (class_idx, class_name), cells in sorted(by_class.items()):
+        total_n = sum(g.n for g in cells.values())
+        total_k = sum(g.k for g in cells.values())
         ranked = []
         for a in attributes:
-            pn, pk, an, ak = n[(class_idx, a)]
-            if pn == 0 or an == 0:
-                continue
-            ranked.append(dict(class_idx=class_idx, class_name=names[class_idx], attribute=a, n_present=pn,
-                               acc_present=pk / pn, n_absent=an, acc_absent=ak / an, delta=pk / pn - ak / an,
-                               p_value=stats.drop_p_value(pk, pn, ak, an)))
-        ranked.sort(key=lambda r: -r["delta"])
+            present = cells.get(a)
+            if present is None or present.n == total_n:
+                continue          # never present, or never absent: no estimate
+            an, ak = total_n - present.n, total_k - present.k
+            ranked.append(dict(class_idx=class_idx, class_name=class_name, attribute=a, n_present=present.n,
+                               acc_present=present.acc, n_absent=an, acc_absent=ak / an,
+                               delta=present.acc - ak / an, p_value=stats.drop_p_value(present.k, present.n, ak, an)))
+        ranked.sort(key=lambda r: (-r["delta"], r["attribute"]))
         for rank, r in enumerate(ranked, 1):
             r["rank"] = rank
         out.extend(ranked)

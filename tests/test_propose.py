@@ -85,8 +85,8 @@ def test_count_groups_and_wilson():
 
 
 def test_attribute_deltas_rank_the_shortcut_first():
-    rows = ([(1, "bear", frozenset({"snow"}), True)] * 45 + [(1, "bear", frozenset({"snow"}), False)] * 5
-            + [(1, "bear", frozenset({"grass"}), True)] * 10 + [(1, "bear", frozenset({"grass"}), False)] * 40)
-    deltas = attribute_deltas(rows, ["snow", "grass", "sky"])
-    assert [d["attribute"] for d in deltas] == ["snow", "grass"]       # sky never present: no estimate
+    groups = [g(1, "snow", 50, 45), g(1, "grass", 50, 10), g(2, "sky", 10, 5)]
+    deltas = attribute_deltas(groups, ["snow", "grass", "sky"])
+    assert [(d["class_idx"], d["attribute"]) for d in deltas] == [(1, "snow"), (1, "grass")]  # no estimate for 2
     assert deltas[0]["delta"] == pytest.approx(0.9 - 0.2) and deltas[0]["rank"] == 1
+    assert deltas[1]["delta"] == pytest.approx(0.2 - 0.9) and deltas[0]["p_value"] < 1e-9

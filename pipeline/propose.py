@@ -1,0 +1,241 @@
+"""Backgrounds and proposals: two composite PTransforms over curation.backgrounds and curation.propose.
+
+    scores ─▶ by class ─▶ assign backgrounds (zero-shot + clusters) ─▶ RUN/groups/model-CCCC.parquet
+    groups ⋈ scores (by uid) ─▶ counts per class × background × model ─▶ RUN/group_stats.parquet
+                                                                     ─▶ RUN/proposals.parquet
+                                                                     ─▶ RUN/attributes.parquet
+
+Groups are written one file per class, so the stage is idempotent and a re-run rewrites the
+same files. Proposals read model groups and, once annotators have verified photos, human groups
+(RUN/groups/human.parquet, method 'human') — both end up side by side in proposals.parquet.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import schemas
+from curation import atomic, backgrounds, manifest, stats
+from curation.config import RunConfig
+from curation.errors import UserError
+from curation.propose import GroupCount, Rule, agree_across_models, attribute_deltas, propose
+from pipeline.score import text_path
+
+METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
+
+
+def score_files(run_dir: Path) -> list[str]:
+    return sorted(str(p) for p in (run_dir / "scores").glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_scores(path: str, columns: list[str], model_id: str | None = None) -> Iterable[dict]:
+    table = pq.read_table(path, columns=columns + (["model_id"] if "model_id" not in columns else []))
+    if model_id is not None:
+        table = table.filter(pc.equal(table.column("model_id"), model_id))
+    yield from table.to_pylist()
+
+
+# -- backgrounds ---------------------------------------------------------------------------------
+
+class AssignClass(beam.DoFn):
+    def __init__(self, run_dir: str, names: list[str], class_names: dict[int, str],
+                 class_dirs: dict[int, list[float]], settings, model_id: str):
+        self.run_dir, self.names, self.class_names, self.class_dirs = run_dir, names, class_names, class_dirs
+        self.settings, self.model_id = settings, model_id
+
+    def process(self, element):
+        (class_idx, label), rows = element
+        rows = sorted(rows, key=lambda r: r["uid"])   # runner order must not change clusters
+        assigned = backgrounds.assign_class(
+            [r["uid"] for r in rows], np.asarray([r["embedding"] for r in rows], dtype=np.float32),
+            np.asarray([r["background_p"] for r in rows], dtype=np.float32), self.names,
+            self.class_dirs.get(label), self.settings)
+        for a in assigned:
+            a.update(class_idx=class_idx, class_name=self.class_names.get(class_idx, str(class_idx)),
+                     model_id=self.model_id)
+        table = schemas.conform(pa.Table.from_pylist(assigned), "groups", f"groups of class {class_idx}")
+        atomic.write_parquet(Path(self.run_dir) / "groups" / f"model-{class_idx:05d}.parquet", table)
+        yield class_idx, len(assigned)
+
+
+class AssignBackgrounds(beam.PTransform):
+    """Scores of one model → a background per photo, written per class."""
+
+    def __init__(self, run_dir: Path, files: list[str], model_id: str, names: list[str],
+                 class_names: dict[int, str], class_dirs: dict[int, list[float]], settings: backgrounds.Settings):
+        super().__init__()
+        self.run_dir, self.files, self.model_id = run_dir, files, model_id
+        self.names, self.class_names, self.class_dirs, self.settings = names, class_names, class_dirs, settings
+
+    def expand(self, pbegin):
+        columns = ["uid", "class_idx", "embedding", "background_p", "true_label"]
+        return (pbegin
+                | "ScoreFiles" >> beam.Create(self.files)
+                | "ReadScores" >> beam.FlatMap(read_scores, columns, self.model_id)
+                | "ByClass" >> beam.Map(lambda r: ((r["class_idx"], r["true_label"]), r))
+                | "Group" >> beam.GroupByKey()
+                | "Assign" >> beam.ParDo(AssignClass(str(self.run_dir), self.names, self.class_names,
+                                                     self.class_dirs, self.settings, self.model_id)))
+
+
+def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
+    files = score_files(run_dir)
+    if not files:
+        raise UserError("no scores to assign backgrounds from", where=str(run_dir / "scores"),
+                        hint="Run the score stage first.")
+    model_id = cfg.background_assignment.model or cfg.models[0].model_id
+    if model_id not in {m.model_id for m in cfg.models}:
+        raise UserError(f"background_assignment.model {model_id!r} is not one of the models", where="config.yaml")
+    started = time.monotonic()
+    labels, names = _text_bank(run_dir, model_id)
+    if names != list(cfg.backgrounds):
+        raise UserError(f"the scores were made with backgrounds {names}, the config now lists {cfg.backgrounds}",
+                        where=str(text_path(run_dir, model_id)), hint="Re-run the score stage.")
+    groups_dir = run_dir / "groups"
+    for stale in groups_dir.glob("model-*.parquet"):
+        stale.unlink()
+    atomic.clean_temp_files(groups_dir)
+    settings = backgrounds.Settings.from_config(cfg.background_assignment)
+    class_names = {cfg.class_index(c): c.name for c in cfg.classes}
+    class_dirs = {i: labels[i].tolist() for i in range(len(labels))}   # label-space index → text direction
+    with beam.Pipeline(options=options) as p:
+        _ = p | "Backgrounds" >> AssignBackgrounds(run_dir, files, model_id, names, class_names, class_dirs, settings)
+    groups = schemas.read_folder(groups_dir, "groups")
+    groups = groups.filter(pc.not_equal(groups.column("method"), "human"))
+    counts = {"photos": groups.num_rows, "classes": len(set(groups.column("class_idx").to_pylist())),
+              "by_method": _count(groups, "method"), "by_background": _count(groups, "background"),
+              "unnamed_clusters": int(pc.sum(pc.equal(groups.column("flag"), backgrounds.UNNAMED)).as_py() or 0)}
+    manifest.record_stage(run_dir, "backgrounds", config_digest=cfg.digest(), counts=counts,
+                          seconds=time.monotonic() - started)
+    say(f"backgrounds: {counts['photos']} photos of {counts['classes']} classes grouped "
+        f"({', '.join(f'{k} {v}' for k, v in counts['by_method'].items())}) -> {groups_dir}")
+    return counts
+
+
+def _text_bank(run_dir: Path, model_id: str) -> tuple[np.ndarray, list[str]]:
+    path = text_path(run_dir, model_id)
+    if not path.exists():
+        raise UserError(f"no text embeddings for {model_id}", where=str(path), hint="Re-run the score stage.")
+    t = schemas.read(path, "text_embeddings")
+    lab = t.filter(pc.equal(t.column("kind"), "label")).sort_by("index")
+    bg = t.filter(pc.equal(t.column("kind"), "background")).sort_by("index")
+    return np.asarray(lab.column("embedding").to_pylist(), dtype=np.float32), bg.column("name").to_pylist()
+
+
+# -- proposals -----------------------------------------------------------------------------------
+
+class CountGroups(beam.PTransform):
+    """groups ⋈ scores by uid → ((source, model, metric, class, background), (n, k))."""
+
+    def __init__(self, groups: list[dict], files: list[str]):
+        super().__init__()
+        self.groups, self.files = groups, files
+
+    def expand(self, pbegin):
+        groups = (pbegin | "Groups" >> beam.Create(self.groups) | "GroupByUid" >> beam.Map(lambda g: (g["uid"], g)))
+        scores = (pbegin
+                  | "ScoreFiles" >> beam.Create(self.files)
+                  | "ReadScores" >> beam.FlatMap(read_scores, ["uid", "model_id", "correct", "correct_1vk"])
+                  | "ScoreByUid" >> beam.Map(lambda s: (s["uid"], s)))
+        return ({"group": groups, "score": scores}
+                | "Join" >> beam.CoGroupByKey()
+                | "Cells" >> beam.FlatMap(_cells)
+                | "Count" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) if pairs else (0, 0)))
+
+
+def _cells(joined):
+    _, sides = joined
+    for g in sides["group"]:
+        for s in sides["score"]:
+            for metric, column in METRICS.items():
+                if s[column] is None:
+                    continue
+                yield ((g["method"] == "human" and "human" or "model", s["model_id"], metric,
+                        g["class_idx"], g["class_name"], g["background"]), (1, int(bool(s[column]))))
+
+
+def select_pairs(cells: dict[tuple, tuple[int, int]], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    """Counts per cell → (group_stats rows, proposals rows) for every source and model."""
+    rule = Rule.from_config(cfg.thresholds)
+    stat_rows, proposal_rows = [], []
+    by_key: dict[tuple, list[GroupCount]] = defaultdict(list)
+    for (source, model_id, metric, class_idx, class_name, bg), (n, k) in sorted(cells.items()):
+        lo, hi = stats.wilson(k, n, rule.alpha)
+        stat_rows.append(dict(class_idx=class_idx, class_name=class_name, background=bg, model_id=model_id,
+                              metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi))
+        by_key[(source, model_id, metric)].append(GroupCount(class_idx, class_name, bg, n, k))
+    for source in ("model", "human"):
+        per_model = {m: propose(by_key[(source, m, "top1")], rule, model_id=m, source=source)
+                     for (s, m, metric) in sorted(by_key) if s == source and metric == "top1"}
+        for rows in per_model.values():
+            proposal_rows.extend(rows)
+        if len(per_model) > 1 and cfg.thresholds.require_all_models:
+            proposal_rows.extend(dict(r, source=source) for r in agree_across_models(per_model))
+    return stat_rows, proposal_rows
+
+
+def write_selection(cells: list, run_dir: str, cfg: RunConfig) -> dict:
+    """The pipeline's last step: counts → group_stats, attribute deltas and proposals, written."""
+    stat_rows, proposal_rows = select_pairs(dict(cells), cfg)
+    deltas = []
+    for m in cfg.models:
+        model_groups = [GroupCount(r["class_idx"], r["class_name"], r["background"], r["n"], r["k"])
+                        for r in stat_rows if (r["source"], r["model_id"], r["metric"]) == ("model", m.model_id, "top1")]
+        deltas.extend(dict(d, model_id=m.model_id) for d in attribute_deltas(model_groups, list(cfg.backgrounds)))
+    run_dir = Path(run_dir)
+    atomic.write_parquet(run_dir / "group_stats.parquet", _table(stat_rows, "group_stats"))
+    atomic.write_parquet(run_dir / "attributes.parquet", _table(deltas, "attribute_deltas"))
+    atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))
+    return len(proposal_rows)
+
+
+def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
+    started = time.monotonic()
+    groups = schemas.read_folder(run_dir / "groups", "groups")
+    if groups.num_rows == 0:
+        raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
+                        hint="Run the backgrounds stage first.")
+    columns = ["uid", "class_idx", "class_name", "background", "method"]
+    with beam.Pipeline(options=options) as p:
+        _ = (p
+             | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
+             | "Collect" >> beam.combiners.ToList()
+             | "Select" >> beam.Map(write_selection, str(run_dir), cfg))
+    proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
+    final = _final_rows(proposal_rows, cfg)
+    kept = [r for r in final if r["decision"] == "kept"]
+    counts = {"classes": len(final), "kept": len(kept), "dropped": len(final) - len(kept),
+              "mean_drop_kept": round(float(np.mean([r["drop"] for r in kept])), 4) if kept else None}
+    manifest.record_stage(run_dir, "propose", config_digest=cfg.digest(), counts=counts,
+                          seconds=time.monotonic() - started)
+    say(f"propose: {len(kept)} of {len(final)} classes kept ({cfg.thresholds.rule} rule)"
+        + "".join(f"\n  {r['class_name']}: {r['reason']}" for r in kept[:50]) + f"\n  -> {run_dir / 'proposals.parquet'}")
+    return counts
+
+
+def _final_rows(rows: list[dict], cfg: RunConfig) -> list[dict]:
+    """The rows that decide: model labels, the consensus when several models must agree."""
+    model_rows = [r for r in rows if r["source"] == "model"]
+    if len(cfg.models) > 1 and cfg.thresholds.require_all_models:
+        return [r for r in model_rows if r["model_id"] == "all"]
+    first = cfg.models[0].model_id
+    return [r for r in model_rows if r["model_id"] == first]
+
+
+def _table(rows: list[dict], name: str) -> pa.Table:
+    if not rows:
+        return schemas.SCHEMAS[name].empty_table()
+    return schemas.conform(pa.Table.from_pylist(rows), name)
+
+
+def _count(table: pa.Table, column: str) -> dict:
+    values = table.column(column).to_pylist()
+    return {v: values.count(v) for v in sorted(set(values), key=str)}
