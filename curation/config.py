@@ -159,6 +159,17 @@ class ScoreSpec(_Strict):
     one_vs_k: int = Field(default=20, ge=2)                  # the paper's "1 vs 20"
 
 
+class BackgroundSpec(_Strict):
+    """How each photo gets its background (see curation/backgrounds.py)."""
+    method: Literal["zero-shot", "cluster", "hybrid"] = "hybrid"
+    model: str | None = None            # model id whose scores decide; default the first model
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    min_cluster_size: int = Field(default=10, ge=1)
+    max_clusters: int | None = Field(default=None, ge=1)
+    min_cluster_fit: float = Field(default=0.35, ge=0, le=1)
+    seed: int = 0
+
+
 class RunConfig(_Strict):
     version: int = CONFIG_VERSION
     name: str = "counteranimal"
@@ -171,6 +182,7 @@ class RunConfig(_Strict):
     source: SourceSpec = SourceSpec()
     license_allow: list[str] = DEFAULT_LICENSES
     fetch: FetchSpec = FetchSpec()
+    background_assignment: BackgroundSpec = BackgroundSpec()
     clean: CleanSpec = CleanSpec()
     score: ScoreSpec = ScoreSpec()
 

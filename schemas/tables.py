@@ -70,6 +70,39 @@ GROUPS = _schema("groups", 1, [
     pa.field("method", pa.string(), nullable=False),     # zero-shot | cluster | human
     pa.field("cluster", pa.int32()),                     # per-class cluster id, when clustered
     pa.field("model_id", pa.string()),
+    pa.field("zero_shot", pa.string()),                  # the zero-shot label, whatever was assigned
+    pa.field("cluster_name", pa.string()),               # the vocabulary label nearest the cluster
+    pa.field("flag", pa.string()),                       # e.g. cluster_unnamed: no vocabulary label fits
+])
+
+# RUN/group_stats.parquet — accuracy per class × background × model × metric (1vN, 1v20).
+GROUP_STATS = _schema("group_stats", 1, [
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("background", pa.string(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),     # top1 (label space) | top1_1vk
+    pa.field("source", pa.string(), nullable=False),     # model | human (which labels grouped the photos)
+    pa.field("n", pa.int32(), nullable=False),
+    pa.field("k", pa.int32(), nullable=False),
+    pa.field("acc", pa.float64(), nullable=False),
+    pa.field("acc_lo", pa.float64(), nullable=False),
+    pa.field("acc_hi", pa.float64(), nullable=False),
+])
+
+# RUN/attributes.parquet — Seed 2's detector: δ = acc(attribute present) − acc(absent), ranked.
+ATTRIBUTE_DELTAS = _schema("attribute_deltas", 1, [
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("attribute", pa.string(), nullable=False),
+    pa.field("n_present", pa.int32(), nullable=False),
+    pa.field("acc_present", pa.float64(), nullable=False),
+    pa.field("n_absent", pa.int32(), nullable=False),
+    pa.field("acc_absent", pa.float64(), nullable=False),
+    pa.field("delta", pa.float64(), nullable=False),
+    pa.field("p_value", pa.float64(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),
 ])
 
 # RUN/proposals.parquet — per class, the proposed (common, counter) pair and the evidence.
@@ -152,6 +185,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "source_rejects": SOURCE_REJECTS,
     "groups": GROUPS,
     "proposals": PROPOSALS,
+    "group_stats": GROUP_STATS,
+    "attribute_deltas": ATTRIBUTE_DELTAS,
     "image_checks": IMAGE_CHECKS,
     "scores": SCORES,
     "text_embeddings": TEXT_EMBEDDINGS,
