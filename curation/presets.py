@@ -27,14 +27,27 @@ def paper_results() -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def paper_inat_taxa() -> dict[int, list[str]]:
+    """iNaturalist taxa (scientific names) per ImageNet index for the paper's classes.
+
+    Class 30 (American bullfrog) is left out on purpose: its current iNaturalist name
+    (Lithobates / Aquarana) is not certain here; add it to the config by name or taxon id.
+    """
+    with resources.files("curation.data").joinpath("counteranimal_inat_taxa.csv").open() as f:
+        return {int(r["imagenet_idx"]): [t.strip() for t in r["inat_taxa"].split(";") if t.strip()]
+                for r in csv.DictReader(f)}
+
+
 def counteranimal() -> RunConfig:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # open_clip ships the 1,000 names
 
     classes = []
+    taxa = paper_inat_taxa()
     for row in paper_pairs():
         name = IMAGENET_CLASSNAMES[row["imagenet_idx"]]
         synonyms = [row["paper_name"]] if row["paper_name"].casefold() != name.casefold() else []
-        classes.append(ClassSpec(name=name, imagenet_idx=row["imagenet_idx"], synonyms=synonyms))
+        classes.append(ClassSpec(name=name, imagenet_idx=row["imagenet_idx"], synonyms=synonyms,
+                                 inat_taxa=taxa.get(row["imagenet_idx"], [])))
     return RunConfig(
         name="counteranimal",
         classes=classes,

@@ -312,3 +312,25 @@ def test_folder_unknown_class_folders_are_one_error(tmp_path):
     assert all(n in msg for n in ("'zebra'", "'okapi'", "'131 flamingo'"))
     with pytest.raises(UserError, match="no such folder"):
         load_candidates(make_cfg({"kind": "folder", "path": "nope"}), tmp_path)
+
+
+def test_inat_homonyms_prefer_animals_and_ambiguity_is_an_error(tmp_path):
+    # taxa.csv has a plant genus also named "Ursus": the animal genus is meant.
+    res = inat(classes=[{"name": "bear", "inat_taxa": ["Ursus"]}])
+    assert set(res.table.column("source_id").to_pylist()) == {"1001", "1002", "1003", "1006", "1008", "1013", "1018"}
+    export = tmp_path / "export"
+    shutil.copytree(INAT, export)
+    with open(export / "taxa.csv", "a") as f:   # a second active animal taxon with the same name
+        f.write("555555\t48460/1/2/355675/40151\t10\tspecies\tUrsus maritimus\ttrue\n")
+    with pytest.raises(UserError, match=r"ice bear: 'Ursus maritimus' is taxa 41955, 555555.*numeric"):
+        inat(folder=export)
+
+
+def test_preset_fills_inat_taxa_for_paper_classes():
+    from curation.presets import counteranimal, paper_inat_taxa, paper_pairs
+
+    taxa = paper_inat_taxa()
+    assert set(taxa) <= {r["imagenet_idx"] for r in paper_pairs()} and len(taxa) == 44
+    by_idx = {c.imagenet_idx: c for c in counteranimal().classes}
+    assert by_idx[296].inat_taxa == ["Ursus maritimus"] and by_idx[130].inat_taxa == ["Phoenicopteridae"]
+    assert by_idx[30].inat_taxa == []          # documented gap: the bullfrog's current name

@@ -2,7 +2,8 @@
 reads without HTTP. Files may sit deeper (``<class>/common-snow/x.jpg``, the official release
 layout); a class folder may be named ``<imagenet idx> <name>`` (e.g. ``296 ice bear``).
 source_id is the path relative to the root. Non-images and files outside any class folder are
-recorded as rejects (hidden folders are skipped); license and attribution come from ``source.license`` / ``source.attribution``.
+recorded as rejects (hidden folders are skipped). License and attribution come from
+``source.license`` / ``source.attribution``; with no license set, files keep null and are not filtered.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ four tab-separated files without quoting — taxa, observations, photos, observe
 
 Selection, streamed so a tens-of-GB export never sits in memory:
 1. taxa: each class's ``inat_taxa`` (scientific names or numeric ids) and all their descendants
-   (through ``ancestry``); a taxon under two configured taxa belongs to the nearer one.
+   (through ``ancestry``); a taxon under two configured taxa belongs to the nearer one. A name
+   matching several taxa prefers active ones, then those in Animalia; still several is an error.
 2. observations: those of the selected taxa, read chunk by chunk.
 3. photos: those of the selected observations, chunk by chunk; observers: the ones needed.
 Every photo of a selected observation ends as a candidate or a reject: inactive_taxon (an
@@ -91,10 +92,9 @@ def select_taxa(cfg: RunConfig, path: Path) -> tuple[dict[int, ClassSpec], set[i
         raise UserError("no class has inat_taxa; the inaturalist source selects photos by taxon",
                         where="config.yaml: classes[].inat_taxa",
                         hint="List scientific names or numeric iNaturalist taxon ids per class.")
-    taxa = pa.concat_tables([pa.Table.from_batches([b]) for b in stream(path, TAXA)]).combine_chunks() \
-        if path.stat().st_size else None
-    if taxa is None or taxa.num_rows == 0:
-        raise UserError("empty taxa file", where=str(path))
+    taxa = _filtered(path, TAXA, None).combine_chunks()   # ~1.5M rows, four columns: fits in memory
+    if taxa.num_rows == 0:
+        raise UserError("the taxa file has no rows", where=str(path))
     ids = taxa["taxon_id"].to_pylist()
     lowered = pc.utf8_lower(taxa["name"]).to_pylist()
     active = [str(a).strip().lower() in ("true", "t", "1") for a in taxa["active"].to_pylist()]
@@ -103,6 +103,8 @@ def select_taxa(cfg: RunConfig, path: Path) -> tuple[dict[int, ClassSpec], set[i
         if name:
             by_name.setdefault(name.strip(), []).append(row)
     row_of = {tid: row for row, tid in enumerate(ids)}
+    ancestries = taxa["ancestry"].to_pylist()
+    animalia = {str(ids[r]) for r in by_name.get("animalia", []) if active[r]}
 
     chosen: dict[int, ClassSpec] = {}
     missing, ambiguous, clashes = [], [], []
@@ -113,6 +115,8 @@ def select_taxa(cfg: RunConfig, path: Path) -> tuple[dict[int, ClassSpec], set[i
             rows = by_name.get(t.casefold(), [])
             live = [r for r in rows if active[r]]
             rows = live or rows          # an inactive match only when no active taxon has the name
+            if len(rows) > 1:            # a homonym (a genus name reused by a plant): animals first
+                rows = [r for r in rows if _in_animalia(ancestries[r], animalia)] or rows
             if len(rows) > 1:
                 ambiguous.append(f"{c.name}: {t!r} is taxa {', '.join(str(ids[r]) for r in rows)}")
                 continue
@@ -134,7 +138,6 @@ def select_taxa(cfg: RunConfig, path: Path) -> tuple[dict[int, ClassSpec], set[i
     pattern = rf"(^|/)({'|'.join(str(t) for t in chosen)})(/|$)"
     under = pc.match_substring_regex(taxa["ancestry"].fill_null(""), pattern)
     rows = pc.indices_nonzero(pc.or_(under, pc.is_in(taxa["taxon_id"], pa.array(list(chosen), pa.int64()))))
-    ancestries = taxa["ancestry"].to_pylist()
     taxon_class, inactive = {}, set()
     for row in rows.to_pylist():
         tid = ids[row]
@@ -144,6 +147,10 @@ def select_taxa(cfg: RunConfig, path: Path) -> tuple[dict[int, ClassSpec], set[i
         if tid not in chosen and not active[row]:
             inactive.add(tid)
     return taxon_class, inactive
+
+
+def _in_animalia(ancestry: str | None, animalia: set[str]) -> bool:
+    return bool(animalia.intersection((ancestry or "").split("/")))
 
 
 # -- observations, photos, observers: streamed -----------------------------------------------
@@ -167,7 +174,7 @@ def observer_names(path: Path, observer_ids: pa.Array) -> dict[int, str]:
 
 
 def _filtered(path: Path, columns: dict[str, pa.DataType], keep) -> pa.Table:
-    parts = [batch.filter(keep(batch)) for batch in stream(path, columns)]
+    parts = [batch.filter(keep(batch)) if keep else batch for batch in stream(path, columns)]
     schema = pa.schema([(n, t) for n, t in columns.items()])
     return pa.Table.from_batches([p for p in parts if p.num_rows], schema=schema)
 
