@@ -8,7 +8,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 LOG := .cache/setup.log
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup assets test demo bench clean-venv
+.PHONY: setup assets browser test demo bench clean-venv
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ $(VENV)/.installed: $(VENV)/.torch setup.py
 	@$(PIP) install -q -e '.[test,annotation]' >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
 	@touch $@
 
-test: setup assets
+# Headless Chromium checks the report page in tests/test_report.py.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup assets browser
 	$(BIN)/python -m pytest -q tests
 
 demo: setup assets

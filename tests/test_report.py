@@ -1,0 +1,280 @@
+"""The report page: built from real artifacts (conforming tables, a real WebDataset shard of JPEGs),
+rendered, then opened in headless Chromium — screenshot and DOM — so a blank or broken page fails."""
+from __future__ import annotations
+
+import base64
+import io
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import webdataset as wds
+from PIL import Image, ImageDraw, ImageStat
+
+import schemas
+from curation import atomic, config, manifest, propose, report, stats
+from pipeline import cli
+
+MODEL = "tiny/planted"
+BACKGROUND_RGB = {"snow": (236, 240, 245), "grass": (84, 150, 60), "water": (40, 100, 170), "sky": (150, 200, 240),
+                  "tree": (30, 80, 40), "sand": (220, 200, 150)}
+ANIMAL_RGB = {"ice bear": (250, 250, 250), "flamingo": (240, 120, 150), "vulture": (60, 50, 45),
+              "zebra": (20, 20, 20)}
+# (class, background) -> (photos, planted accuracy). zebra has no real drop and must be dropped.
+PLAN = {("ice bear", "snow"): (30, 0.9), ("ice bear", "grass"): (20, 0.25),
+        ("flamingo", "water"): (30, 0.9), ("flamingo", "sky"): (20, 0.3),
+        ("vulture", "sky"): (24, 0.85), ("vulture", "tree"): (20, 0.2),
+        ("zebra", "grass"): (24, 0.8), ("zebra", "sand"): (20, 0.8)}
+CLASS_IDX = {"ice bear": 296, "flamingo": 130, "vulture": 23, "zebra": 340}
+
+
+# -- building a run directory from real artifacts ----------------------------------------------------
+
+def _photo(bg: str, animal: str, rng: random.Random) -> bytes:
+    im = Image.new("RGB", (160, 120), BACKGROUND_RGB[bg])
+    draw = ImageDraw.Draw(im)
+    for _ in range(40):   # texture, so the background reads as a photo rather than a flat swatch
+        x, y = rng.randrange(160), rng.randrange(120)
+        shade = tuple(max(0, min(255, c + rng.randint(-40, 40))) for c in BACKGROUND_RGB[bg])
+        draw.ellipse([x, y, x + rng.randint(4, 14), y + rng.randint(3, 8)], fill=shade)
+    x = rng.randint(30, 80)
+    draw.ellipse([x, 40, x + 60, 90], fill=ANIMAL_RGB[animal], outline=(0, 0, 0))
+    draw.ellipse([x + 50, 30, x + 75, 55], fill=ANIMAL_RGB[animal], outline=(0, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _config(run: Path) -> None:
+    cfg = config.parse({
+        "name": "planted-test",
+        "classes": [{"name": c, "imagenet_idx": i} for c, i in CLASS_IDX.items()],
+        "backgrounds": list(BACKGROUND_RGB),
+        "label_space": "classes",
+        "models": [{"name": "ViT-B-32", "id": MODEL}],
+        "thresholds": {"rule": "strict", "min_group_size": 10},
+    })
+    atomic.write_text(run / "config.yaml", config.dump(cfg))
+
+
+def build_early_run(run: Path) -> dict:
+    """config + candidates + samples (+ shards): a run that has fetched and cleaned, nothing more."""
+    rng = random.Random(7)
+    _config(run)
+    candidates, samples, photos, truth = [], [], [], {}
+    n = 0
+    for (cls, bg), (count, _) in PLAN.items():
+        for _ in range(count):
+            uid = f"u{n:04d}"
+            n += 1
+            candidates.append(dict(uid=uid, url=f"http://127.0.0.1/{uid}.jpg", class_idx=CLASS_IDX[cls],
+                                   class_name=cls, source="url_list", source_id=uid, license="cc0"))
+            truth[uid] = bg
+            photos.append((uid, cls, bg))
+    failed = {p[0] for p in photos[::17]}            # 404s: never stored
+    too_small = {p[0] for p in photos[5::23]} - failed
+    shard_of = {}
+    for s, chunk in enumerate((photos[: len(photos) // 2], photos[len(photos) // 2:])):
+        shard = f"{s:05d}.tar"
+        (run / "shards").mkdir(parents=True, exist_ok=True)
+        with wds.TarWriter(str(run / "shards" / shard)) as sink:
+            for uid, cls, bg in chunk:
+                if uid not in failed:
+                    sink.write({"__key__": uid, "jpg": _photo(bg, cls, rng), "json": {"uid": uid}})
+                    shard_of[uid] = shard
+        for uid, cls, bg in chunk:
+            status = "failed" if uid in failed else "rejected" if uid in too_small else "ok"
+            reason = {"failed": "http_404", "rejected": "too_small", "ok": None}[status]
+            samples.append(dict(uid=uid, class_idx=CLASS_IDX[cls], class_name=cls, chunk=s, shard=shard_of.get(uid),
+                                key=uid if uid in shard_of else None, status=status, reason=reason,
+                                width=160, height=120, flags=[]))
+    rejects = [dict(source="url_list", source_id=f"dup{i}", url="http://127.0.0.1/u0000.jpg", reason="duplicate_url",
+                    duplicate_of="u0000") for i in range(3)]
+    atomic.write_parquet(run / "candidates" / "00000.parquet",
+                         schemas.conform(pa.Table.from_pylist(candidates), "candidates"))
+    atomic.write_parquet(run / "candidates_rejected.parquet",
+                         schemas.conform(pa.Table.from_pylist(rejects), "source_rejects"))
+    atomic.write_parquet(run / "samples" / "00000.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
+    ok = [p for p in photos if p[0] not in failed and p[0] not in too_small]
+    return dict(photos=photos, ok=ok, failed=failed, too_small=too_small, truth=truth, rng=rng)
+
+
+def build_full_run(run: Path) -> dict:
+    """Everything up to proposals, with ground truth: backgrounds assigned with a few known mistakes."""
+    world = build_early_run(run)
+    rng = world["rng"]
+    scores, groups, per_photo = [], [], []
+    wrong_bg = set()
+    for i, (uid, cls, bg) in enumerate(world["ok"]):
+        correct = rng.random() < PLAN[(cls, bg)][1]
+        assigned = bg
+        if i % 11 == 3:   # a known share of assignment mistakes, for the confusion matrix
+            assigned = next(b for b in BACKGROUND_RGB if b != bg and (cls, b) not in PLAN)
+            wrong_bg.add(uid)
+        top1 = CLASS_IDX[cls] if correct else 0
+        scores.append(dict(uid=uid, model_id=MODEL, class_idx=CLASS_IDX[cls], shard="00000.tar", label_space="classes",
+                           true_label=CLASS_IDX[cls], top1=top1, top1_name=cls if correct else "tench",
+                           correct=correct, p_true=0.8 if correct else 0.2, true_rank=1 if correct else 3,
+                           margin=0.5 if correct else -0.4, top5=[top1], top5_p=[0.8], background=assigned,
+                           background_p=[1 / 6] * 6, p_subject=0.9, embedding=[0.0] * 8))
+        groups.append(dict(uid=uid, class_idx=CLASS_IDX[cls], class_name=cls, background=assigned,
+                           confidence=rng.random(), method="zero-shot", model_id=MODEL, zero_shot=assigned))
+        per_photo.append((CLASS_IDX[cls], cls, assigned, correct))
+    counts = propose.count_groups(per_photo)
+    rows = propose.propose(counts, propose.Rule(min_group_size=10), model_id=MODEL)
+    group_stats = []
+    for g in counts:
+        lo, hi = stats.wilson(g.k, g.n)
+        group_stats.append(dict(class_idx=g.class_idx, class_name=g.class_name, background=g.background,
+                                model_id=MODEL, metric="top1", source="model", n=g.n, k=g.k, acc=g.acc,
+                                acc_lo=lo, acc_hi=hi))
+    atomic.write_parquet(run / "scores" / "00000.parquet", schemas.conform(pa.Table.from_pylist(scores), "scores"))
+    atomic.write_parquet(run / "groups" / "00000.parquet", schemas.conform(pa.Table.from_pylist(groups), "groups"))
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
+    atomic.write_parquet(run / "group_stats.parquet", schemas.conform(pa.Table.from_pylist(group_stats), "group_stats"))
+    atomic.write_parquet(run / "truth.parquet", pa.Table.from_pylist(
+        [{"uid": u, "background": b} for u, b in world["truth"].items()]))
+    manifest.record_stage(run, "fetch", config_digest="x", counts={"ok": len(world["ok"])}, seconds=1.5)
+    world.update(proposals=rows, wrong_bg=wrong_bg, groups=groups)
+    return world
+
+
+# -- headless Chromium --------------------------------------------------------------------------------
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True, capture_output=True,
+                       timeout=900)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("chromium is not installed and `apt-get install -y chromium` did not install it")
+    return found
+
+
+def _browse(page: Path, tmp: Path, *mode: str) -> subprocess.CompletedProcess:
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,2000",
+           "--virtual-time-budget=5000", *mode, page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def screenshot(page: Path, tmp: Path) -> Image.Image:
+    png = tmp / "shot.png"
+    _browse(page, tmp, f"--screenshot={png}")
+    return Image.open(png).convert("RGB")
+
+
+def assert_not_blank(shot: Image.Image) -> None:
+    colours = shot.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "screenshot has almost no distinct colours: blank page?"
+    assert max(ImageStat.Stat(shot).stddev) > 20, "screenshot is nearly uniform: blank page?"
+
+
+def dom_after_load(page: Path, tmp: Path) -> str:
+    """The DOM after load, with a marker counting images the browser actually decoded."""
+    probe = tmp / "probe.html"
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+                   "document.body.setAttribute('data-decoded',i.filter(x=>x.complete&&x.naturalWidth>0).length);"
+                   "document.body.setAttribute('data-images',i.length)})</script></body>"))
+    return _browse(probe, tmp, "--dump-dom").stdout
+
+
+# -- tests ----------------------------------------------------------------------------------------------
+
+def test_full_report_renders_in_chromium(tmp_path):
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    page = report.write(run)
+    assert page == run / "report" / "index.html"
+    text = page.read_text()
+    assert not list(page.parent.glob(".*.tmp")), "temp file left behind"
+
+    # Self-contained: no external URL is loaded.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    assert "<link" not in text and "<script" not in text
+
+    kept = [r for r in world["proposals"] if r["decision"] == "kept"]
+    assert {r["class_name"] for r in kept} == {"ice bear", "flamingo", "vulture"}, world["proposals"]
+
+    # Every thumbnail is a real 96 px JPEG, and each kept pair shows min(12, stored) per side.
+    srcs = re.findall(r"<img [^>]*src='([^']+)'", text)
+    stored = {}
+    for g in world["groups"]:
+        stored[(g["class_name"], g["background"])] = stored.get((g["class_name"], g["background"]), 0) + 1
+    expected = sum(min(12, stored[(r["class_name"], r[side])]) for r in kept for side in ("common", "counter"))
+    assert len(srcs) == expected > 0
+    for src in srcs:
+        assert src.startswith("data:image/jpeg;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as im:
+            assert im.format == "JPEG" and im.size == (96, 96)
+
+    # Funnel numbers and reasons come from the artifacts.
+    assert f"{len(world['photos']):,}</td>" in text                     # candidates
+    assert "http_404 <b>" + f"{len(world['failed'])}</b>" in text
+    assert "too_small <b>" + f"{len(world['too_small'])}</b>" in text
+    assert "duplicate_url <b>3</b>" in text
+
+    # Background confusion against the ground truth: the known mistakes give a known agreement.
+    n_ok = len(world["ok"])
+    agree = 100 * (n_ok - len(world["wrong_bg"])) / n_ok
+    assert f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
+
+    shot = screenshot(page, tmp_path)
+    assert_not_blank(shot)
+    shutil.copy(tmp_path / "shot.png", tmp_path / "full.png")
+
+    dom = dom_after_load(page, tmp_path)
+    rows = re.findall(r"<tr class=\"(kept|dropped)\" data-class=\"([^\"]+)\"", dom)
+    assert [c for d, c in rows if d == "kept"] and {c for _, c in rows} == set(CLASS_IDX), rows
+    assert rows[: len(kept)] == [("kept", r["class_name"]) for r in rows_sorted(kept)], "kept classes come first"
+    assert ("dropped", "zebra") in rows
+    m = re.search(r'data-decoded="(\d+)" data-images="(\d+)"', dom)
+    assert m, "load script did not run: the page did not load"
+    assert int(m.group(1)) == int(m.group(2)) == expected, "some thumbnails did not decode in the browser"
+    assert dom.count("<svg") >= 1 and dom.count("class=\"bar kept\"") == len(kept)
+
+
+def rows_sorted(kept: list[dict]) -> list[dict]:
+    return sorted(kept, key=lambda r: (-r["drop"], r["class_name"]))
+
+
+def test_early_run_says_what_is_missing(tmp_path):
+    run = tmp_path / "run"
+    world = build_early_run(run)
+    page = report.write(run)
+    text = page.read_text()
+    for artifact in ("scores/", "groups/", "proposals.parquet", "group_stats.parquet", "annotation/verdicts.parquet"):
+        assert f"<code>{artifact}</code>" in text, artifact
+    assert text.count("stage not run yet") == 3            # grouped, proposed, verified
+    assert f"<td class=num>{len(world['ok']):,}</td>" in text   # clean photos
+    assert "<img" not in text and "id=pairs" not in text
+    shot = screenshot(page, tmp_path)
+    assert_not_blank(shot)
+
+
+def test_cli_prints_the_page_and_rejects_a_bad_truth_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    build_early_run(run)
+    assert cli.main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report" / "index.html")
+    bad = tmp_path / "truth.parquet"
+    atomic.write_parquet(bad, pa.table({"uid": ["u0000"], "label": ["snow"]}))
+    assert cli.main(["report", str(run), "--truth", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "background" in err
+
+
+def test_report_needs_a_config(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "config.yaml" in capsys.readouterr().err
