@@ -5,6 +5,7 @@ Every row a source reads ends in exactly one place: a candidate, or a reject wit
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -44,6 +45,7 @@ _CC = re.compile(r"cc-?(0|zero|by(?:-(?:nc|sa|nd))*)(?:-v?\d+(?:\.\d+)*)?(?:-[a-
 _PD = {"pd", "public-domain", "publicdomain", "pdm", "public-domain-mark", "no-known-copyright-restrictions"}
 
 
+@functools.lru_cache(maxsize=4096)   # a source repeats a handful of spellings millions of times
 def normalize_license(raw: str | None) -> str | None:
     """One spelling per license: "CC-BY-NC", "cc_by_nc", "CC BY-NC 4.0" -> "cc-by-nc";
     "CC0 1.0" / "CC-Zero" -> "cc0"; "Public Domain" -> "pd"; creativecommons.org URLs too.

@@ -9,7 +9,7 @@ Selection, streamed so a tens-of-GB export never sits in memory:
 2. observations: those of the selected taxa, read chunk by chunk.
 3. photos: those of the selected observations, chunk by chunk; observers: the ones needed.
 Every photo of a selected observation ends as a candidate or a reject: inactive_taxon (an
-inactive descendant taxon), quality_grade, not_first_photo, missing_extension, license,
+inactive descendant taxon), quality_grade, not_first_photo, missing_photo_id_or_extension, license,
 duplicate_url.
 """
 from __future__ import annotations
@@ -56,13 +56,14 @@ def load(cfg: RunConfig, folder: Path):
         taxon = obs_taxon[obs]
         c = taxon_class[taxon]
         ext = (ext or "").strip().lower()
-        url = spec.photo_url_template.format(photo_id=photo_id, size=spec.photo_size, extension=ext or "jpg")
+        ok_ids = photo_id is not None and ext
+        url = spec.photo_url_template.format(photo_id=photo_id, size=spec.photo_size, extension=ext) if ok_ids else None
         license = normalize_license(raw_license)
-        sid = str(photo_id)
+        sid = str(photo_id) if photo_id is not None else f"observation {obs}"
         why = ("inactive_taxon" if taxon in inactive
-               else "quality_grade" if (obs_grade[obs] or "").strip().lower() not in grades
+               else "quality_grade" if _grade(obs_grade[obs]) not in grades
                else "not_first_photo" if spec.first_photo_only and (position or 0) > 0
-               else "missing_extension" if not ext
+               else "missing_photo_id_or_extension" if not ok_ids
                else None)
         if why:
             out.reject(sid, why, url=url, class_name=c.name, license=license)
@@ -70,6 +71,12 @@ def load(cfg: RunConfig, folder: Path):
         out.add(url, resolver.index(c), c.name, sid, license, attribution(names.get(observer), observer, license),
                 license_checked=True)
     return out.result()
+
+
+def _grade(raw: str | None) -> str:
+    """The export writes research / needs_id / casual; the site's labels map onto the same."""
+    g = (raw or "").strip().lower().replace(" ", "_")
+    return {"research_grade": "research"}.get(g, g)
 
 
 def export_file(folder: Path, name: str) -> Path:
