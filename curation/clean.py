@@ -59,7 +59,9 @@ def _missing(uid: str, shard: str, key: str | None, detail: str) -> dict:
 
 
 def checks_table(rows: list[dict]) -> pa.Table:
-    return conform(pa.Table.from_pylist(rows), "image_checks")
+    from schemas.tables import IMAGE_CHECKS
+
+    return conform(pa.Table.from_pylist(rows, schema=IMAGE_CHECKS), "image_checks")
 
 
 def wanted_by_shard(samples: pa.Table) -> Iterator[tuple[str | None, dict[str, str]]]:

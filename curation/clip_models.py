@@ -24,6 +24,11 @@ from curation.errors import UserError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
+# More config folders (os.pathsep-separated); read on import, so Beam worker processes see them too.
+EXTRA_CONFIG_DIRS_ENV = "COUNTERANIMAL_MODEL_CONFIG_DIRS"
+for _extra in filter(None, os.environ.get(EXTRA_CONFIG_DIRS_ENV, "").split(os.pathsep)):
+    if Path(_extra).is_dir():
+        open_clip.add_model_config(_extra)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 
 import numpy as np
@@ -58,7 +59,7 @@ def check_image(data: bytes, spec: CleanSpec) -> dict:
                 return {**out, "reason": "truncated", "detail": f"{fmt} data ends before its end marker"}
             out["phash"] = phash(img)
     except Exception as exc:                    # noqa: BLE001 - any decoder failure is a recorded outcome
-        text = str(exc)
+        text = re.sub(r"<[^>]* at 0x[0-9a-f]+>", "the data", str(exc))   # no memory addresses: same text every run
         reason = "truncated" if "truncated" in text.lower() else "undecodable"
         return {**out, "reason": reason, "detail": f"{type(exc).__name__}: {text}"[:300]}
     w, h = out["width"], out["height"]

@@ -1,0 +1,115 @@
+"""Clean stage: planted faults each get their one outcome, dedupe is exact and order-free, re-runs resume."""
+from __future__ import annotations
+
+import random
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+import schemas
+from curation import clean, config, dedupe, image_checks
+from curation.config import CleanSpec
+from pipeline import clean as clean_stage
+from pipeline.options import pipeline_options
+from tests.support.score_run import build_run, jpeg, picture, tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory, checkpoint):
+    planted = build_run(tmp_path_factory.mktemp("clean") / "run", checkpoint)
+    before = schemas.read_folder(planted.run / "samples", "samples")
+    clean_stage.run_clean(planted.run, config.load(planted.run), pipeline_options([]), say=lambda s: None)
+    return planted, before
+
+
+def outcome(row):
+    return row["status"] if row["status"] != "rejected" else row["reason"]
+
+
+def test_every_planted_fault_gets_its_outcome_and_every_sample_exactly_one(cleaned):
+    planted, before = cleaned
+    after = schemas.read_folder(planted.run / "samples", "samples")
+    assert after.column("uid").to_pylist() == before.column("uid").to_pylist()   # same rows, same order
+    got = {r["uid"]: r for r in after.to_pylist()}
+    assert {u: outcome(r) for u, r in got.items()} == planted.truth
+    assert {u: r["duplicate_of"] for u, r in got.items() if r["duplicate_of"]} == planted.dup_of
+    flagged = {u for u, r in got.items() if "duplicate_across_classes" in (r["flags"] or [])}
+    assert flagged == planted.across_classes
+    ok = [r for r in got.values() if r["status"] == "ok"]
+    assert all(r["width"] and r["height"] and r["sha256"] for r in ok)
+
+
+def test_rerun_changes_nothing_and_a_lost_shard_check_is_redone(cleaned, tmp_path):
+    planted, _ = cleaned
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run)
+    first = schemas.read_folder(run / "samples", "samples")
+    assert clean_stage.plan(run)[0] == []                       # all shards current
+    (run / "clean" / "00001.parquet").unlink()
+    work, done = clean_stage.plan(run)
+    assert [w[0] for w in work] == ["00001.tar"] and done == 1
+    clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
+    assert schemas.read_folder(run / "samples", "samples").equals(first)
+
+
+def test_near_pairs_finds_exactly_the_brute_force_pairs():
+    rng = random.Random(3)
+    base = [rng.getrandbits(64) for _ in range(40)]
+    hashes = {}
+    for i, h in enumerate(base):
+        hashes[f"a{i}"] = h
+        flipped = h
+        for bit in rng.sample(range(64), rng.randrange(0, 7)):     # 0..6 bits away
+            flipped ^= 1 << bit
+        hashes[f"b{i}"] = flipped
+    for max_bits in (0, 2, 4, 6):
+        brute = sorted((a, b) for a in hashes for b in hashes
+                       if a < b and (hashes[a] ^ hashes[b]).bit_count() <= max_bits)
+        assert dedupe.near_pairs(hashes, max_bits) == brute
+
+
+def test_dedupe_keeps_the_same_image_whatever_the_input_order():
+    cands = [dedupe.Candidate("u3", 1, "s1", 0b1111, 100), dedupe.Candidate("u1", 1, "s1", 0b1111, 100),
+             dedupe.Candidate("u2", 2, "s2", 0b1110, 400), dedupe.Candidate("u4", 1, "s4", 0, 100)]
+    first = dedupe.find_duplicates(cands, max_bits=1)
+    for _ in range(5):
+        random.shuffle(cands)
+        assert dedupe.find_duplicates(cands, max_bits=1) == first
+    dropped, across = first
+    # u1/u3 are exact copies; u2 (more pixels) is a near copy of them, so it is the one kept.
+    assert dropped == {"u1": dedupe.Duplicate("near_duplicate", "u2"), "u3": dedupe.Duplicate("duplicate", "u2")}
+    assert across == {"u2"}
+
+
+def test_phash_survives_resize_and_reencode_but_separates_different_pictures():
+    a = picture(1)
+    ha = image_checks.phash(a)
+    resized = image_checks.phash(a.resize((80, 70)))
+    other = image_checks.phash(picture(2))
+    assert (ha ^ resized).bit_count() <= 4
+    assert (ha ^ other).bit_count() > 12
+
+
+def test_image_checks_name_each_fault():
+    spec = CleanSpec(min_side=64, max_aspect_ratio=4)
+    good = jpeg(picture(5))
+    assert image_checks.check_image(good, spec)["reason"] is None
+    assert image_checks.check_image(good[: len(good) // 2], spec)["reason"] == "truncated"
+    assert image_checks.check_image(b"plain text", spec)["reason"] == "undecodable"
+    assert image_checks.check_image(jpeg(picture(6, (50, 90))), spec)["reason"] == "too_small"
+    assert image_checks.check_image(jpeg(picture(7, (330, 70))), spec)["reason"] == "aspect_ratio"
+
+
+def test_review_flags_follow_the_thresholds():
+    spec = CleanSpec(label_noise_top_k=5, ambiguity_min_second=0.3, clarity_min_subject=0.5)
+    row = {"true_rank": 1, "top5_p": [0.9, 0.05], "p_subject": 0.8}
+    assert clean.review_flags(row, spec) == []
+    assert clean.review_flags({**row, "true_rank": 6}, spec) == ["label_noise"]
+    assert clean.review_flags({**row, "top5_p": [0.55, 0.4]}, spec) == ["ambiguous"]
+    assert clean.review_flags({**row, "p_subject": 0.2}, spec) == ["unclear"]

@@ -1,0 +1,178 @@
+"""Score stage: RunInference scores equal a direct open_clip call, on every runner mode; errors come first."""
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+import schemas
+from curation import config
+from curation.errors import UserError
+from pipeline import clean as clean_stage
+from pipeline import score as score_stage
+from pipeline.options import pipeline_options
+from tests.support.score_run import TINY_NAME, build_run, tiny_checkpoint
+
+QUIET = dict(say=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return tiny_checkpoint(folder, seed=0), tiny_checkpoint(folder, seed=1)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, models):
+    """Two models in one run, scored in-process."""
+    a, b = models
+    planted = build_run(tmp_path_factory.mktemp("score") / "run", a, models=[
+        {"name": TINY_NAME, "pretrained": str(a), "id": "tiny-a"},
+        {"name": TINY_NAME, "pretrained": str(b), "id": "tiny-b"}])
+    cfg = config.load(planted.run)
+    clean_stage.run_clean(planted.run, cfg, pipeline_options([]), **QUIET)
+    score_stage.run_score(planted.run, cfg, pipeline_options([]), **QUIET)
+    return planted, cfg
+
+
+def direct(checkpoint, images, truth, names, templates, backgrounds, k):
+    """The reference: open_clip's own factory, preprocess and encoders, no pipeline code."""
+    model, _, preprocess = open_clip.create_model_and_transforms(TINY_NAME, pretrained=str(checkpoint))
+    model.eval()
+    tok = open_clip.get_tokenizer(TINY_NAME)
+    norm = torch.nn.functional.normalize
+    with torch.no_grad():
+        x = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
+        img = norm(model.encode_image(x), dim=-1)
+        labels = norm(torch.stack([norm(model.encode_text(tok([t.format(n) for t in templates])), dim=-1).mean(0)
+                                   for n in names]), dim=-1)
+        bgs = norm(model.encode_text(tok([f"a photo of {b}." for b in backgrounds])), dim=-1)
+        scale = model.logit_scale.exp()
+        p = (scale * img @ labels.T).softmax(-1)
+        truth_t = torch.tensor(truth)
+        p_true = p[torch.arange(len(truth)), truth_t]
+        others = p.clone()
+        others[torch.arange(len(truth)), truth_t] = -1
+        subject = torch.cat([(img * labels[truth_t]).sum(-1, keepdim=True), img @ bgs.T], dim=1)
+        # "1 vs k": per class the k labels with the highest mean cosine similarity to its images.
+        one_vs_k = []
+        for i, t in enumerate(truth):
+            mean_sim = (img[truth_t == t] @ labels.T).mean(0)
+            top = [int(j) for j in mean_sim.argsort(descending=True)[:k]]
+            if t not in top:
+                top[-1] = t
+            one_vs_k.append(top[int((img[i] @ labels[top].T).argmax())])
+    return {"top1": p.argmax(-1).numpy(), "p_true": p_true.numpy(), "margin": (p_true - others.max(-1).values).numpy(),
+            "background_p": (scale * img @ bgs.T).softmax(-1).numpy(),
+            "p_subject": (scale * subject).softmax(-1)[:, 0].numpy(), "embedding": img.numpy(),
+            "top1_1vk": np.array(one_vs_k)}
+
+
+def by_model(scores, model_id):
+    rows = [r for r in scores.to_pylist() if r["model_id"] == model_id]
+    return sorted(rows, key=lambda r: r["uid"])
+
+
+@pytest.mark.parametrize("model_id,which", [("tiny-a", 0), ("tiny-b", 1)])
+def test_scores_match_a_direct_open_clip_call(scored, models, model_id, which):
+    planted, cfg = scored
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    rows = by_model(schemas.read_folder(planted.run / "scores", "scores"), model_id)
+    ok = sorted(u for u, want in planted.truth.items() if want == "ok")
+    assert [r["uid"] for r in rows] == ok                       # every clean sample, once per model
+    ref = direct(models[which], [planted.images[u] for u in ok], [planted.class_of[u] for u in ok],
+                 IMAGENET_CLASSNAMES, ["A photo of {}."], cfg.backgrounds, cfg.score.one_vs_k)
+    assert [r["top1"] for r in rows] == ref["top1"].tolist()
+    assert [r["correct"] for r in rows] == (ref["top1"] == [planted.class_of[u] for u in ok]).tolist()
+    np.testing.assert_allclose([r["p_true"] for r in rows], ref["p_true"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose([r["margin"] for r in rows], ref["margin"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose([r["background_p"] for r in rows], ref["background_p"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose([r["p_subject"] for r in rows], ref["p_subject"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows], dtype=np.float32), ref["embedding"],
+                               atol=1e-3, rtol=0)                # stored as fp16
+    assert [r["top1_1vk"] for r in rows] == ref["top1_1vk"].tolist()
+
+
+def test_review_flags_on_samples_come_from_the_flag_models_scores(scored):
+    planted, cfg = scored
+    from curation import clean
+
+    scores = {r["uid"]: r for r in by_model(schemas.read_folder(planted.run / "scores", "scores"), "tiny-a")}
+    samples = schemas.read_folder(planted.run / "samples", "samples").to_pylist()
+    for s in samples:
+        model_flags = [f for f in s["flags"] if f in clean.MODEL_FLAGS]
+        assert model_flags == (clean.review_flags(scores[s["uid"]], cfg.clean) if s["status"] == "ok" else [])
+
+
+def test_openai_ensemble_over_the_runs_classes_matches_direct(tmp_path, models):
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    planted = build_run(tmp_path / "run", models[0], label_space="classes", ensemble="openai")
+    cfg = config.load(planted.run)
+    clean_stage.run_clean(planted.run, cfg, pipeline_options([]), **QUIET)
+    score_stage.run_score(planted.run, cfg, pipeline_options([]), **QUIET)
+    rows = by_model(schemas.read_folder(planted.run / "scores", "scores"), "tiny")
+    names = [c.name for c in cfg.classes]
+    position = {cfg.class_index(c): i for i, c in enumerate(cfg.classes)}
+    ok = [r["uid"] for r in rows]
+    templates = [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+    ref = direct(models[0], [planted.images[u] for u in ok], [position[planted.class_of[u]] for u in ok],
+                 names, templates, cfg.backgrounds, cfg.score.one_vs_k)
+    assert [r["top1"] for r in rows] == ref["top1"].tolist()
+    np.testing.assert_allclose([r["p_true"] for r in rows], ref["p_true"], atol=1e-4, rtol=0)
+
+
+def test_in_process_and_multi_processing_write_identical_outputs(scored, tmp_path):
+    planted, cfg = scored
+    runs = {}
+    for mode, args in {"in_process": ["--direct_running_mode=in_memory"],
+                       "multi": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]}.items():
+        run = tmp_path / mode
+        shutil.copytree(planted.run, run, ignore=shutil.ignore_patterns("scores", "clean"))
+        shutil.copytree(planted.run / "samples", run / "samples", dirs_exist_ok=True)
+        # start both from the fetched state: the samples as the fixture wrote them are already cleaned,
+        # so re-cleaning must reproduce them exactly, then scoring runs from scratch.
+        clean_stage.run_clean(run, cfg, pipeline_options(args), **QUIET)
+        score_stage.run_score(run, cfg, pipeline_options(args), **QUIET)
+        runs[mode] = run
+    for folder, schema in (("samples", "samples"), ("clean", "image_checks"), ("scores", "scores")):
+        a = schemas.read_folder(runs["in_process"] / folder, schema)
+        b = schemas.read_folder(runs["multi"] / folder, schema)
+        assert a.num_rows and a.equals(b), folder
+    assert schemas.read_folder(runs["multi"] / "scores", "scores").equals(
+        schemas.read_folder(planted.run / "scores", "scores"))
+
+
+def test_a_lost_scores_file_is_redone_and_the_rest_skipped(scored, tmp_path):
+    planted, cfg = scored
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run)
+    assert score_stage.plan(run, cfg)[0] == []
+    (run / "scores" / "00000.parquet").unlink()
+    work, done = score_stage.plan(run, cfg)
+    assert [w.shard for w in work] == ["00000.tar"] and done == 1
+    score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
+    assert schemas.read_folder(run / "scores", "scores").equals(schemas.read_folder(planted.run / "scores", "scores"))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m, s: m.update(pretrained="/nonexistent/weights.pt"), "does not exist"),
+    (lambda m, s: m.update(name="ViT-B-33"), "no model named 'ViT-B-33'"),
+    (lambda m, s: s.update(device="cuda"), "no CUDA GPU"),
+])
+def test_bad_model_settings_fail_before_any_work(scored, tmp_path, change, message):
+    planted, _ = scored
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run, ignore=shutil.ignore_patterns("scores"))
+    data = config.load(run).model_dump(mode="json", by_alias=True)
+    change(data["models"][0], data["score"])
+    cfg = config.parse(data)
+    with pytest.raises(UserError, match=message):
+        score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
+    assert not (run / "scores").exists()
