@@ -101,8 +101,22 @@ def _read_plain(path: Path, required: list[str]) -> pa.Table:
 
 # -- the views the page is made of ----------------------------------------------------------------
 
-def primary_proposals(data: RunData) -> tuple[list[dict], list[dict], str | None]:
-    """(rows shown in the main table, the other rows, which model/source they are).
+@dataclass(frozen=True)
+class View:
+    """Which proposals the page leads with: one model (or 'all', the consensus) and one label source."""
+    model_id: str
+    source: str              # model | human
+
+    def __str__(self) -> str:
+        return f"{self.model_id} ({self.source} labels)"
+
+    def reference_model(self, data: RunData) -> str:
+        """The single model whose scores and accuracies illustrate this view."""
+        return self.model_id if self.model_id != "all" else data.config.models[0].model_id
+
+
+def primary_proposals(data: RunData) -> tuple[list[dict], list[dict], View | None]:
+    """(rows shown in the main table, kept first; the other rows; which view they are).
 
     Human-verified rows win over model rows; the cross-model consensus ('all') wins over a
     single model; otherwise the config's first model.
@@ -116,13 +130,8 @@ def primary_proposals(data: RunData) -> tuple[list[dict], list[dict], str | None
     model = "all" if "all" in models else next((m for m in configured if m in models), models[0])
     main = [r for r in rows if r["source"] == source and r["model_id"] == model]
     main.sort(key=lambda r: (r["decision"] != "kept", -(r["drop"] if r["drop"] is not None else -9), r["class_name"]))
-    others = [r for r in rows if r not in main]
-    return main, others, f"{model} ({source} labels)"
-
-
-def reference_model(data: RunData, label: str | None) -> str:
-    model = (label or "").split(" (")[0]
-    return model if model and model != "all" else data.config.models[0].model_id
+    others = [r for r in rows if not (r["source"] == source and r["model_id"] == model)]
+    return main, others, View(model or "", source)
 
 
 def assigned_backgrounds(data: RunData) -> dict[str, tuple[int, str, str]]:
@@ -180,7 +189,7 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
         rejects = Counter(data.source_rejects.column("reason").to_pylist()) if data.source_rejects is not None else {}
         steps.append(Step("candidates", data.candidates.num_rows, sum(rejects.values()), _top(rejects),
                           "input rows that became photos to fetch"))
-    samples = data.samples.select(["uid", "status", "reason"]).to_pylist() if data.samples is not None else None
+    samples = data.samples.select(["uid", "status", "reason", "flags"]).to_pylist() if data.samples is not None else None
     if samples is None:
         steps += [Step("fetched", None), Step("clean", None)]
     else:
@@ -193,8 +202,12 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
         steps.append(Step("fetched", sum(r["status"] != "failed" for r in samples), sum(failed.values()),
                           _top(failed), "downloaded and stored in a shard"))
         rejected = Counter(r["reason"] or "unknown" for r in samples if r["status"] == "rejected")
+        flags = Counter(f for r in samples if r["status"] == "ok" for f in (r["flags"] or []))
+        note = "decodable, big enough, not a duplicate"
+        if flags:   # kept, but marked for a human to check (the paper's manual cleaning rules)
+            note += "; flagged for review: " + ", ".join(f"{k} {v}" for k, v in flags.most_common())
         steps.append(Step("clean", sum(r["status"] == "ok" for r in samples), sum(rejected.values()),
-                          _top(rejected), "decodable, big enough, not a duplicate"))
+                          _top(rejected), note))
     clean = {r["uid"] for r in samples if r["status"] == "ok"} if samples is not None else None
     assigned = assigned_backgrounds(data)
     if data.groups is None:
@@ -272,7 +285,7 @@ def confusion(assigned: dict[str, str], truth: dict[str, str], order: list[str])
 # -- render ------------------------------------------------------------------------------------
 
 def render(data: RunData, per_side: int = THUMBS_PER_SIDE, now: str | None = None) -> str:
-    main, others, label = primary_proposals(data)
+    main, others, view = primary_proposals(data)
     kept = [r for r in main if r["decision"] == "kept"]
     steps = funnel(data, kept)
     now = now or _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -285,12 +298,12 @@ def render(data: RunData, per_side: int = THUMBS_PER_SIDE, now: str | None = Non
         _section("funnel", "Funnel: where the photos went", _funnel_html(steps)),
     ]
     if main:
-        parts.append(_section("pairs", f"Proposed pairs <span class=muted>· {_e(label)}</span>",
+        parts.append(_section("pairs", f"Proposed pairs <span class=muted>· {_e(view)}</span>",
                               _pairs_html(main, others, cfg)))
     if data.group_stats is not None and data.group_stats.num_rows:
-        parts.append(_section("accuracy", "Accuracy per class and background", _heatmap_html(data, main, label)))
+        parts.append(_section("accuracy", "Accuracy per class and background", _heatmap_html(data, main, view)))
     if kept:
-        parts.append(_section("grids", "Kept pairs: common and counter photos", _grids_html(data, kept, label,
+        parts.append(_section("grids", "Kept pairs: common and counter photos", _grids_html(data, kept, view,
                                                                                              per_side)))
     parts.append(_section("confusion", "Background assignment", _confusion_html(data)))
     parts.append(_section("settings", "Settings", _settings_html(data)))
@@ -316,6 +329,11 @@ def _e(value) -> str:
 
 def _pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _code(text: str) -> str:
+    """Escape ``text``, showing `backticked` parts as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _section(anchor: str, title: str, inner: str) -> str:
@@ -345,7 +363,7 @@ def _n(x: int | None) -> str:
 def _missing(data: RunData) -> str:
     if not data.missing:
         return ""
-    items = "".join(f"<li><code>{_e(a)}</code> — made by {_e(m)}</li>" for a, m in data.missing)
+    items = "".join(f"<li><code>{_e(a)}</code> — made by {_code(m)}</li>" for a, m in data.missing)
     return (f"<aside class=missing id=missing><strong>Not in this run yet</strong> (the sections that need these "
             f"are left out):<ul>{items}</ul></aside>")
 
@@ -411,10 +429,10 @@ def _ci(x, lo, hi) -> str:
     return f"{_pct(x)}{ci}"
 
 
-def _heatmap_html(data: RunData, main: list[dict], label: str | None) -> str:
+def _heatmap_html(data: RunData, main: list[dict], view: View | None) -> str:
     rows = data.group_stats.to_pylist()
-    model = reference_model(data, label)
-    source = (label or "(model").split("(")[-1].split(" ")[0]
+    model = view.reference_model(data) if view else data.config.models[0].model_id
+    source = view.source if view else "model"
     metric = "top1" if any(r["metric"] == "top1" for r in rows) else rows[0]["metric"]
     pick = [r for r in rows if r["model_id"] == model and r["metric"] == metric and r["source"] == source] or \
         [r for r in rows if r["model_id"] == rows[0]["model_id"] and r["metric"] == metric]
@@ -451,13 +469,13 @@ def _heatmap_html(data: RunData, main: list[dict], label: str | None) -> str:
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _grids_html(data: RunData, kept: list[dict], label: str | None, per_side: int) -> str:
+def _grids_html(data: RunData, kept: list[dict], view: View, per_side: int) -> str:
     assigned = assigned_backgrounds(data)
     confidence = {}
     if data.groups is not None:
         for uid, conf in zip(data.groups.column("uid").to_pylist(), data.groups.column("confidence").to_pylist()):
             confidence[uid] = max(confidence.get(uid, -1.0), conf if conf is not None else -1.0)
-    model = reference_model(data, label)
+    model = view.reference_model(data)
     scored = {}
     if data.scores is not None:
         for r in data.scores.to_pylist():

@@ -77,6 +77,7 @@ def build_early_run(run: Path) -> dict:
             photos.append((uid, cls, bg))
     failed = {p[0] for p in photos[::17]}            # 404s: never stored
     too_small = {p[0] for p in photos[5::23]} - failed
+    noisy = {p[0] for p in photos[2::13]} - failed - too_small     # kept, flagged for review
     shard_of = {}
     for s, chunk in enumerate((photos[: len(photos) // 2], photos[len(photos) // 2:])):
         shard = f"{s:05d}.tar"
@@ -91,7 +92,8 @@ def build_early_run(run: Path) -> dict:
             reason = {"failed": "http_404", "rejected": "too_small", "ok": None}[status]
             samples.append(dict(uid=uid, class_idx=CLASS_IDX[cls], class_name=cls, chunk=s, shard=shard_of.get(uid),
                                 key=uid if uid in shard_of else None, status=status, reason=reason,
-                                width=160, height=120, flags=[]))
+                                width=160, height=120,
+                                flags=["label_noise"] if status == "ok" and uid in noisy else []))
     rejects = [dict(source="url_list", source_id=f"dup{i}", url="http://127.0.0.1/u0000.jpg", reason="duplicate_url",
                     duplicate_of="u0000") for i in range(3)]
     atomic.write_parquet(run / "candidates" / "00000.parquet",
@@ -100,7 +102,7 @@ def build_early_run(run: Path) -> dict:
                          schemas.conform(pa.Table.from_pylist(rejects), "source_rejects"))
     atomic.write_parquet(run / "samples" / "00000.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
     ok = [p for p in photos if p[0] not in failed and p[0] not in too_small]
-    return dict(photos=photos, ok=ok, failed=failed, too_small=too_small, truth=truth, rng=rng)
+    return dict(photos=photos, ok=ok, failed=failed, too_small=too_small, noisy=noisy, truth=truth, rng=rng)
 
 
 def build_full_run(run: Path) -> dict:
@@ -259,6 +261,8 @@ def test_early_run_says_what_is_missing(tmp_path):
     assert text.count("stage not run yet") == 3            # grouped, proposed, verified
     assert f"<td class=num>{len(world['ok']):,}</td>" in text   # clean photos
     assert "<img" not in text and "id=pairs" not in text
+    assert f"flagged for review: label_noise {len(world['noisy'])}" in text
+    assert "<code>counteranimal annotate pull</code>" in text
     shot = screenshot(page, tmp_path)
     assert_not_blank(shot)
 
@@ -278,3 +282,34 @@ def test_cli_prints_the_page_and_rejects_a_bad_truth_file(tmp_path, capsys):
 def test_report_needs_a_config(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_human_labels_verdicts_and_model_consensus(tmp_path):
+    """Human relabels and verdicts feed the funnel's last step and a second confusion table; with
+    several models the consensus rows lead and the per-model rows are kept in a fold."""
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    kept = {r["class_name"] for r in world["proposals"] if r["decision"] == "kept"}
+    by_uid = {g["uid"]: g for g in world["groups"]}
+    right = [u for u, g in by_uid.items() if g["class_name"] in kept and u not in world["wrong_bg"]]
+    wrong = [u for u in sorted(world["wrong_bg"]) if by_uid[u]["class_name"] in kept][:5]
+    relabelled, verdicts = right[:20] + wrong, right[20:30]
+    human = [dict(by_uid[u], background=world["truth"][u], method="human", confidence=1.0) for u in relabelled]
+    atomic.write_parquet(run / "groups" / "00001.parquet", schemas.conform(pa.Table.from_pylist(human), "groups"))
+    atomic.write_parquet(run / "annotation" / "verdicts.parquet", pa.Table.from_pylist(
+        [{"uid": u, "background": world["truth"][u], "verdict": "ok"} for u in verdicts]))
+    other = [dict(r, model_id="other") for r in world["proposals"]]
+    consensus = propose.agree_across_models({MODEL: world["proposals"], "other": other})
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(
+        pa.Table.from_pylist(world["proposals"] + other + consensus), "proposals"))
+
+    text = report.write(run).read_text()
+    assert "Proposed pairs <span class=muted>· all (model labels)</span>" in text
+    assert f"<summary>{2 * len(CLASS_IDX)} more rows" in text
+    n_human = len(relabelled) + len(verdicts)
+    agree = n_human - len(wrong)
+    assert f"Assigned vs human labels: {100 * agree / n_human:.1f}% agree" in text
+    assert f"({agree} of {n_human} photos)" in text
+    verified = re.search(r"<tr><th>verified</th><td class=num>([\d,]+)</td>", text)
+    assert verified and int(verified.group(1)) == n_human
+    assert "awaiting human review" in text and "annotation/verdicts.parquet" not in text
