@@ -30,7 +30,19 @@ $(VENV)/.installed: $(VENV)/.torch setup.py
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: setup assets browser
+# Label Studio runs in its own venv (it pins Django, pytz, pyarrow); the annotation tests start one
+# real server from it. The stamp name matches annotation/server.py's, so either side reuses the install.
+LS_VERSION := 1.23.2
+LS_VENV := .venv-labelstudio
+labelstudio: $(LS_VENV)/.installed-$(LS_VERSION)
+$(LS_VENV)/.installed-$(LS_VERSION):
+	@mkdir -p .cache
+	@test -x $(LS_VENV)/bin/python || $(PY) -m venv $(LS_VENV)
+	@echo "setup: installing label-studio $(LS_VERSION) into $(LS_VENV) (log: $(LOG))"
+	@$(LS_VENV)/bin/pip --disable-pip-version-check install -q label-studio==$(LS_VERSION) >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
+	@touch $@
+
+test: setup assets browser labelstudio
 	$(BIN)/python -m pytest -q tests
 
 demo: setup assets

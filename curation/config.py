@@ -170,6 +170,21 @@ class BackgroundSpec(_Strict):
     seed: int = 0
 
 
+class AnnotationSpec(_Strict):
+    """Human verification in Label Studio (`counteranimal annotate`)."""
+    url: str | None = None            # server URL; default LABEL_STUDIO_URL, else `counteranimal label-studio start`'s
+    project_title: str | None = None  # default "counteranimal: <name>"
+    overlap: int = Field(default=3, ge=1)                   # annotators per task
+    min_votes: int | None = Field(default=None, ge=1)       # votes for a verdict; default = overlap
+    calibration_share: float = Field(default=0.05, ge=0, le=1)  # extra known-answer tasks, share of the rest
+    include_dropped: bool = False     # also verify classes whose proposal was dropped
+    batch_size: int = Field(default=500, ge=1)              # tasks per import request
+    retries: int = Field(default=6, ge=0)                   # server down: attempts before a clear error
+    backoff: float = Field(default=1.0, gt=0)               # first wait in seconds, doubled each retry
+    files_root: str | None = None     # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (own servers)
+    seed: int = 0                     # calibration draw
+
+
 class RunConfig(_Strict):
     version: int = CONFIG_VERSION
     name: str = "counteranimal"
@@ -185,6 +200,7 @@ class RunConfig(_Strict):
     background_assignment: BackgroundSpec = BackgroundSpec()
     clean: CleanSpec = CleanSpec()
     score: ScoreSpec = ScoreSpec()
+    annotation: AnnotationSpec = AnnotationSpec()
 
     @field_validator("version")
     @classmethod

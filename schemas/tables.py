@@ -179,6 +179,80 @@ TEXT_EMBEDDINGS = _schema("text_embeddings", 1, [
     pa.field("embedding", pa.list_(pa.float32()), nullable=False),
 ])
 
+# RUN/annotation/gold.parquet — known answers for calibration tasks (written by the curator, or by
+# the planted world where the truth is known by construction).
+ANNOTATION_GOLD = _schema("annotation_gold", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("background", pa.string()),                  # null: background not known
+    pa.field("is_class", pa.string()),                    # yes | no; null: not known
+])
+
+# RUN/annotation/tasks.parquet — every photo chosen for human verification and its one outcome.
+# role: common | counter (member of a proposed group), flagged (clean-stage flags), calibration.
+# status: pushed (task_id set) | no_image (not in any shard) | pending (not pushed yet).
+ANNOTATION_TASKS = _schema("annotation_tasks", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("role", pa.string(), nullable=False),
+    pa.field("shard", pa.string()),
+    pa.field("key", pa.string()),
+    pa.field("image", pa.string()),                       # path relative to RUN/annotation/images
+    pa.field("model_background", pa.string()),
+    pa.field("model_is_class", pa.string()),              # yes | no from the model's top-1, null if unscored
+    pa.field("score", pa.float32()),                      # background confidence shown with the prediction
+    pa.field("model_id", pa.string()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("gold_background", pa.string()),
+    pa.field("gold_is_class", pa.string()),
+    pa.field("task_id", pa.int64()),
+    pa.field("status", pa.string(), nullable=False),
+])
+
+# RUN/annotation/annotations.parquet — raw annotations as exported, mapped back to sample uids.
+# on_server is false for annotations kept from an earlier pull whose task was deleted by hand.
+ANNOTATIONS = _schema("annotations", 1, [
+    pa.field("annotation_id", pa.int64(), nullable=False),
+    pa.field("task_id", pa.int64(), nullable=False),
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("annotator", pa.string(), nullable=False),   # the annotator's e-mail
+    pa.field("skipped", pa.bool_(), nullable=False),
+    pa.field("background", pa.string()),
+    pa.field("is_class", pa.string()),                    # yes | no | unsure
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("lead_time", pa.float64()),
+    pa.field("created_at", pa.string()),
+    pa.field("updated_at", pa.string()),
+    pa.field("on_server", pa.bool_(), nullable=False),
+])
+
+# RUN/annotation/verdicts.parquet — per photo, the aggregated human votes.
+# status: verified (enough votes, background and class resolved) | tie | pending (too few votes).
+VERDICTS = _schema("verdicts", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("role", pa.string()),
+    pa.field("n_votes", pa.int32(), nullable=False),      # annotations that were not skipped
+    pa.field("background", pa.string()),                  # majority; null on a tie or no votes
+    pa.field("background_agreement", pa.float64()),       # share of votes for the majority
+    pa.field("is_class", pa.string()),
+    pa.field("is_class_agreement", pa.float64()),
+    pa.field("flags", pa.list_(pa.string())),             # flags ticked by more than half the voters
+    pa.field("model_background", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+])
+
+# RUN/annotation/annotators.parquet — per annotator: volume and accuracy on calibration tasks.
+ANNOTATORS = _schema("annotators", 1, [
+    pa.field("annotator", pa.string(), nullable=False),
+    pa.field("n_annotations", pa.int32(), nullable=False),
+    pa.field("n_skipped", pa.int32(), nullable=False),
+    pa.field("n_calibration", pa.int32(), nullable=False),
+    pa.field("background_accuracy", pa.float64()),
+    pa.field("is_class_accuracy", pa.float64()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "candidates": CANDIDATES,
     "samples": SAMPLES,
@@ -190,6 +264,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "image_checks": IMAGE_CHECKS,
     "scores": SCORES,
     "text_embeddings": TEXT_EMBEDDINGS,
+    "annotation_gold": ANNOTATION_GOLD,
+    "annotation_tasks": ANNOTATION_TASKS,
+    "annotations": ANNOTATIONS,
+    "verdicts": VERDICTS,
+    "annotators": ANNOTATORS,
 }
 
 SAMPLE_STATUSES = ("ok", "failed", "rejected")

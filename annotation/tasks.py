@@ -1,0 +1,173 @@
+"""Which photos go to annotators, with the model's guesses, and their images on local disk.
+
+Only photos that decide the benchmark are verified: members of the proposed common and counter
+groups, photos the clean stage flagged for review, and a small seeded random calibration set
+drawn from RUN/annotation/gold.parquet (known answers) to measure annotator accuracy.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import schemas
+from curation import atomic
+from curation.config import RunConfig
+from curation.errors import UserError
+
+ROLES = ("common", "counter", "flagged", "calibration")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def annotation_dir(run: Path) -> Path:
+    return Path(run) / "annotation"
+
+
+def image_dir(run: Path) -> Path:
+    return annotation_dir(run) / "images"
+
+
+def select(run: Path, cfg: RunConfig) -> pa.Table:
+    """The annotation_tasks table for a run (status 'pending'; images not extracted yet)."""
+    run = Path(run)
+    proposals_path = run / "proposals.parquet"
+    if not proposals_path.exists():
+        raise UserError("no proposals to verify", where=str(proposals_path),
+                        hint="Run the curation pipeline (`counteranimal curate RUN`) first.")
+    proposals = schemas.read(proposals_path, "proposals").to_pylist()
+    pairs: dict[int, dict[str, str]] = {}     # class_idx -> background -> role
+    for p in proposals:
+        if p["source"] != "model" or not p["common"] or not p["counter"]:
+            continue
+        if p["decision"] != "kept" and not cfg.annotation.include_dropped:
+            continue
+        roles = pairs.setdefault(p["class_idx"], {})
+        roles.setdefault(p["common"], "common")
+        roles.setdefault(p["counter"], "counter")
+
+    samples = {r["uid"]: r for r in schemas.read_folder(run / "samples", "samples").to_pylist()}
+    model_groups = _model_groups(run)
+    correct = _model_correct(run, cfg)
+    gold = _gold(run)
+
+    rows: dict[str, dict] = {}
+
+    def add(uid: str, role: str, class_idx: int, class_name: str) -> None:
+        if uid in rows:
+            return
+        s = samples.get(uid, {})
+        g = model_groups.get(uid, {})
+        known = gold.get(uid, {})
+        rows[uid] = dict(uid=uid, class_idx=class_idx, class_name=class_name, role=role,
+                         shard=s.get("shard"), key=s.get("key"), image=None,
+                         model_background=g.get("background"), model_is_class=correct.get(uid),
+                         score=g.get("confidence"), model_id=g.get("model_id"), flags=s.get("flags") or [],
+                         gold_background=known.get("background"), gold_is_class=known.get("is_class"),
+                         task_id=None, status="pending")
+
+    for uid, g in sorted(model_groups.items(), key=lambda kv: (kv[1]["class_idx"], kv[0])):
+        role = pairs.get(g["class_idx"], {}).get(g["background"])
+        if role and samples.get(uid, {}).get("status", "ok") == "ok":
+            add(uid, role, g["class_idx"], g["class_name"])
+    for uid, s in sorted(samples.items()):
+        if s["status"] == "ok" and s.get("flags") and s["class_idx"] in pairs:
+            add(uid, "flagged", s["class_idx"], s["class_name"])
+
+    want = round(cfg.annotation.calibration_share * len(rows))
+    candidates = [u for u in gold if u not in rows and u in samples and samples[u]["status"] == "ok"]
+    # Rank by a seeded hash: stable across re-runs, so calibration tasks already pushed stay chosen.
+    candidates.sort(key=lambda u: hashlib.sha1(f"{cfg.annotation.seed}:{u}".encode()).hexdigest())
+    for uid in candidates[:want]:
+        add(uid, "calibration", samples[uid]["class_idx"], samples[uid]["class_name"])
+
+    table = pa.Table.from_pylist(list(rows.values())) if rows else schemas.SCHEMAS["annotation_tasks"].empty_table()
+    return schemas.conform(table, "annotation_tasks", "selected tasks")
+
+
+def _model_groups(run: Path) -> dict[str, dict]:
+    """One model-assigned group row per uid (the most confident when several methods assigned it)."""
+    groups = schemas.read_folder(run / "groups", "groups")
+    groups = groups.filter(pc.not_equal(groups.column("method"), "human"))
+    best: dict[str, dict] = {}
+    for r in groups.select(["uid", "class_idx", "class_name", "background", "confidence", "method",
+                            "model_id"]).to_pylist():
+        old = best.get(r["uid"])
+        if old is None or (r["confidence"] or -1.0) > (old["confidence"] or -1.0):
+            best[r["uid"]] = r
+    return best
+
+
+def _model_correct(run: Path, cfg: RunConfig) -> dict[str, str]:
+    """uid -> "yes"/"no": did the first model's top-1 name the photo's class (scores, when present)."""
+    files = sorted(p for p in (run / "scores").glob("*.parquet") if not p.name.startswith("."))
+    if not files or "scores" not in schemas.SCHEMAS:
+        return {}
+    model_id = cfg.models[0].model_id
+    out: dict[str, str] = {}
+    for path in files:
+        try:
+            table = pq.read_table(path, columns=["uid", "model_id", "correct"])
+        except (OSError, pa.ArrowInvalid, KeyError) as exc:
+            raise schemas.SchemaError(str(path), f"not a readable scores file ({exc})") from None
+        table = table.filter(pc.equal(table.column("model_id"), model_id))
+        for uid, ok in zip(table.column("uid").to_pylist(), table.column("correct").to_pylist()):
+            if ok is not None:
+                out[uid] = "yes" if ok else "no"
+    return out
+
+
+def _gold(run: Path) -> dict[str, dict]:
+    path = annotation_dir(run) / "gold.parquet"
+    if not path.exists():
+        return {}
+    return {r["uid"]: r for r in schemas.read(path, "annotation_gold").to_pylist()}
+
+
+def image_name(uid: str, ext: str) -> str:
+    """A file name for a uid's image: the uid itself when it is filename-safe, else its hash."""
+    safe = uid if re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", uid) and not uid.startswith(".") else \
+        hashlib.sha1(uid.encode()).hexdigest()
+    return safe + ext
+
+
+def extract_images(run: Path, tasks: pa.Table) -> pa.Table:
+    """Copy each task's image out of its shard into RUN/annotation/images (skipping ones present).
+
+    Returns the tasks with `image` set, or status 'no_image' when the shard does not hold it.
+    """
+    run = Path(run)
+    out_dir = image_dir(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = tasks.to_pylist()
+    by_shard: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        existing = [e for e in IMAGE_EXTENSIONS if (out_dir / image_name(r["uid"], e)).exists()]
+        if existing:
+            r["image"] = image_name(r["uid"], existing[0])
+        elif r["shard"] and r["key"]:
+            by_shard.setdefault(r["shard"], {})[r["key"]] = r
+    for shard, wanted in by_shard.items():
+        path = run / "shards" / shard
+        if not path.exists():
+            continue
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    stem, dot, ext = member.name.rpartition(".")
+                    r = wanted.get(stem)
+                    if r is None or r["image"] or f".{ext.lower()}" not in IMAGE_EXTENSIONS or not member.isfile():
+                        continue
+                    name = image_name(r["uid"], f".{ext.lower()}")
+                    atomic.write_bytes(out_dir / name, tar.extractfile(member).read())
+                    r["image"] = name
+        except (tarfile.TarError, OSError) as exc:
+            raise UserError(f"cannot read the shard ({exc})", where=str(path)) from None
+    for r in rows:
+        if not r["image"]:
+            r["status"] = "no_image"
+    return schemas.conform(pa.Table.from_pylist(rows, schema=tasks.schema), "annotation_tasks")

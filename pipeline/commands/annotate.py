@@ -1,0 +1,82 @@
+"""`counteranimal annotate push|status|pull RUN`: human verification in Label Studio.
+
+The server URL comes from annotation.url, LABEL_STUDIO_URL or the local `label-studio start`;
+the token from LABEL_STUDIO_API_KEY, LABEL_STUDIO_TOKEN_FILE or the local server's token file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotation import client, pull, reselect, sync
+from curation import config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("annotate", help="verify backgrounds and labels in Label Studio (push, status, pull)",
+                       description="Send the photos that decide the benchmark to Label Studio, follow "
+                                   "progress, and bring verified labels back into the run.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in [("push", "create or update the run's project with its tasks (idempotent, resumable)"),
+                       ("status", "progress per class and annotator; tasks changed by hand"),
+                       ("pull", "export annotations, aggregate votes, write verdicts and human groups")]:
+        a = actions.add_parser(name, help=text, description=text)
+        a.add_argument("run", help="run directory")
+        a.set_defaults(func=globals()[f"_{name}"])
+
+
+def _connect(cfg) -> client.Connection:
+    spec = cfg.annotation
+    return client.connect(spec.url, spec.files_root, retries=spec.retries, backoff=spec.backoff)
+
+
+def _push(args) -> int:
+    cfg = config.load(args.run)
+    conn = _connect(cfg)
+    counts = sync.push(Path(args.run), cfg, conn)
+    roles = ", ".join(f"{n} {r}" for r, n in sorted(counts["roles"].items()))
+    print(f"annotate push: project {counts['project_id']} at {conn.url}: {counts['selected']} photos selected "
+          f"({roles}); {counts['added']} tasks added, {counts['already']} already there, "
+          f"{counts['no_image']} without an image in the shards ({counts['seconds']} s).")
+    if counts["recreated"]:
+        print(f"  {counts['recreated']} tasks had been deleted in Label Studio and were created again.")
+    if counts["duplicates_on_server"]:
+        print(f"  {counts['duplicates_on_server']} duplicate tasks found on the server (same uid); pull merges them.")
+    print(f"  Annotate at {conn.url}/projects/{counts['project_id']}/data")
+    return 0
+
+
+def _status(args) -> int:
+    cfg = config.load(args.run)
+    report = pull.status(Path(args.run), cfg, _connect(cfg))
+    print(f"annotate status: project {report['project_id']} ({report['url']}): {report['complete']} of "
+          f"{report['tasks']} tasks have {cfg.annotation.overlap} annotations")
+    print(f"  {'class':<28} {'tasks':>6} {'started':>8} {'complete':>9} {'annotations':>12} {'deleted':>8}")
+    for name, c in report["per_class"].items():
+        print(f"  {name[:28]:<28} {c.get('tasks', 0):>6} {c.get('started', 0):>8} {c.get('complete', 0):>9} "
+              f"{c.get('annotations', 0):>12} {c.get('deleted', 0):>8}")
+    for who, n in report["per_annotator"].items():
+        print(f"  annotator {who}: {n} annotations")
+    if report["deleted_by_hand"]:
+        print(f"  {len(report['deleted_by_hand'])} tasks were deleted in Label Studio (e.g. uid "
+              f"{report['deleted_by_hand'][0]}); `annotate push` creates them again.")
+    if report["unknown_tasks"] or report["duplicate_tasks"]:
+        print(f"  {report['unknown_tasks']} tasks not from this run, {report['duplicate_tasks']} duplicate tasks.")
+    return 0
+
+
+def _pull(args) -> int:
+    cfg = config.load(args.run)
+    summary = pull.pull(Path(args.run), cfg, _connect(cfg))
+    alpha = summary["agreement"]
+    fmt = lambda a: "n/a" if a["alpha"] is None else f"{a['alpha']:.3f}"
+    print(f"annotate pull: {summary['annotations']} annotations; verdicts {summary['verdicts']}; "
+          f"{summary['human_group_rows']} photos in RUN/groups/human.parquet; Krippendorff's alpha "
+          f"background {fmt(alpha['background'])}, class {fmt(alpha['is_class'])}.")
+    if summary["kept_from_deleted_tasks"]:
+        print(f"  {summary['kept_from_deleted_tasks']} annotations kept from tasks deleted in Label Studio.")
+    for row in reselect.side_by_side(Path(args.run)):
+        if "human" in row:
+            m, h = row.get("model", {}), row["human"]
+            print(f"  {row['class_name']}: model {m.get('common')} → {m.get('counter')} ({m.get('decision')}), "
+                  f"human {h['common']} → {h['counter']} ({h['decision']})")
+    return 0
