@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, config, manifest, report_charts
+from curation import atomic, config, report_charts
 from curation.errors import UserError
 
 THUMBS_PER_SIDE = 12
@@ -54,6 +55,7 @@ _ARTIFACTS = [
     ("groups", "groups", "groups", True, "the backgrounds stage"),
     ("proposals", "proposals.parquet", "proposals", False, "the propose stage"),
     ("group_stats", "group_stats.parquet", "group_stats", False, "the propose stage"),
+    ("verdicts", "annotation/verdicts.parquet", "verdicts", False, "`counteranimal annotate pull` (human review)"),
 ]
 _SCORE_COLUMNS = ["uid", "model_id", "class_idx", "correct", "p_true", "top1_name", "background"]
 
@@ -61,7 +63,7 @@ _SCORE_COLUMNS = ["uid", "model_id", "class_idx", "correct", "p_true", "top1_nam
 def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
     """Read the run's artifacts; only config.yaml is required."""
     run = Path(run)
-    data = RunData(run=run, config=config.load(run), manifest=manifest.read(run))
+    data = RunData(run=run, config=config.load(run), manifest=_read_manifest(run / "manifest.json"))
     for attr, rel, name, is_folder, maker in _ARTIFACTS:
         path = run / rel
         present = any(path.glob("*.parquet")) if is_folder else path.exists()
@@ -72,11 +74,6 @@ def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
         if attr == "scores":   # embeddings are large and not needed here
             table = table.select(_SCORE_COLUMNS)
         setattr(data, attr, table)
-    verdicts = run / "annotation" / "verdicts.parquet"
-    if verdicts.exists():
-        data.verdicts = _read_plain(verdicts, ["uid"])
-    else:
-        data.missing.append(("annotation/verdicts.parquet", "`counteranimal annotate pull` (human review)"))
     truth_path = Path(truth) if truth else run / "truth.parquet"
     if truth_path.exists():
         table = _read_plain(truth_path, ["uid", "background"])
@@ -85,6 +82,15 @@ def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
     elif truth:
         raise UserError("ground-truth file not found", where=str(truth_path))
     return data
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON (line {exc.lineno}: {exc.msg})", where=str(path)) from None
 
 
 def _read_plain(path: Path, required: list[str]) -> pa.Table:
@@ -118,13 +124,13 @@ class View:
 def primary_proposals(data: RunData) -> tuple[list[dict], list[dict], View | None]:
     """(rows shown in the main table, kept first; the other rows; which view they are).
 
-    Human-verified rows win over model rows; the cross-model consensus ('all') wins over a
-    single model; otherwise the config's first model.
+    Model rows lead (they cover every class; human rows, where present, are shown beside them);
+    the cross-model consensus ('all') wins over a single model; otherwise the config's first model.
     """
     if data.proposals is None or data.proposals.num_rows == 0:
         return [], [], None
     rows = data.proposals.to_pylist()
-    source = "human" if any(r["source"] == "human" for r in rows) else "model"
+    source = "model" if any(r["source"] == "model" for r in rows) else "human"
     models = [r["model_id"] for r in rows if r["source"] == source]
     configured = [m.model_id for m in data.config.models]
     model = "all" if "all" in models else next((m for m in configured if m in models), models[0])
@@ -164,10 +170,10 @@ def human_backgrounds(data: RunData) -> dict[str, str]:
         for r in data.groups.select(["uid", "background", "method"]).to_pylist():
             if r["method"] == "human":
                 out[r["uid"]] = r["background"]
-    if data.verdicts is not None and "background" in data.verdicts.column_names:
-        for uid, bg in zip(data.verdicts.column("uid").to_pylist(), data.verdicts.column("background").to_pylist()):
-            if bg:
-                out.setdefault(uid, bg)
+    if data.verdicts is not None:
+        for r in data.verdicts.select(["uid", "background", "status"]).to_pylist():
+            if r["status"] == "verified" and r["background"]:
+                out.setdefault(r["uid"], r["background"])
     return out
 
 
@@ -239,17 +245,35 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
                 lost[f"class dropped: {why_dropped.get(class_idx, 'no proposal row')}"] += 1
         steps.append(Step("proposed", len(proposed), sum(lost.values()), _top(lost),
                           f"photos in the common or counter group of {len(pairs)} kept class(es)"))
-    humans = set(human_backgrounds(data))
-    if data.verdicts is not None:
-        humans |= set(data.verdicts.column("uid").to_pylist())
-    if not humans:
-        steps.append(Step("verified", None))
-    else:
-        verified = humans & proposed if proposed else humans
-        awaiting = Counter({"awaiting human review": len(proposed - verified)}) if proposed else Counter()
-        steps.append(Step("verified", len(verified), sum(awaiting.values()), _top(awaiting),
-                          "checked by an annotator in Label Studio"))
+    steps.append(_verified_step(data, proposed))
     return steps
+
+
+def _verified_step(data: RunData, proposed: set[str]) -> Step:
+    """Proposed photos that annotators confirmed: enough votes, the class, a background, no problem flag."""
+    human_grouped = {r["uid"] for r in data.groups.select(["uid", "method"]).to_pylist()
+                     if r["method"] == "human"} if data.groups is not None else set()
+    if data.verdicts is None and not human_grouped:
+        return Step("verified", None)
+    outcome: dict[str, str | None] = {u: None for u in human_grouped}     # None = verified
+    for v in (data.verdicts.to_pylist() if data.verdicts is not None else []):
+        if v["uid"] in human_grouped:
+            continue
+        if v["status"] != "verified":
+            outcome[v["uid"]] = {"pending": "too few votes yet", "tie": "annotators split (tie)"}.get(
+                v["status"], v["status"])
+        elif v["is_class"] != "yes":
+            outcome[v["uid"]] = f"not the class (annotators: {v['is_class']})"
+        elif v["flags"]:
+            outcome[v["uid"]] = "flagged: " + ", ".join(v["flags"])
+        elif v["background"] not in data.config.backgrounds:
+            outcome[v["uid"]] = "background outside the vocabulary"
+        else:
+            outcome[v["uid"]] = None
+    universe = proposed or set(outcome)
+    lost = Counter(outcome[u] if u in outcome else "awaiting human review" for u in universe)
+    verified = lost.pop(None, 0)
+    return Step("verified", verified, sum(lost.values()), _top(lost), "confirmed by annotators in Label Studio")
 
 
 def _top(counter) -> list[tuple[str, int]]:
@@ -299,7 +323,7 @@ def render(data: RunData, per_side: int = THUMBS_PER_SIDE, now: str | None = Non
     ]
     if main:
         parts.append(_section("pairs", f"Proposed pairs <span class=muted>· {_e(view)}</span>",
-                              _pairs_html(main, others, cfg)))
+                              _pairs_html(main, others, view, cfg)))
     if data.group_stats is not None and data.group_stats.num_rows:
         parts.append(_section("accuracy", "Accuracy per class and background", _heatmap_html(data, main, view)))
     if kept:
@@ -386,7 +410,7 @@ def _funnel_html(steps: list[Step]) -> str:
             f"<th>lost on the way in, top reasons</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _pairs_html(main: list[dict], others: list[dict], cfg) -> str:
+def _pairs_html(main: list[dict], others: list[dict], view: View, cfg) -> str:
     t = cfg.thresholds
     rule = (f"Rule <b>{_e(t.rule)}</b>: range &gt; {t.min_accuracy_range:g} points"
             + ("" if t.rule == "paper" else
@@ -395,13 +419,19 @@ def _pairs_html(main: list[dict], others: list[dict], cfg) -> str:
     chart = report_charts.drop_chart(main, t.min_accuracy_range)
     table = _proposal_table(main)
     extra = ""
+    human = [r for r in others if r["source"] == "human" and r["model_id"] == view.model_id]
+    if human and view.source == "model":   # the same rule on the photos annotators verified
+        human.sort(key=lambda r: (r["decision"] != "kept", -(r["drop"] if r["drop"] is not None else -9)))
+        others = [r for r in others if r not in human]
+        extra += (f"<h3>After human review <span class=muted>· {_e(view.model_id)} on human-verified "
+                  f"backgrounds</span></h3>{_proposal_table(human, table_class='pairs human')}")
     if others:
-        extra = (f"<details><summary>{len(others)} more rows (other models or label sources)</summary>"
+        extra += (f"<details><summary>{len(others)} more rows (other models or label sources)</summary>"
                  f"{_proposal_table(others, show_model=True)}</details>")
     return f"<p class=muted>{rule} Intervals are 95% (Wilson; Newcombe for the drop).</p>{chart}{table}{extra}"
 
 
-def _proposal_table(rows: list[dict], show_model: bool = False) -> str:
+def _proposal_table(rows: list[dict], show_model: bool = False, table_class: str = "pairs") -> str:
     head = ("<tr>" + ("<th>model</th><th>source</th>" if show_model else "") +
             "<th>class</th><th>common</th><th>counter</th><th class=num>n</th><th class=num>acc common</th>"
             "<th class=num>acc counter</th><th class=num>drop</th><th class=num>p adj.</th><th>decision</th>"
@@ -419,7 +449,7 @@ def _proposal_table(rows: list[dict], show_model: bool = False) -> str:
             f"<td class=num><b>{_ci(r['drop'], r['drop_lo'], r['drop_hi'])}</b></td><td class=num>{pv}</td>"
             f"<td><span class='pill {_e(r['decision'])}'>{_e(r['decision'])}</span></td>"
             f"<td class=reason>{_e(r['reason'])}</td></tr>")
-    return f"<table class=pairs><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table class='{table_class}'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _ci(x, lo, hi) -> str:

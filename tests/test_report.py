@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import random
 import re
 import shutil
@@ -16,7 +17,7 @@ import webdataset as wds
 from PIL import Image, ImageDraw, ImageStat
 
 import schemas
-from curation import atomic, config, manifest, propose, report, stats
+from curation import atomic, config, propose, report, stats
 from pipeline import cli
 
 MODEL = "tiny/planted"
@@ -140,7 +141,8 @@ def build_full_run(run: Path) -> dict:
     atomic.write_parquet(run / "group_stats.parquet", schemas.conform(pa.Table.from_pylist(group_stats), "group_stats"))
     atomic.write_parquet(run / "truth.parquet", pa.Table.from_pylist(
         [{"uid": u, "background": b} for u, b in world["truth"].items()]))
-    manifest.record_stage(run, "fetch", config_digest="x", counts={"ok": len(world["ok"])}, seconds=1.5)
+    atomic.write_text(run / "manifest.json", json.dumps(
+        {"stages": {"fetch": {"counts": {"ok": len(world["ok"])}, "seconds": 1.5, "finished_at": "2025-01-01T00:00:00"}}}))
     world.update(proposals=rows, wrong_bg=wrong_bg, groups=groups)
     return world
 
@@ -232,6 +234,8 @@ def test_full_report_renders_in_chromium(tmp_path):
     agree = 100 * (n_ok - len(world["wrong_bg"])) / n_ok
     assert f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
 
+    assert "<td>fetch</td><td class=num>1.5</td>" in text                # stage timings from manifest.json
+
     shot = screenshot(page, tmp_path)
     assert_not_blank(shot)
     shutil.copy(tmp_path / "shot.png", tmp_path / "full.png")
@@ -285,31 +289,44 @@ def test_report_needs_a_config(tmp_path, capsys):
 
 
 def test_human_labels_verdicts_and_model_consensus(tmp_path):
-    """Human relabels and verdicts feed the funnel's last step and a second confusion table; with
-    several models the consensus rows lead and the per-model rows are kept in a fold."""
+    """Human groups and verdicts feed the funnel's last step and a second confusion table; human
+    proposal rows get their own table; with several models the consensus rows lead."""
     run = tmp_path / "run"
     world = build_full_run(run)
     kept = {r["class_name"] for r in world["proposals"] if r["decision"] == "kept"}
     by_uid = {g["uid"]: g for g in world["groups"]}
     right = [u for u, g in by_uid.items() if g["class_name"] in kept and u not in world["wrong_bg"]]
     wrong = [u for u in sorted(world["wrong_bg"]) if by_uid[u]["class_name"] in kept][:5]
-    relabelled, verdicts = right[:20] + wrong, right[20:30]
+    relabelled = right[:20] + wrong                 # `annotate pull` writes these as RUN/groups/human.parquet
+    verified, pending, tied, not_class = right[20:30], right[30:33], right[33:35], right[35:36]
     human = [dict(by_uid[u], background=world["truth"][u], method="human", confidence=1.0) for u in relabelled]
-    atomic.write_parquet(run / "groups" / "00001.parquet", schemas.conform(pa.Table.from_pylist(human), "groups"))
-    atomic.write_parquet(run / "annotation" / "verdicts.parquet", pa.Table.from_pylist(
-        [{"uid": u, "background": world["truth"][u], "verdict": "ok"} for u in verdicts]))
+    atomic.write_parquet(run / "groups" / "human.parquet", schemas.conform(pa.Table.from_pylist(human), "groups"))
+
+    def verdict(u, status, is_class="yes"):
+        g = by_uid[u]
+        return dict(uid=u, class_idx=g["class_idx"], class_name=g["class_name"], n_votes=3,
+                    background=world["truth"][u] if status == "verified" else None, is_class=is_class, flags=[],
+                    model_background=g["background"], status=status)
+    verdicts = ([verdict(u, "verified") for u in relabelled + verified] + [verdict(u, "pending") for u in pending]
+                + [verdict(u, "tie") for u in tied] + [verdict(u, "verified", "no") for u in not_class])
+    atomic.write_parquet(run / "annotation" / "verdicts.parquet",
+                         schemas.conform(pa.Table.from_pylist(verdicts), "verdicts"))
     other = [dict(r, model_id="other") for r in world["proposals"]]
     consensus = propose.agree_across_models({MODEL: world["proposals"], "other": other})
+    by_humans = [dict(r, model_id="all", source="human") for r in consensus]
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(
-        pa.Table.from_pylist(world["proposals"] + other + consensus), "proposals"))
+        pa.Table.from_pylist(world["proposals"] + other + consensus + by_humans), "proposals"))
 
     text = report.write(run).read_text()
     assert "Proposed pairs <span class=muted>· all (model labels)</span>" in text
+    assert "<h3>After human review" in text and text.count("<table class='pairs human'>") == 1
     assert f"<summary>{2 * len(CLASS_IDX)} more rows" in text
-    n_human = len(relabelled) + len(verdicts)
-    agree = n_human - len(wrong)
-    assert f"Assigned vs human labels: {100 * agree / n_human:.1f}% agree" in text
-    assert f"({agree} of {n_human} photos)" in text
-    verified = re.search(r"<tr><th>verified</th><td class=num>([\d,]+)</td>", text)
-    assert verified and int(verified.group(1)) == n_human
-    assert "awaiting human review" in text and "annotation/verdicts.parquet" not in text
+    labelled = relabelled + verified + not_class
+    agree = len(labelled) - len(wrong)
+    assert f"Assigned vs human labels: {100 * agree / len(labelled):.1f}% agree" in text
+    assert f"({agree} of {len(labelled)} photos)" in text
+    step = re.search(r"<tr><th>verified</th><td class=num>([\d,]+)</td>.*?</tr>", text)
+    assert step and int(step.group(1)) == len(relabelled) + len(verified)
+    assert "too few votes yet <b>3</b>" in step.group(0) and "annotators split (tie) <b>2</b>" in step.group(0)
+    assert "not the class (annotators: no) <b>1</b>" in step.group(0) and "awaiting human review" in step.group(0)
+    assert "<code>annotation/verdicts.parquet</code>" not in text
