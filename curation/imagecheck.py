@@ -1,0 +1,49 @@
+"""Checks on downloaded image bytes before anything decodes them in full.
+
+The header gives the dimensions, so a decompression bomb (a tiny file declaring a huge image)
+is refused before a decoder allocates it; a JPEG/PNG/WebP cut short is refused instead of
+being stored with a grey band where the missing data was.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+# We enforce our own cap below; PIL's own warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageRejected(ValueError):
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        super().__init__(f"counteranimal:{reason}: {detail}")
+
+
+def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
+    """Return (width, height, format) from the header, or raise ImageRejected."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height, fmt = img.width, img.height, (img.format or "").upper()
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected("too_many_pixels", str(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejected("not_an_image", f"{len(data)} bytes that no image decoder recognises ({exc})") from None
+    if width * height > max_pixels:
+        raise ImageRejected("too_many_pixels", f"{width}x{height} is over the cap of {max_pixels} pixels")
+    if not _complete(data, fmt):
+        raise ImageRejected("truncated", f"{fmt} data ends before its end marker ({len(data)} bytes)")
+    return width, height, fmt
+
+
+def _complete(data: bytes, fmt: str) -> bool:
+    tail = data[-1024:]
+    if fmt == "JPEG":
+        return b"\xff\xd9" in tail                     # EOI marker (some files carry trailing bytes)
+    if fmt == "PNG":
+        return b"IEND" in tail
+    if fmt == "WEBP":
+        declared = int.from_bytes(data[4:8], "little") + 8   # RIFF size field
+        return len(data) >= declared
+    return True

@@ -1,0 +1,23 @@
+"""`counteranimal curate RUN [--stages ...] [-- BEAM OPTIONS]`: run the curation DAG."""
+from __future__ import annotations
+
+from pipeline import curate
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "curate", help="run the curation pipeline (sources, fetch) on a run directory",
+        description="Build candidates from the configured source, then fetch them with img2dataset into "
+                    "WebDataset shards (RUN/shards) with one recorded outcome per candidate (RUN/samples). "
+                    "Re-running the same command resumes. Beam options go after `--`, e.g. "
+                    "`-- --direct_num_workers 2 --direct_running_mode multi_processing`.")
+    p.add_argument("run", help="run directory (holds config.yaml)")
+    p.add_argument("--stages", default=",".join(curate.STAGES),
+                   help="comma-separated stages to run, in DAG order (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    curate.run(args.run, stages=stages, beam_args=args.beam_args)
+    return 0

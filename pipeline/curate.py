@@ -1,0 +1,216 @@
+"""The curate pipeline: the stages that exist so far, in DAG order.
+
+    sources ─▶ RUN/candidates/candidates.parquet (+ RUN/candidates_rejected.parquet)
+    fetch   ─▶ RUN/shards/NNNNN.tar (+ .parquet, _stats.json) and RUN/samples/NNNNN.parquet
+
+Each stage reads the run directory and writes to it, so a stage can be re-run alone and a
+killed run resumes: fetch skips every chunk whose samples file (written last) exists.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import schemas
+from curation import atomic, config, fetch_status, manifest
+from curation.errors import UserError
+from curation.fetch_status import Chunk
+
+STAGES = ["sources", "fetch"]
+
+
+@dataclass
+class CuratePaths:
+    run: Path
+
+    @property
+    def candidates(self) -> Path:
+        return self.run / "candidates" / "candidates.parquet"
+
+    @property
+    def rejected(self) -> Path:
+        return self.run / "candidates_rejected.parquet"
+
+    @property
+    def shards(self) -> Path:
+        return self.run / "shards"
+
+    @property
+    def samples(self) -> Path:
+        return self.run / "samples"
+
+
+@dataclass
+class CurateResult:
+    stages: list[str]
+    counts: dict = field(default_factory=dict)     # stage -> counts
+
+
+def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[str] | None = None,
+        say: Callable[[str], None] = print) -> CurateResult:
+    run_dir = Path(run_dir)
+    cfg = config.load(run_dir)
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"unknown stage {', '.join(unknown)}; stages are: {', '.join(STAGES)}", where="--stages")
+    # Options are checked before any stage writes, so a flag typo leaves nothing behind.
+    from pipeline.options import pipeline_options
+    options = pipeline_options(beam_args or [])
+    result = CurateResult(stages=[s for s in STAGES if s in stages])
+    paths = CuratePaths(run_dir)
+    if "sources" in stages:
+        result.counts["sources"] = run_sources(cfg, paths, say)
+    if "fetch" in stages:
+        result.counts["fetch"] = run_fetch(cfg, paths, options, say)
+    return result
+
+
+def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:
+    from curation.sources import load_candidates
+
+    started = time.monotonic()
+    res = load_candidates(cfg, base_dir=paths.run)
+    candidates = res.table.sort_by("uid")
+    # Rejected rows first, candidates last: the candidates file marks the stage complete.
+    atomic.write_parquet(paths.rejected, res.rejected)
+    atomic.write_parquet(paths.candidates, candidates)
+    counts = {"candidates": candidates.num_rows, "rejected": res.rejected.num_rows, **_plain(res.counts)}
+    manifest.record_stage(paths.run, "sources", config_digest=cfg.digest(), counts=counts,
+                          seconds=time.monotonic() - started)
+    reasons = _count_by(res.rejected, "reason")
+    say(f"sources: {candidates.num_rows} candidates, {res.rejected.num_rows} rejected"
+        + (f" ({_fmt_counts(reasons)})" if reasons else "") + f" -> {paths.candidates}")
+    return counts
+
+
+def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
+    import apache_beam as beam
+
+    from pipeline.fetch import Fetch
+    from pipeline.fetch_chunk import FetchSettings, completed, remove_stale_temp
+
+    if not paths.candidates.exists():
+        raise UserError("no candidates to fetch", where=str(paths.candidates),
+                        hint="Run the sources stage first: `counteranimal curate RUN --stages sources,fetch`.")
+    started = time.monotonic()
+    candidates = schemas.read(paths.candidates, "candidates")
+    if candidates.num_rows and not pc.all(pc.equal(candidates.column("uid"),
+                                                   candidates.sort_by("uid").column("uid"))).as_py():
+        candidates = candidates.sort_by("uid")   # chunks are planned over uid order
+        atomic.write_parquet(paths.candidates, candidates)
+    settings = FetchSettings.from_config(cfg, paths.run)
+    chunks = fetch_status.plan_chunks(candidates.num_rows, settings.chunk_size)
+    removed = remove_stale_temp(paths.run) + _remove_unplanned(paths, len(chunks))
+    pending = [c for c in chunks if completed(paths.run, c, _rows(candidates, c)) is None]
+    say(f"fetch: {len(chunks)} chunks of up to {settings.chunk_size} ({candidates.num_rows} candidates), "
+        f"{len(chunks) - len(pending)} already done" + (f", {removed} stale leftovers removed" if removed else ""))
+    if pending:
+        with _Progress(paths.samples, chunks, say):
+            with beam.Pipeline(options=options) as p:
+                _ = p | "Fetch" >> Fetch(paths.run, paths.candidates.resolve(), pending, settings)
+    samples = _check_every_candidate(paths, candidates, chunks)
+    counts = fetch_status.tally(samples)
+    counts.update(chunks=len(chunks), fetched_chunks=len(pending))
+    seconds = time.monotonic() - started
+    manifest.record_stage(paths.run, "fetch", config_digest=cfg.digest(), counts=counts, seconds=seconds,
+                          images_per_s=round(counts["candidates"] / seconds, 2) if pending and seconds else None)
+    say(f"fetch: done: {counts['ok']} ok, {counts['failed']} failed"
+        + (f" ({_fmt_counts(counts['reasons'])})" if counts["reasons"] else "")
+        + f" in {seconds:.1f}s -> shards in {paths.shards}, statuses in {paths.samples}")
+    return counts
+
+
+def _rows(candidates: pa.Table, chunk: Chunk) -> pa.Table:
+    return candidates.slice(chunk.start, chunk.stop - chunk.start)
+
+
+def _remove_unplanned(paths: CuratePaths, n_chunks: int) -> int:
+    """Outputs of chunks beyond the current plan (an earlier, longer candidate list) would be
+    counted twice; remove them."""
+    n = 0
+    for folder, pattern in ((paths.samples, "*.parquet"), (paths.shards, "*")):
+        for p in folder.glob(pattern) if folder.is_dir() else []:
+            stem = p.name.split(".", 1)[0].split("_", 1)[0]
+            if stem.isdigit() and int(stem) >= n_chunks:
+                p.unlink()
+                n += 1
+    return n
+
+
+def _check_every_candidate(paths: CuratePaths, candidates: pa.Table, chunks: list[Chunk]) -> pa.Table:
+    missing = [c.name for c in chunks if not (paths.samples / f"{c.name}.parquet").exists()]
+    if missing:
+        raise RuntimeError(f"fetch finished but chunks {', '.join(missing[:5])} have no samples file; "
+                           "re-run the same command to fetch them")
+    samples = schemas.read_folder(paths.samples, "samples")
+    got, want = samples.column("uid").to_pylist(), candidates.column("uid").to_pylist()
+    if sorted(got) != want:
+        raise RuntimeError(f"samples do not cover the candidates one-to-one ({len(got)} rows for {len(want)} "
+                           "candidates)")
+    return samples
+
+
+def _count_by(table: pa.Table, column: str) -> dict:
+    if table.num_rows == 0:
+        return {}
+    vc = pc.value_counts(table.column(column)).to_pylist()
+    return {d["values"]: d["counts"] for d in vc if d["values"] is not None}
+
+
+def _fmt_counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _plain(d) -> dict:
+    return {str(k): v for k, v in dict(d or {}).items() if k not in ("candidates", "rejected")}
+
+
+class _Progress:
+    """Prints chunks done / total and images ok / failed as samples files appear.
+
+    It watches the run directory, so it reports the same way whichever runner does the work.
+    """
+
+    def __init__(self, samples_dir: Path, chunks: list[Chunk], say, every: float = 1.0):
+        self.dir, self.total, self.say, self.every = samples_dir, len(chunks), say, every
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._poll(report=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._poll(report=True)
+
+    def _watch(self):
+        while not self._stop.wait(self.every):
+            self._poll(report=True)
+
+    def _poll(self, report: bool):
+        new = False
+        for p in sorted(self.dir.glob("[0-9]*.parquet")) if self.dir.is_dir() else []:
+            if p.name in self._seen:
+                continue
+            try:
+                status = pq.read_table(p, columns=["status"]).column("status").to_pylist()
+            except (OSError, pa.ArrowInvalid):
+                continue
+            self._seen[p.name] = (status.count("ok"), len(status) - status.count("ok"))
+            new = True
+        if new and report:
+            ok = sum(v[0] for v in self._seen.values())
+            failed = sum(v[1] for v in self._seen.values())
+            self.say(f"fetch: {len(self._seen)}/{self.total} chunks, {ok} ok, {failed} failed")
