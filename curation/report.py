@@ -76,12 +76,22 @@ def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
         setattr(data, attr, table)
     truth_path = Path(truth) if truth else run / "truth.parquet"
     if truth_path.exists():
-        table = _read_plain(truth_path, ["uid", "background"])
-        data.truth = dict(zip(table.column("uid").to_pylist(), table.column("background").to_pylist()))
+        data.truth = _truth_by_uid(_read_plain(truth_path, ["uid", "background"]), data.candidates)
         data.truth_source = str(truth_path)
     elif truth:
         raise UserError("ground-truth file not found", where=str(truth_path))
     return data
+
+
+def _truth_by_uid(table: pa.Table, candidates: pa.Table | None) -> dict[str, str]:
+    """uid -> true background. Keys may be the run's uids or the candidates' source ids (the planted
+    world's ground_truth.parquet is keyed by the id its URL list carries)."""
+    pairs = zip(table.column("uid").to_pylist(), table.column("background").to_pylist())
+    if candidates is None:
+        return {u: b for u, b in pairs if b}
+    uids = set(candidates.column("uid").to_pylist())
+    by_source = dict(zip(candidates.column("source_id").to_pylist(), candidates.column("uid").to_pylist()))
+    return {(u if u in uids else by_source.get(u, u)): b for u, b in pairs if b}
 
 
 def _read_manifest(path: Path) -> dict:

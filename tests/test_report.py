@@ -73,7 +73,7 @@ def build_early_run(run: Path) -> dict:
             uid = f"u{n:04d}"
             n += 1
             candidates.append(dict(uid=uid, url=f"http://127.0.0.1/{uid}.jpg", class_idx=CLASS_IDX[cls],
-                                   class_name=cls, source="url_list", source_id=uid, license="cc0"))
+                                   class_name=cls, source="url_list", source_id=f"world-{n}", license="cc0"))
             truth[uid] = bg
             photos.append((uid, cls, bg))
     failed = {p[0] for p in photos[::17]}            # 404s: never stored
@@ -103,7 +103,7 @@ def build_early_run(run: Path) -> dict:
                          schemas.conform(pa.Table.from_pylist(rejects), "source_rejects"))
     atomic.write_parquet(run / "samples" / "00000.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
     ok = [p for p in photos if p[0] not in failed and p[0] not in too_small]
-    return dict(photos=photos, ok=ok, failed=failed, too_small=too_small, noisy=noisy, truth=truth, rng=rng)
+    return dict(candidates=candidates, photos=photos, ok=ok, failed=failed, too_small=too_small, noisy=noisy, truth=truth, rng=rng)
 
 
 def build_full_run(run: Path) -> dict:
@@ -199,7 +199,12 @@ def dom_after_load(page: Path, tmp: Path) -> str:
 def test_full_report_renders_in_chromium(tmp_path):
     run = tmp_path / "run"
     world = build_full_run(run)
-    page = report.write(run)
+    # Ground truth keyed the planted world's way: by the id the URL list carried (the source id).
+    source_ids = {c["uid"]: c["source_id"] for c in world["candidates"]}
+    truth = tmp_path / "ground_truth.parquet"
+    atomic.write_parquet(truth, pa.Table.from_pylist([{"uid": source_ids[u], "split": "pool", "background": b}
+                                                      for u, b in world["truth"].items()]))
+    page = report.write(run, truth=truth)
     assert page == run / "report" / "index.html"
     text = page.read_text()
     assert not list(page.parent.glob(".*.tmp")), "temp file left behind"
@@ -232,7 +237,7 @@ def test_full_report_renders_in_chromium(tmp_path):
     # Background confusion against the ground truth: the known mistakes give a known agreement.
     n_ok = len(world["ok"])
     agree = 100 * (n_ok - len(world["wrong_bg"])) / n_ok
-    assert f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
+    assert "<code>ground_truth.parquet</code>: " + f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
 
     assert "<td>fetch</td><td class=num>1.5</td>" in text                # stage timings from manifest.json
 

@@ -12,8 +12,9 @@ def register(sub) -> None:
                                    "Sections whose artifacts do not exist yet are listed as missing.")
     p.add_argument("run", help="run directory (with config.yaml)")
     p.add_argument("--truth", metavar="FILE",
-                   help="parquet with columns uid, background: true backgrounds for the confusion matrix "
-                        "(default: RUN/truth.parquet when present)")
+                   help="parquet with columns uid, background: true backgrounds for the confusion matrix; uid "
+                        "may be the run's uid or the candidate's source id, so the planted world's "
+                        "ground_truth.parquet works as is (default: RUN/truth.parquet when present)")
     p.add_argument("--per-side", type=int, default=report.THUMBS_PER_SIDE, metavar="N",
                    help="thumbnails per group in each pair's grid (default: %(default)s)")
     p.set_defaults(func=run)
