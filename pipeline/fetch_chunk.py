@@ -9,8 +9,10 @@ size. Output is built in ``RUN/shards/.tmp-NNNNN-*/`` and moved into place whole
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,9 @@ class FetchSettings:
         f = cfg.fetch
         file_root = None
         if cfg.source.kind == "folder" and cfg.source.path:
-            file_root = str((Path(base_dir) / cfg.source.path).resolve())
+            from curation.sources import resolve_path
+
+            file_root = str(resolve_path(cfg, Path(base_dir)))   # file:// is read only under it
         return cls(image_size=f.image_size, resize_only_if_bigger=f.resize_only_if_bigger,
                    encode_format=f.encode_format, encode_quality=f.encode_quality, chunk_size=f.chunk_size,
                    thread_count=f.thread_count, timeout=f.timeout, retries=f.retries, max_pixels=f.max_pixels,
@@ -142,6 +146,7 @@ def fetch_chunk(run_dir: str | Path, chunk: Chunk, candidates: pa.Table, s: Fetc
             disallowed_header_directives=["noai", "noimageai", "noindex", "noimageindex"])
         # download_shard, not __call__: __call__ prints and swallows a failed shard.
         downloader.download_shard((chunk.index, str(listing)))
+        _note_worker(tmp / f"{chunk.name}_stats.json", s)
         fetched = pq.read_table(tmp / f"{chunk.name}.parquet")
         samples = fetch_status.samples_for_chunk(chunk, candidates, fetched)
         # Shard files first, samples last: the samples file is the completion marker.
@@ -152,6 +157,13 @@ def fetch_chunk(run_dir: str | Path, chunk: Chunk, candidates: pa.Table, s: Fetc
         return samples, False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _note_worker(stats_path: Path, s: FetchSettings) -> None:
+    """Add which worker process fetched the chunk to img2dataset's stats (provenance, debugging)."""
+    stats = json.loads(stats_path.read_text())
+    stats["worker"] = {"host": socket.gethostname(), "pid": os.getpid(), "thread_count": s.thread_count}
+    stats_path.write_text(json.dumps(stats, indent=4))
 
 
 def remove_stale_temp(run_dir: str | Path) -> int:
