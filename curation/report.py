@@ -23,7 +23,7 @@ from curation import atomic, config, report_charts
 from curation.errors import UserError
 
 THUMBS_PER_SIDE = 12
-TOP_REASONS = 4
+TOP_REASONS = 5
 
 
 # -- gather ------------------------------------------------------------------------------------
@@ -377,12 +377,14 @@ def _section(anchor: str, title: str, inner: str) -> str:
 def _summary(data: RunData, main: list[dict], kept: list[dict], steps: list[Step]) -> str:
     counts = {s.name: s.count for s in steps}
     cards = [("classes", f"{len(data.config.classes)}", f"{len(data.config.backgrounds)} backgrounds"),
-             ("clean photos", _n(counts.get("clean")), f"of {_n(counts.get('candidates'))} candidates")]
+             ("clean photos", _n(counts.get("clean")),
+              f"of {counts['candidates']:,} candidates" if counts.get("candidates") is not None else "no candidates table")]
     if main:
         cards.append(("kept pairs", f"{len(kept)}", f"of {len(main)} classes proposed"))
-    if kept:
-        common = sum(r["acc_common"] for r in kept) / len(kept)
-        counter = sum(r["acc_counter"] for r in kept) / len(kept)
+    measured = [r for r in kept if r["acc_common"] is not None and r["acc_counter"] is not None]
+    if measured:   # the paper's headline numbers: mean of per-class accuracies
+        common = sum(r["acc_common"] for r in measured) / len(measured)
+        counter = sum(r["acc_counter"] for r in measured) / len(measured)
         cards.append(("class-balanced accuracy", f"{_pct(common)} → {_pct(counter)}",
                       f"common → counter, drop {_pct(common - counter)} points"))
     html_cards = "".join(f"<div class=card><div class=label>{_e(a)}</div><div class=big>{_e(b)}</div>"
@@ -545,11 +547,12 @@ def _grids_html(data: RunData, kept: list[dict], view: View, per_side: int) -> s
             n = r[f"n_{side}"]
             imgs = "".join(_thumb(u, thumbs.get(u), scored.get(u)) for u in uids) or \
                 "<p class=muted>no stored photos</p>"
-            sides.append(f"<div class='side {side}'><h4>{side}: {_e(r[side])} <span class=muted>· "
-                         f"{n} photos, {_pct(acc)}% right</span></h4><div class=grid>{imgs}</div></div>")
+            stat = "" if n is None or acc is None else f" <span class=muted>· {n:,} photos, {_pct(acc)}% right</span>"
+            sides.append(f"<div class='side {side}'><h4>{side}: {_e(r[side])}{stat}</h4>"
+                         f"<div class=grid>{imgs}</div></div>")
+        drop = "" if r["drop"] is None else f", drop {_pct(r['drop'])} [{_pct(r['drop_lo'])}, {_pct(r['drop_hi'])}]"
         out.append(f"<div class=pair id='pair-{r['class_idx']}'><h3>{_e(r['class_name'])} "
-                   f"<span class=muted>{_e(r['common'])} → {_e(r['counter'])}, drop {_pct(r['drop'])} "
-                   f"[{_pct(r['drop_lo'])}, {_pct(r['drop_hi'])}]</span></h3>"
+                   f"<span class=muted>{_e(r['common'])} → {_e(r['counter'])}{drop}</span></h3>"
                    f"<div class=sides>{''.join(sides)}</div></div>")
     return "".join(out)
 
