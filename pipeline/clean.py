@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, clean, shard_reader
+from curation import atomic, clean, manifest, shard_reader
 from curation.config import CleanSpec, RunConfig
+from curation.errors import UserError
 
 
 def checks_path(run_dir: Path, shard: str) -> Path:
@@ -100,6 +101,9 @@ def decide(run_dir: Path, spec: CleanSpec) -> dict:
 
 def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     run_dir = Path(run_dir)
+    if not any((run_dir / "samples").glob("[0-9]*.parquet")):
+        raise UserError("no fetched samples to clean", where=str(run_dir / "samples"),
+                        hint="Run the fetch stage first: `counteranimal curate RUN --stages sources,fetch`.")
     atomic.clean_temp_files(run_dir / "clean")
     work, done = plan(run_dir)
     n = sum(len(w) for _, w in work)
@@ -108,6 +112,8 @@ def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     with beam.Pipeline(options=options) as p:
         _ = p | "Clean" >> Clean(run_dir, cfg, work)
     counts = clean.outcome_counts(schemas.read_folder(run_dir / "samples", "samples"))
-    say(f"clean: {n} images checked in {time.monotonic() - started:.1f}s; outcomes: "
-        + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    seconds = time.monotonic() - started
+    manifest.record_stage(run_dir, "clean", config_digest=cfg.digest(), counts=counts, seconds=seconds,
+                          images_checked=n, shards_done_before=done)
+    say(f"clean: {n} images checked in {seconds:.1f}s; outcomes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return counts

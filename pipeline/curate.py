@@ -2,6 +2,8 @@
 
     sources ─▶ RUN/candidates/candidates.parquet (+ RUN/candidates_rejected.parquet)
     fetch   ─▶ RUN/shards/NNNNN.tar (+ .parquet, _stats.json) and RUN/samples/NNNNN.parquet
+    clean   ─▶ RUN/clean/NNNNN.parquet, then each sample's outcome in RUN/samples/ (pipeline/clean.py)
+    score   ─▶ RUN/scores/NNNNN.parquet (+ text/), review flags in RUN/samples/ (pipeline/score.py)
 
 Each stage reads the run directory and writes to it, so a stage can be re-run alone and a
 killed run resumes: fetch skips every chunk whose samples file (written last) exists.
@@ -23,7 +25,7 @@ from curation import atomic, config, fetch_status, manifest
 from curation.errors import UserError
 from curation.fetch_status import Chunk
 
-STAGES = ["sources", "fetch"]
+STAGES = ["sources", "fetch", "clean", "score"]
 
 
 @dataclass
@@ -64,12 +66,21 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     # Options are checked before any stage writes, so a flag typo leaves nothing behind.
     from pipeline.options import pipeline_options
     options = pipeline_options(beam_args or [])
+    if "score" in stages:   # model names, checkpoint files and devices too
+        from pipeline.score import check_models
+        check_models(cfg)
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
     if "sources" in stages:
         result.counts["sources"] = run_sources(cfg, paths, say)
     if "fetch" in stages:
         result.counts["fetch"] = run_fetch(cfg, paths, options, say)
+    if "clean" in stages:
+        from pipeline.clean import run_clean
+        result.counts["clean"] = run_clean(paths.run, cfg, options, say)
+    if "score" in stages:
+        from pipeline.score import run_score
+        result.counts["score"] = run_score(paths.run, cfg, options, say)
     return result
 
 

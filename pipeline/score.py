@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
-from curation import atomic, clean, clip_models, config, shard_reader, zeroshot
+from curation import atomic, clean, clip_models, config, manifest, shard_reader, zeroshot
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
 
@@ -304,22 +304,48 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     """Score every clean sample not yet scored; returns counts for the manifest."""
     run_dir = Path(run_dir)
     check_models(cfg)
+    if not (run_dir / "clean").is_dir():
+        raise UserError("the samples have not been cleaned", where=str(run_dir),
+                        hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
     atomic.clean_temp_files(run_dir / "scores")
     work, done = plan(run_dir, cfg)
     n = sum(len(w.samples) for w in work)
     say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
         f"with {len(cfg.models)} model(s): {', '.join(m.model_id for m in cfg.models)}")
     started = time.monotonic()
-    with beam.Pipeline(options=options) as p:
-        _ = p | "Score" >> Score(run_dir, cfg, work)
+    p = beam.Pipeline(options=options)
+    _ = p | "Score" >> Score(run_dir, cfg, work)
+    result = p.run()
+    result.wait_until_finish()
     seconds = time.monotonic() - started
     scores = schemas.read_folder(run_dir / "scores", "scores")
     counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,
-              "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None}
+              "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None,
+              **_inference_metrics(result)}
+    manifest.record_stage(run_dir, "score", config_digest=cfg.digest(), counts=counts, seconds=seconds,
+                          model_ids=[m.model_id for m in cfg.models])
     acc = {m.model_id: _mean(scores, m.model_id, "correct") for m in cfg.models}
     say(f"score: {n} images in {seconds:.1f}s; zero-shot accuracy " +
         ", ".join(f"{k} {v:.1%}" for k, v in acc.items() if v is not None) + f" -> {run_dir / 'scores'}")
     return counts
+
+
+def _inference_metrics(result) -> dict:
+    """RunInference's own timings: model loads (incl. text banks) and batch inference, in seconds."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out = {"model_load_s": 0.0, "inference_s": 0.0}
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace("counteranimal.score"))["distributions"]
+    except (NotImplementedError, KeyError, AttributeError):
+        return out    # a runner that does not report metrics
+    for d in found:
+        total = d.committed.sum if d.committed else 0
+        if d.key.metric.name.startswith("load_model_latency_milli_secs"):
+            out["model_load_s"] += total / 1e3
+        elif d.key.metric.name.startswith("inference_batch_latency_micro_secs"):
+            out["inference_s"] += total / 1e6
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def _mean(scores: pa.Table, model_id: str, column: str) -> float | None:

@@ -176,3 +176,23 @@ def test_bad_model_settings_fail_before_any_work(scored, tmp_path, change, messa
     with pytest.raises(UserError, match=message):
         score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
     assert not (run / "scores").exists()
+
+
+def test_curate_command_runs_clean_and_score_and_refuses_bad_models_first(scored, tmp_path, capsys):
+    from pipeline.cli import main
+
+    planted, _ = scored
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run, ignore=shutil.ignore_patterns("scores", "clean"))
+    text = (run / "config.yaml").read_text()
+    assert "device: cpu" in text
+    (run / "config.yaml").write_text(text.replace("device: cpu", "device: cuda"))
+    assert main(["curate", str(run), "--stages", "clean,score"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (run / "clean").exists() and not (run / "scores").exists()
+    (run / "config.yaml").write_text(text)
+    assert main(["curate", str(run), "--stages", "clean,score"]) == 0
+    assert schemas.read_folder(run / "scores", "scores").equals(schemas.read_folder(planted.run / "scores", "scores"))
+    import json
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["clean"]["counts"]["ok"] == 12 and stages["score"]["counts"]["rows"] == 24

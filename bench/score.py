@@ -1,0 +1,171 @@
+"""Score-stage throughput against its limit, side by side in one run.
+
+    python bench/score.py [--vit-images 96] [--tiny-images 768] [--rounds 2] [--clip-retrieval]
+
+For each model (ViT-B-32 with random weights from a local file; the reference small model's
+config, ca-tiny), on the same JPEG shards (512x384, as fetch stores them):
+  raw     the model's forward alone on the same images already decoded and preprocessed in memory
+          (the limit for this machine), same batch size;
+  decode  decoding + preprocessing alone (one thread), to show what could starve the model;
+  stage   the score stage (Beam DirectRunner, RunInference) from shards to written scores files;
+          reported end to end and without the one-time model load + text bank (Beam's own metric).
+Sides alternate round by round so the shared machine's noise hits all of them.
+With --clip-retrieval, clip-retrieval's `clip_inference` runs on the same shards and ViT-B-32
+file from .venv-clipretrieval (see bench/RESULTS.md for how it is installed and what it needs).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import open_clip  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import torch  # noqa: E402
+import webdataset as wds  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from curation import atomic, clip_models, config  # noqa: E402
+from pipeline import score as score_stage  # noqa: E402
+from pipeline.options import pipeline_options  # noqa: E402
+from schemas.validate import conform  # noqa: E402
+from tests.support.score_run import jpeg, picture  # noqa: E402
+
+WORK = ROOT / ".cache" / "bench" / "score"
+BATCH = 32
+
+
+def checkpoint(name: str) -> Path:
+    path = WORK / f"{name}-random.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = open_clip.create_model(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def build_run(run: Path, n: int, model: str, ckpt: Path, per_shard: int = 128) -> list[bytes]:
+    """n JPEGs (512x384) in shards of per_shard, all clean; config scoring with one model."""
+    shutil.rmtree(run, ignore_errors=True)
+    images = [jpeg(picture(i, (512, 384)), quality=90) for i in range(n)]
+    classes = [(296, "ice bear"), (130, "flamingo"), (23, "vulture")]
+    (run / "shards").mkdir(parents=True)
+    for s in range(0, n, per_shard):
+        name = f"{s // per_shard:05d}"
+        rows = []
+        with wds.TarWriter(str(run / "shards" / f"{name}.tar")) as tar:
+            for i in range(s, min(n, s + per_shard)):
+                key, (idx, cname) = f"{i:09d}", classes[i % 3]
+                tar.write({"__key__": key, "jpg": images[i],
+                           "json": json.dumps({"uid": f"u{i:06d}", "class_idx": idx}).encode()})
+                rows.append({"uid": f"u{i:06d}", "class_idx": idx, "class_name": cname, "chunk": s // per_shard,
+                             "shard": f"{name}.tar", "key": key, "status": "ok", "flags": []})
+        atomic.write_parquet(run / "samples" / f"{name}.parquet", conform(pa.Table.from_pylist(rows), "samples"))
+    cfg = config.RunConfig(
+        name="bench", classes=[config.ClassSpec(name=c, imagenet_idx=i) for i, c in classes],
+        backgrounds=["grass", "water", "sky", "snow"], label_space="classes",
+        models=[config.ModelSpec(name=model, pretrained=str(ckpt), id=model)],
+        score=config.ScoreSpec(batch_size=BATCH))
+    atomic.write_text(run / "config.yaml", config.dump(cfg))
+    return images
+
+
+def raw_forward(clip, pixels: torch.Tensor) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(pixels), BATCH):
+            clip.model.encode_image(pixels[i:i + BATCH])
+    return len(pixels) / (time.perf_counter() - start)
+
+
+def decode_only(clip, images: list[bytes]) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
+    return len(images) / (time.perf_counter() - start), pixels
+
+
+def stage(run: Path, beam_args: list[str]) -> dict:
+    shutil.rmtree(run / "scores", ignore_errors=True)
+    return score_stage.run_score(run, config.load(run), pipeline_options(beam_args), say=lambda s: None)
+
+
+def clip_retrieval(run: Path, ckpt: Path, n_shards: int) -> float | None:
+    exe = ROOT / ".venv-clipretrieval" / "bin" / "clip-retrieval"
+    if not exe.exists():
+        return None
+    out = run / "clip_retrieval_out"
+    shutil.rmtree(out, ignore_errors=True)
+    shards = str(run / "shards" / (f"{{00000..{n_shards - 1:05d}}}.tar" if n_shards > 1 else "00000.tar"))
+    cmd = [str(exe), "inference", "--input_dataset", shards, "--output_folder", str(out),
+           "--input_format", "webdataset", "--enable_text", "False", "--enable_metadata", "False",
+           "--clip_model", f"open_clip:ViT-B-32/{ckpt}", "--batch_size", str(BATCH), "--num_prepro_workers", "2",
+           "--enable_wandb", "False", "--write_batch_size", "100000"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        print("clip_inference failed:", proc.stderr[-2000:], file=sys.stderr)
+        return None
+    return seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vit-images", type=int, default=96)
+    ap.add_argument("--tiny-images", type=int, default=768)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clip-retrieval", action="store_true")
+    ap.add_argument("--decode-threads", type=int, default=None, help="override score.decode_threads")
+    args = ap.parse_args()
+    models = [("ViT-B-32", args.vit_images)]
+    if "ca-tiny" in open_clip.list_models():
+        models.append(("ca-tiny", args.tiny_images))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), batch {BATCH}")
+    for name, n in models:
+        ckpt = checkpoint(name)
+        run = WORK / f"run-{name}"
+        images = build_run(run, n, name, ckpt)
+        if args.decode_threads:
+            cfg = config.load(run)
+            cfg.score.decode_threads = args.decode_threads
+            atomic.write_text(run / "config.yaml", config.dump(cfg))
+        clip = clip_models.load(name, str(ckpt))
+        res: dict[str, list] = {"raw": [], "decode": [], "stage_e2e": [], "stage": [], "cr": []}
+        for r in range(args.rounds):
+            dec, pixels = decode_only(clip, images)
+            res["decode"].append(dec)
+            res["raw"].append(raw_forward(clip, pixels))
+            c = stage(run, [])
+            res["stage_e2e"].append(n / c["seconds"])
+            res["stage"].append(n / (c["seconds"] - c["model_load_s"]))
+            if args.clip_retrieval and name == "ViT-B-32":
+                secs = clip_retrieval(run, ckpt, len(list((run / "shards").glob("*.tar"))))
+                if secs:
+                    res["cr"].append(n / secs)
+            print(f"  {name} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v))
+        med = {k: float(np.median(v)) for k, v in res.items() if v}
+        print(f"{name}: {n} images; img/s median of {args.rounds}: raw forward {med['raw']:.1f}, "
+              f"decode+preprocess alone {med['decode']:.1f}, stage {med['stage']:.1f} "
+              f"(end to end incl. model load {med['stage_e2e']:.1f}); stage/raw = {med['stage'] / med['raw']:.2f}"
+              f" (end to end {med['stage_e2e'] / med['raw']:.2f})"
+              + (f"; clip_inference {med['cr']:.1f} img/s end to end, stage e2e / clip_inference = "
+                 f"{med['stage_e2e'] / med['cr']:.2f}" if "cr" in med else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
