@@ -1,0 +1,141 @@
+"""The reference model: a small open_clip model trained with open_clip's ClipLoss on split (a).
+
+Split (a) is biased (each class mostly on its planted common background) and its captions name
+only the animal or only the background, so the model picks up the background shortcut the way
+web-trained CLIP does. The checkpoint is a plain open_clip state dict: after importing
+curation.clip_models (which registers our configs), `open_clip.create_model_and_transforms(name,
+pretrained=<file>)` loads it, and so does `curation.clip_models.load(name, <file>)`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from curation import atomic, clip_models
+from curation.errors import UserError
+from curation.world.generate import read_world
+
+log = logging.getLogger(__name__)
+
+REFERENCE_MODEL = "ca-tiny"
+
+
+@dataclass
+class TrainSettings:
+    model: str = REFERENCE_MODEL
+    pretrained: str | None = None   # start from these weights (a tag or file) instead of from scratch
+    epochs: int = 14
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    threads: int = 1               # one thread: fastest on a shared machine (no spin-waiting), and reproducible
+    seed: int = 0
+
+
+def checkpoint_path(world_dir: str | Path, model: str = REFERENCE_MODEL) -> Path:
+    return Path(world_dir) / "model" / f"{model}.pt"
+
+
+def load_images(paths: list[Path], preprocess) -> torch.Tensor:
+    """Every image through the model's own preprocess, once (the data set fits in memory)."""
+    return torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+
+
+def train(world_dir: str | Path, settings: TrainSettings = TrainSettings()) -> dict:
+    """Train on OUT/train; write OUT/model/<model>.pt (+ .json with settings and losses)."""
+    import open_clip
+
+    world_dir = Path(world_dir)
+    read_world(world_dir)
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    started = time.time()
+
+    clip = clip_models.load(settings.model, settings.pretrained)
+    model, tokenizer = clip.model, clip.tokenizer
+    table = pq.read_table(world_dir / "train.parquet").to_pylist()
+    images = load_images([world_dir / r["file"] for r in table], clip.preprocess)
+    captions = sorted({r["caption"] for r in table})
+    caption_ids = torch.tensor([captions.index(r["caption"]) for r in table])
+    tokens = tokenizer(captions)
+    log.info("world train: %d images, %d captions, model %s (%.1fM parameters), loaded in %.1fs",
+             len(table), len(captions), settings.model,
+             sum(p.numel() for p in model.parameters()) / 1e6, time.time() - started)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    steps_per_epoch = math.ceil(len(table) / settings.batch_size)
+    total = steps_per_epoch * settings.epochs
+
+    def lr_at(step: int) -> float:
+        if step < settings.warmup_steps:
+            return settings.lr * (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, total - settings.warmup_steps)
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    loss_fn = open_clip.ClipLoss()
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    model.train()
+    losses, step = [], 0
+    for epoch in range(settings.epochs):
+        order = torch.randperm(len(table), generator=order_rng)
+        epoch_loss = 0.0
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            if len(idx) < 2:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            # Few distinct captions: encode each once per batch, then gather per image.
+            batch_caps, inverse = torch.unique(caption_ids[idx], return_inverse=True)
+            image_features = model.encode_image(images[idx], normalize=True)
+            text_features = model.encode_text(tokens[batch_caps], normalize=True)[inverse]
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            epoch_loss += loss.item() * len(idx)
+            step += 1
+        losses.append(epoch_loss / len(table))
+        log.info("world train: epoch %d/%d loss %.3f (%.0fs)", epoch + 1, settings.epochs, losses[-1],
+                 time.time() - started)
+    model.eval()
+
+    path = checkpoint_path(world_dir, settings.model)
+    with atomic.atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict()}, tmp)
+    info = {"model": settings.model, "checkpoint": str(path), "settings": asdict(settings),
+            "epoch_losses": [round(v, 4) for v in losses], "train_images": len(table),
+            "seconds": round(time.time() - started, 1), "torch": torch.__version__,
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    atomic.write_text(path.with_suffix(".json"), json.dumps(info, indent=2))
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual runs
+    import sys
+
+    logging.basicConfig(level=logging.INFO)
+    if len(sys.argv) < 2:
+        raise UserError("usage: python -m curation.world.train WORLD_DIR")
+    print(train(sys.argv[1]))

@@ -1,0 +1,127 @@
+"""`counteranimal world build|train|oracle|urls`: the planted world (test and demo data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curation.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("world", help="build the planted world and train its reference model",
+                       description="A world of real animal cut-outs on real background photos with a planted "
+                                   "background bias, a small CLIP trained on it, and the oracle (ground truth) "
+                                   "that discovery is judged against.")
+    wsub = p.add_subparsers(dest="world_command", metavar="ACTION", required=True)
+
+    b = wsub.add_parser("build", help="generate the training split, candidate pool, grid and ground truth")
+    b.add_argument("out", help="world directory to create (re-running resumes)")
+    b.add_argument("--seed", type=int, default=0, help="draws the plant and every image (default: %(default)s)")
+    b.add_argument("--size", default="default", choices=["default", "small"],
+                   help="default: the demo and bench world; small: the test world")
+    b.add_argument("--classes", help="comma-separated class names from curation/data/world_manifest.yaml")
+    b.add_argument("--n-classes", type=int, help="use the manifest's first N classes")
+    b.add_argument("--n-control", type=int, help="classes with no planted bias")
+    b.add_argument("--p-common", type=float, help="training: probability a biased class is on its common background")
+    b.add_argument("--plant", action="append", default=[], metavar="CLASS=COMMON:COUNTER",
+                   help="fix a class's planted backgrounds (repeatable); others are drawn from the seed")
+    b.add_argument("--grid-per-cell", type=int, help="grid images per class x background")
+    b.add_argument("--pool-per-class", type=int, help="clean pool images per class (noise comes on top)")
+    b.add_argument("--force", action="store_true", help="rebuild a folder that holds a world with other settings")
+    b.set_defaults(func=run_build)
+
+    t = wsub.add_parser("train", help="train the reference model on the training split, then compute the oracle")
+    t.add_argument("out", help="a built world directory")
+    t.add_argument("--model", default=None, help="open_clip model name (default: ca-tiny, our small config)")
+    t.add_argument("--pretrained", help="start from these weights: an open_clip tag or a checkpoint file")
+    t.add_argument("--epochs", type=int, help="training epochs (default: 14)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: 1)")
+    t.set_defaults(func=run_train)
+
+    o = wsub.add_parser("oracle", help="score the grid with a model: accuracy per class x background")
+    o.add_argument("out", help="a built world directory")
+    o.add_argument("--model", default=None, help="open_clip model name (default: the world's reference model)")
+    o.add_argument("--pretrained", help="open_clip tag or checkpoint file (default: the trained reference model)")
+    o.add_argument("--device", default="cpu")
+    o.set_defaults(func=run_oracle)
+
+    u = wsub.add_parser("urls", help="write the candidate pool's URL list for a server at BASE_URL")
+    u.add_argument("out", help="a built world directory")
+    u.add_argument("base_url", help="where OUT/pool/ is served, e.g. http://127.0.0.1:8000")
+    u.add_argument("csv", help="URL list to write")
+    u.set_defaults(func=run_urls)
+
+
+def run_build(args) -> int:
+    from curation.world import generate, spec
+
+    plant = {}
+    for item in args.plant:
+        cls, sep, pair = item.partition("=")
+        common, sep2, counter = pair.partition(":")
+        if not (sep and sep2 and cls and common and counter):
+            raise UserError(f"--plant {item!r}: expected CLASS=COMMON:COUNTER, e.g. flamingo=water:sky")
+        plant[cls.strip()] = [common.strip(), counter.strip()]
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    world_spec = spec.preset(args.size, seed=args.seed, classes=classes, n_classes=args.n_classes,
+                             n_control=args.n_control, p_common=args.p_common, plant=plant or None,
+                             grid_per_cell=args.grid_per_cell, pool_per_class=args.pool_per_class)
+    desc = generate.build(args.out, world_spec, force=args.force)
+    biased = {c: p for c, p in desc["plant"].items() if p["biased"]}
+    print(f"world {args.out}: {len(desc['classes'])} classes ({len(biased)} biased), {len(desc['backgrounds'])} "
+          f"backgrounds; {desc['counts']['train']} training, {desc['counts']['pool']} pool, "
+          f"{desc['counts']['grid']} grid images.")
+    for c, p in biased.items():
+        print(f"  {c}: common {p['common']}, counter {p['counter']}")
+    print(f"Next: counteranimal world train {args.out}")
+    return 0
+
+
+def run_train(args) -> int:
+    from curation.world import oracle, train
+
+    settings = train.TrainSettings(**{k: v for k, v in {
+        "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs, "threads": args.threads}.items()
+        if v is not None})
+    info = train.train(args.out, settings)
+    print(f"trained {info['model']} in {info['seconds']:.0f}s: {info['checkpoint']}")
+    result = oracle.compute(args.out, info["model"], info["checkpoint"], reference=True, threads=settings.threads)
+    print_oracle(result)
+    return 0
+
+
+def run_oracle(args) -> int:
+    from curation.world import oracle, train
+
+    model = args.model or train.REFERENCE_MODEL
+    pretrained = args.pretrained
+    reference = args.model is None and args.pretrained is None
+    if reference:
+        pretrained = str(train.checkpoint_path(args.out, model))
+        if not Path(pretrained).is_file():
+            raise UserError(f"no reference model at {pretrained}; run `counteranimal world train {args.out}` first")
+    result = oracle.compute(args.out, model, pretrained, device=args.device, reference=reference)
+    print_oracle(result)
+    return 0
+
+
+def run_urls(args) -> int:
+    from curation.world.candidates import write_candidate_urls
+
+    path = write_candidate_urls(args.out, args.base_url, args.csv)
+    print(f"wrote {path}")
+    return 0
+
+
+def print_oracle(result: dict) -> None:
+    s = result["summary"]
+    print(f"oracle for {result['model']} ({result['pretrained']}) on {s['grid_images']} grid images:")
+    print(f"  {'class':24s} {'plant common→counter':24s} {'oracle common→counter':26s} {'drop [95% CI]':>20s}")
+    for cls, e in result["classes"].items():
+        plant = f"{e['planted_common']}→{e['planted_counter']}" if e["biased"] else "(control)"
+        print(f"  {cls:24s} {plant:24s} {e['oracle_common'] + '→' + e['oracle_counter']:26s} "
+              f"{100 * e['drop']:6.1f} [{100 * e['drop_lo']:5.1f}, {100 * e['drop_hi']:5.1f}]")
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
+    print(f"  planted-common accuracy {fmt(s['acc_planted_common'])}; mean drop over biased classes "
+          f"{fmt(s['mean_planted_drop_biased'])} (from planted common), {fmt(s['mean_oracle_drop_biased'])} (oracle); "
+          f"control drops {fmt(s['control_drop_min'])}..{fmt(s['control_drop_max'])}; "
+          f"background accuracy {fmt(s['background_accuracy'])}")
