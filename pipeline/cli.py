@@ -14,7 +14,7 @@ from curation.errors import UserError
 from schemas import SchemaError
 
 # Order here is the order in --help. A command appears only once it is implemented.
-COMMANDS = ["init", "curate", "report", "annotate", "label_studio"]
+COMMANDS = ["init", "world", "curate", "report", "annotate", "label_studio"]
 
 
 def build_parser() -> argparse.ArgumentParser:
