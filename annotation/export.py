@@ -71,8 +71,8 @@ def merge_with_previous(run: Path, fresh: pa.Table, tasks_on_server: set[int]) -
     old = schemas.read(path, "annotations")
     gone = pc.invert(pc.is_in(old.column("task_id"), pa.array(sorted(tasks_on_server), pa.int64())))
     kept = old.filter(gone)
-    kept = kept.set_column(kept.schema.get_field_index("on_server"), "on_server",
-                           pa.array([False] * kept.num_rows, pa.bool_()))
+    kept = schemas.conform(kept.drop_columns(["on_server"]).append_column(
+        "on_server", pa.array([False] * kept.num_rows, pa.bool_())), "annotations", str(path))
     if kept.num_rows == 0:
         return fresh, 0
     return pa.concat_tables([fresh, kept]), kept.num_rows
