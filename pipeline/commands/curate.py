@@ -6,10 +6,11 @@ from pipeline import curate
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "curate", help="run the curation pipeline (sources, fetch) on a run directory",
-        description="Build candidates from the configured source, then fetch them with img2dataset into "
-                    "WebDataset shards (RUN/shards) with one recorded outcome per candidate (RUN/samples). "
-                    "Re-running the same command resumes. Beam options go after `--`, e.g. "
+        "curate", help=f"run the curation pipeline ({', '.join(curate.STAGES)}) on a run directory",
+        description="Run the curation stages in DAG order: candidates from the configured source, fetched "
+                    "with img2dataset into WebDataset shards (RUN/shards) with one recorded outcome per "
+                    "candidate (RUN/samples), then the later stages. Re-running the same command resumes. "
+                    "Beam options go after `--`, e.g. "
                     "`-- --direct_num_workers 2 --direct_running_mode multi_processing`.")
     p.add_argument("run", help="run directory (holds config.yaml)")
     p.add_argument("--stages", default=",".join(curate.STAGES),
