@@ -146,6 +146,8 @@ def agree_across_models(rows_by_model: dict[str, list[dict]]) -> list[dict]:
             weakest = min(rows.values(), key=lambda r: r["drop_lo"])
             merged.update({k: weakest[k] for k in weakest if k.startswith(("acc_", "drop", "p_", "n_"))})
             merged["reason"] = f"all {len(models)} models keep {first['common']} → {first['counter']}"
+        elif not any(r["decision"] == "kept" for r in rows.values()):
+            merged.update(decision="dropped", reason=f"no model keeps a pair ({first['reason']})")
         else:
             disagree = ", ".join(f"{m}: {r['decision']} {r['common']}→{r['counter']}" for m, r in sorted(rows.items()))
             merged.update(decision="dropped", reason=f"models disagree ({disagree})")

@@ -4,6 +4,8 @@
     fetch   ─▶ RUN/shards/NNNNN.tar (+ .parquet, _stats.json) and RUN/samples/NNNNN.parquet
     clean   ─▶ RUN/clean/NNNNN.parquet, then each sample's outcome in RUN/samples/ (pipeline/clean.py)
     score   ─▶ RUN/scores/NNNNN.parquet (+ text/), review flags in RUN/samples/ (pipeline/score.py)
+    backgrounds ─▶ RUN/groups/model-CCCCC.parquet (pipeline/propose.py)
+    propose ─▶ RUN/group_stats.parquet, RUN/attributes.parquet, RUN/proposals.parquet
 
 Each stage reads the run directory and writes to it, so a stage can be re-run alone and a
 killed run resumes: fetch skips every chunk whose samples file (written last) exists.
@@ -25,7 +27,7 @@ from curation import atomic, config, fetch_status, manifest
 from curation.errors import UserError
 from curation.fetch_status import Chunk
 
-STAGES = ["sources", "fetch", "clean", "score"]
+STAGES = ["sources", "fetch", "clean", "score", "backgrounds", "propose"]
 
 
 @dataclass
@@ -81,6 +83,12 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     if "score" in stages:
         from pipeline.score import run_score
         result.counts["score"] = run_score(paths.run, cfg, options, say)
+    if "backgrounds" in stages:
+        from pipeline.propose import run_backgrounds
+        result.counts["backgrounds"] = run_backgrounds(paths.run, cfg, options, say)
+    if "propose" in stages:
+        from pipeline.propose import run_propose
+        result.counts["propose"] = run_propose(paths.run, cfg, options, say)
     return result
 
 

@@ -1,0 +1,127 @@
+"""Backgrounds and propose stages on a real scored run (real open_clip scores, real Beam runners)."""
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import schemas
+from curation import atomic, config
+from curation.errors import UserError
+from pipeline import clean as clean_stage
+from pipeline import propose as propose_stage
+from pipeline import score as score_stage
+from pipeline.options import pipeline_options
+from tests.support.score_run import TINY_NAME, build_run, tiny_checkpoint
+
+QUIET = dict(say=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    a, b = tiny_checkpoint(folder, seed=0), tiny_checkpoint(folder, seed=1)
+    planted = build_run(tmp_path_factory.mktemp("propose") / "run", a, per_class=12, models=[
+        {"name": TINY_NAME, "pretrained": str(a), "id": "tiny-a"},
+        {"name": TINY_NAME, "pretrained": str(b), "id": "tiny-b"}])
+    cfg = config.load(planted.run)
+    cfg.thresholds.min_group_size = 2
+    cfg.background_assignment.min_cluster_size = 4
+    atomic.write_text(planted.run / "config.yaml", config.dump(cfg))
+    clean_stage.run_clean(planted.run, cfg, pipeline_options([]), **QUIET)
+    score_stage.run_score(planted.run, cfg, pipeline_options([]), **QUIET)
+    return planted.run, cfg
+
+
+def _run_both(run, cfg, beam_args=()):
+    opts = pipeline_options(list(beam_args))
+    propose_stage.run_backgrounds(run, cfg, opts, **QUIET)
+    propose_stage.run_propose(run, cfg, opts, **QUIET)
+
+
+def test_every_scored_photo_gets_exactly_one_background(scored, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(scored[0], run)
+    cfg = scored[1]
+    _run_both(run, cfg)
+    groups = schemas.read_folder(run / "groups", "groups")
+    scores = schemas.read_folder(run / "scores", "scores")
+    scored_uids = set(scores.filter(pc.equal(scores.column("model_id"), "tiny-a")).column("uid").to_pylist())
+    uids = groups.column("uid").to_pylist()
+    assert sorted(uids) == sorted(scored_uids) and len(uids) == len(set(uids))
+    assert set(groups.column("background").to_pylist()) <= set(cfg.backgrounds)
+    assert set(groups.column("method").to_pylist()) <= {"zero-shot", "cluster"}
+    assert set(groups.column("class_name").to_pylist()) == {c.name for c in cfg.classes}
+
+
+def test_proposals_cover_every_class_and_model_with_counts_that_add_up(scored, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(scored[0], run)
+    cfg = scored[1]
+    _run_both(run, cfg)
+    proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
+    per_model = {}
+    for r in proposals:
+        per_model.setdefault(r["model_id"], set()).add(r["class_name"])
+        assert r["decision"] in ("kept", "dropped") and r["reason"]
+    assert set(per_model) == {"tiny-a", "tiny-b", "all"}
+    assert all(v == {c.name for c in cfg.classes} for v in per_model.values())
+    stats = schemas.read(run / "group_stats.parquet", "group_stats").to_pylist()
+    n_photos = schemas.read_folder(run / "groups", "groups").num_rows
+    for model in ("tiny-a", "tiny-b"):
+        cells = [s for s in stats if s["model_id"] == model and s["metric"] == "top1"]
+        assert sum(s["n"] for s in cells) == n_photos
+        assert all(s["acc_lo"] <= s["acc"] <= s["acc_hi"] for s in cells)
+    # Seed 2's δ: one row per (class, model, background) for classes seen on more than one background.
+    deltas = schemas.read(run / "attributes.parquet", "attribute_deltas")
+    expected = 0
+    for model in ("tiny-a", "tiny-b"):
+        per_class = {}
+        for s in stats:
+            if s["model_id"] == model and s["metric"] == "top1":
+                per_class[s["class_idx"]] = per_class.get(s["class_idx"], 0) + 1
+        expected += sum(n for n in per_class.values() if n > 1)
+    assert deltas.num_rows == expected
+
+
+def test_human_groups_give_human_rows_beside_model_rows(scored, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(scored[0], run)
+    cfg = scored[1]
+    _run_both(run, cfg)
+    groups = schemas.read_folder(run / "groups", "groups")
+    human = groups.set_column(groups.schema.get_field_index("method"), "method",
+                              pa.array(["human"] * groups.num_rows))
+    human = human.set_column(human.schema.get_field_index("background"), "background",
+                             pa.array(["snow"] * human.num_rows))   # annotators saw snow everywhere
+    atomic.write_parquet(run / "groups" / "human.parquet", human)
+    propose_stage.run_propose(run, cfg, pipeline_options([]), **QUIET)
+    proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
+    human_rows = [r for r in proposals if r["source"] == "human"]
+    assert {r["model_id"] for r in human_rows} == {"tiny-a", "tiny-b", "all"}
+    assert all(r["decision"] == "dropped" and "fewer than two" in r["reason"] for r in human_rows)
+    assert any(r["source"] == "model" for r in proposals)
+
+
+def test_in_process_and_multi_processing_agree(scored, tmp_path):
+    outs = []
+    for name, args in (("direct", []), ("multi", ["--direct_num_workers", "2",
+                                                  "--direct_running_mode", "multi_processing"])):
+        run = tmp_path / name
+        shutil.copytree(scored[0], run)
+        _run_both(run, scored[1], args)
+        outs.append((schemas.read_folder(run / "groups", "groups").sort_by("uid"),
+                     schemas.read(run / "proposals.parquet", "proposals")))
+    assert outs[0][0].equals(outs[1][0])
+    assert outs[0][1].equals(outs[1][1])
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    cfg = config.RunConfig(classes=[config.ClassSpec(name="x", imagenet_idx=1)], backgrounds=["snow"],
+                           models=[config.ModelSpec(name="RN50")])
+    with pytest.raises(UserError, match="no scores to assign backgrounds from"):
+        propose_stage.run_backgrounds(tmp_path, cfg, pipeline_options([]), **QUIET)
+    with pytest.raises(UserError, match="no background groups to propose pairs from"):
+        propose_stage.run_propose(tmp_path, cfg, pipeline_options([]), **QUIET)
