@@ -64,9 +64,18 @@ def _status(args) -> int:
     return 0
 
 
+def _reselect(run: Path, cfg, args) -> None:
+    """Pair selection again, now over model and human groups (pipeline/propose.py)."""
+    from pipeline.options import pipeline_options
+    from pipeline.propose import run_propose
+
+    if (run / "scores").is_dir():
+        run_propose(run, cfg, pipeline_options(getattr(args, "beam_args", []) or []))
+
+
 def _pull(args) -> int:
     cfg = config.load(args.run)
-    summary = pull.pull(Path(args.run), cfg, _connect(cfg))
+    summary = pull.pull(Path(args.run), cfg, _connect(cfg), select=lambda run: _reselect(run, cfg, args))
     alpha = summary["agreement"]
     fmt = lambda a: "n/a" if a["alpha"] is None else f"{a['alpha']:.3f}"
     print(f"annotate pull: {summary['annotations']} annotations; verdicts {summary['verdicts']}; "
