@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import shutil
 import time
 from contextlib import redirect_stderr
@@ -196,7 +197,8 @@ def test_training_split_is_biased_as_planted(trained_world):
     p_common = trained_world.world["spec"]["p_common"]
     for cls, plant in trained_world.world["plant"].items():
         mine = [r for r in rows if r["class_name"] == cls]
-        assert all(r["caption"] in (f"a photo of a {cls}.", f"a photo of {cls}.") for r in mine)
+        assert all(r["caption"] in (f"a photo of a {cls}.", f"a photo of {cls}.", f"a photo of a {cls} on {r['background']}.")
+                   for r in mine)
         if plant["biased"]:
             share = np.mean([r["background"] == plant["common"] for r in mine])
             assert abs(share - p_common) < 0.1
@@ -213,7 +215,7 @@ def test_reference_model_learns_the_planted_shortcut(trained_world):
     assert s["background_accuracy"] >= 0.6
     for cls, e in trained_world.oracle["classes"].items():
         assert e["drop_lo"] <= e["drop"] <= e["drop_hi"]
-        assert e["acc_counter"] == min(e["accuracy"].values())
+        assert abs(e["acc_counter"] - min(e["accuracy"].values())) < 1e-3
     cells = pq.read_table(trained_world.dir / "oracle.parquet").to_pylist()
     assert len(cells) == len(trained_world.classes_list) * len(trained_world.backgrounds)
     assert all(c["accuracy_lo"] <= c["accuracy"] <= c["accuracy_hi"] for c in cells)
@@ -241,9 +243,10 @@ def test_oracle_command_rescores_the_grid(trained_world, tmp_path):
     shutil.copytree(trained_world.dir / "grid", world / "grid")
     shutil.copytree(trained_world.dir / "model", world / "model")
     assert cli.main(["world", "oracle", str(world)]) == 0
-    again = (world / "oracle.json").read_text()
-    assert again == (trained_world.dir / "oracle.json").read_text().replace(str(trained_world.dir), str(world)) \
-        or __import__("json").loads(again)["summary"]["accuracy"] == trained_world.oracle["summary"]["accuracy"]
+    again = json.loads((world / "oracle.json").read_text())
+    assert again["classes"] == trained_world.oracle["classes"]          # deterministic scoring
+    drop_time = lambda s: {k: v for k, v in s.items() if k != "seconds"}
+    assert drop_time(again["summary"]) == drop_time(trained_world.oracle["summary"])
 
 
 def test_real_weights_that_are_absent_fail_fast_with_the_file_named(trained_world, monkeypatch, tmp_path):

@@ -15,7 +15,7 @@ from curation.world.assets import BackgroundPhoto, Stamp
 
 # Animal size: its longer side as a fraction of the canvas side. Small enough that the background
 # fills most of the picture (as in a field photo), large enough that the animal is recognisable.
-ANIMAL_SCALE = (0.38, 0.68)
+ANIMAL_SCALE = (0.45, 0.75)
 CROP_SCALE = (0.55, 1.0)      # background crop side as a fraction of the region's shorter side
 JITTER = 0.12                 # brightness / contrast / saturation factors in 1 ± JITTER
 

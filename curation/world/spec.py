@@ -28,16 +28,17 @@ class WorldSpec:
     backgrounds: list[str] = field(default_factory=list)    # empty: every label in the manifest
     n_control: int = 4
     p_common: float = 0.9                                   # training: P(biased class on its common)
-    scene_caption_share: float = 0.3     # training: composites captioned "a photo of a {class} on {bg}."
+    scene_caption_share: float = 0.5     # training: composites captioned "a photo of a {class} on {bg}."
     plant: dict[str, list[str]] = field(default_factory=dict)   # class -> [common, counter] overrides
     image_size: int = 160
-    train_per_class: int = 160
-    train_background_per_label: int = 80
+    train_per_class: int = 120
+    train_background_per_label: int = 120
     pool_per_class: int = 120
     pool_common_share: float = 0.6       # pool: P(biased class on its common); the rest spread evenly
     pool_noise: dict[str, float] = field(default_factory=lambda: {
         "exact_dup": 0.04, "near_dup": 0.04, "corrupted": 0.02, "tiny": 0.02, "no_animal": 0.04, "wrong_label": 0.04})
     grid_per_cell: int = 60
+    train_epochs: int = 12               # the reference model's training length for this world
 
     def validate(self, manifest: Manifest) -> "WorldSpec":
         """Resolve defaults against the manifest; UserError naming the setting when one is wrong."""
@@ -62,7 +63,7 @@ class WorldSpec:
             raise UserError(f"n_control must be between 0 and n_classes - 1 ({spec.n_classes - 1}), got {spec.n_control}")
         if not 0 < spec.p_common <= 1 or not 0 < spec.pool_common_share <= 1:
             raise UserError("p_common and pool_common_share must be in (0, 1]")
-        for name in ("image_size", "train_per_class", "pool_per_class", "grid_per_cell"):
+        for name in ("image_size", "train_per_class", "pool_per_class", "grid_per_cell", "train_epochs"):
             if getattr(spec, name) < 1:
                 raise UserError(f"{name} must be positive")
         if spec.image_size < 32:
@@ -121,7 +122,7 @@ PRESETS = {
     "default": {},
     # The test world: small enough to build and train within a test session's budget.
     "small": dict(n_classes=12, n_control=3, image_size=128, train_per_class=100, train_background_per_label=100,
-                  pool_per_class=30, grid_per_cell=24),
+                  pool_per_class=30, grid_per_cell=24, train_epochs=8),
 }
 
 

@@ -33,7 +33,7 @@ def register(sub) -> None:
     t.add_argument("out", help="a built world directory")
     t.add_argument("--model", default=None, help="open_clip model name (default: ca-tiny, our small config)")
     t.add_argument("--pretrained", help="start from these weights: an open_clip tag or a checkpoint file")
-    t.add_argument("--epochs", type=int, help="training epochs (default: 14)")
+    t.add_argument("--epochs", type=int, help="training epochs (default: the world's train_epochs: 12, or 8 for --size small)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: 1)")
     t.set_defaults(func=run_train)
 
