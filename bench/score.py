@@ -16,6 +16,7 @@ file from .venv-clipretrieval (see bench/RESULTS.md for how it is installed and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -38,6 +39,7 @@ import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from curation import atomic, clip_models, config  # noqa: E402
+from pipeline import clean as clean_stage  # noqa: E402
 from pipeline import score as score_stage  # noqa: E402
 from pipeline.options import pipeline_options  # noqa: E402
 from schemas.validate import conform  # noqa: E402
@@ -48,7 +50,9 @@ BATCH = 32
 
 
 def checkpoint(name: str) -> Path:
-    path = WORK / f"{name}-random.pt"
+    """Random weights for the config as it is now (the file name carries a hash of the config)."""
+    digest = hashlib.sha256(json.dumps(open_clip.get_model_config(name), sort_keys=True).encode()).hexdigest()[:8]
+    path = WORK / f"{name}-{digest}-random.pt"
     if not path.exists():
         torch.manual_seed(0)
         model = open_clip.create_model(name)
@@ -57,7 +61,7 @@ def checkpoint(name: str) -> Path:
     return path
 
 
-def build_run(run: Path, n: int, model: str, ckpt: Path, per_shard: int = 128) -> list[bytes]:
+def build_run(run: Path, n: int, model: str, ckpt: Path, per_shard: int) -> list[bytes]:
     """n JPEGs (512x384) in shards of per_shard, all clean; config scoring with one model."""
     shutil.rmtree(run, ignore_errors=True)
     images = [jpeg(picture(i, (512, 384)), quality=90) for i in range(n)]
@@ -112,9 +116,14 @@ def clip_retrieval(run: Path, ckpt: Path, n_shards: int) -> float | None:
     cmd = [str(exe), "inference", "--input_dataset", shards, "--output_folder", str(out),
            "--input_format", "webdataset", "--enable_text", "False", "--enable_metadata", "False",
            "--clip_model", f"open_clip:ViT-B-32/{ckpt}", "--batch_size", str(BATCH), "--num_prepro_workers", "2",
-           "--enable_wandb", "False", "--write_batch_size", "100000"]
+           "--enable_wandb", "False", "--use_jit", "False", "--write_batch_size", "100000"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=out.parent,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    except subprocess.TimeoutExpired:
+        print("clip_inference did not finish in 600 s", file=sys.stderr)
+        return None
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         print("clip_inference failed:", proc.stderr[-2000:], file=sys.stderr)
@@ -138,11 +147,13 @@ def main() -> int:
     for name, n in models:
         ckpt = checkpoint(name)
         run = WORK / f"run-{name}"
-        images = build_run(run, n, name, ckpt)
+        n_shards = 4    # clip_inference needs at least as many shards as its preprocessing workers
+        images = build_run(run, n, name, ckpt, per_shard=-(-n // n_shards))
         if args.decode_threads:
             cfg = config.load(run)
             cfg.score.decode_threads = args.decode_threads
             atomic.write_text(run / "config.yaml", config.dump(cfg))
+        clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
         clip = clip_models.load(name, str(ckpt))
         res: dict[str, list] = {"raw": [], "decode": [], "stage_e2e": [], "stage": [], "cr": []}
         for r in range(args.rounds):
@@ -153,7 +164,7 @@ def main() -> int:
             res["stage_e2e"].append(n / c["seconds"])
             res["stage"].append(n / (c["seconds"] - c["model_load_s"]))
             if args.clip_retrieval and name == "ViT-B-32":
-                secs = clip_retrieval(run, ckpt, len(list((run / "shards").glob("*.tar"))))
+                secs = clip_retrieval(run, ckpt, n_shards)
                 if secs:
                     res["cr"].append(n / secs)
             print(f"  {name} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v))

@@ -55,7 +55,7 @@ def check_shard(shard: str, wanted: dict[str, str], samples: Iterable[tuple[str,
 
 def _missing(uid: str, shard: str, key: str | None, detail: str) -> dict:
     return {"uid": uid, "shard": shard, "key": key, "reason": "missing_in_shard", "detail": detail,
-            "width": None, "height": None, "bytes": None, "sha256": None, "phash": None}
+            "width": None, "height": None, "bytes": None, "sha256": None, "phash": None, "phash_crops": None}
 
 
 def checks_table(rows: list[dict]) -> pa.Table:
@@ -90,7 +90,8 @@ def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
         if check["reason"]:
             row.update(status="rejected", reason=check["reason"])
         else:
-            passed.append(dedupe.Candidate(row["uid"], row["class_idx"], check["sha256"], check["phash"],
+            hashes = (check["phash"], *(check["phash_crops"] or [])) if check["phash"] is not None else ()
+            passed.append(dedupe.Candidate(row["uid"], row["class_idx"], check["sha256"], hashes,
                                            check["width"] * check["height"]))
     dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits)
     for row in rows:

@@ -1,9 +1,10 @@
 """Exact and near duplicates across the whole run, within and across classes.
 
-Exact: same content hash. Near: perceptual hashes within ``max_bits`` Hamming distance, found
-without comparing all pairs: split the 64 bits into max_bits+1 bands; two hashes that differ in at
-most max_bits bits agree exactly on at least one band (pigeonhole), so only hashes sharing a band
-are compared. Near-duplicate pairs are joined transitively (union-find). In each group one image is
+Exact: same content hash. Near: two images whose perceptual hashes (each image has several: the
+whole picture and central crops, so a slightly cropped copy still matches) come within
+``max_bits`` Hamming distance, found without comparing all pairs: split the 64 bits into
+max_bits+1 bands; two hashes that differ in at most max_bits bits agree exactly on at least one
+band (pigeonhole), so only hashes sharing a band are compared. Near-duplicate pairs are joined transitively (union-find). In each group one image is
 kept: the one with the most pixels, ties broken by uid, so the choice does not depend on input order.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Candidate:
     uid: str
     class_idx: int
     sha256: str
-    phash: int | None
+    phashes: tuple[int, ...]    # whole image first, then central crops; empty when undecodable
     pixels: int
 
 
@@ -53,17 +54,18 @@ def _bands(h: int, n: int) -> list[tuple[int, int]]:
     return [(i, (h >> edges[i]) & ((1 << (edges[i + 1] - edges[i])) - 1)) for i in range(n)]
 
 
-def near_pairs(hashes: dict[str, int], max_bits: int) -> list[tuple[str, str]]:
-    """All pairs of uids whose hashes differ in at most max_bits bits."""
-    buckets: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for uid, h in hashes.items():
-        for band in _bands(h, max_bits + 1):
-            buckets[band].append(uid)
+def near_pairs(hashes: dict[str, tuple[int, ...]], max_bits: int) -> list[tuple[str, str]]:
+    """All pairs of uids with some hash of one within max_bits bits of some hash of the other."""
+    buckets: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
+    for uid, hs in hashes.items():
+        for h in set(hs):
+            for band in _bands(h, max_bits + 1):
+                buckets[band].append((uid, h))
     pairs = set()
-    for uids in buckets.values():
-        for i, a in enumerate(uids):
-            for b in uids[i + 1:]:
-                if (hashes[a] ^ hashes[b]).bit_count() <= max_bits:
+    for members in buckets.values():
+        for i, (a, ha) in enumerate(members):
+            for b, hb in members[i + 1:]:
+                if a != b and (ha ^ hb).bit_count() <= max_bits:
                     pairs.add((min(a, b), max(a, b)))
     return sorted(pairs)
 
@@ -82,7 +84,7 @@ def find_duplicates(candidates: list[Candidate], max_bits: int) -> tuple[dict[st
             groups.union(keep.uid, c.uid)
             if c is not keep:
                 dropped[c.uid] = Duplicate("duplicate", keep.uid)
-    survivors = {c.uid: c.phash for c in candidates if c.uid not in dropped and c.phash is not None}
+    survivors = {c.uid: c.phashes for c in candidates if c.uid not in dropped and c.phashes}
     members: dict[str, list[str]] = defaultdict(list)
     near = _UnionFind()
     for a, b in near_pairs(survivors, max_bits):

@@ -143,6 +143,7 @@ IMAGE_CHECKS = _schema("image_checks", 1, [
     pa.field("bytes", pa.int64()),
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.uint64()),           # 64-bit DCT perceptual hash
+    pa.field("phash_crops", pa.list_(pa.uint64())),  # pHash of central crops (4, 8, 12% off each side)
 ])
 
 # RUN/scores/NNNNN.parquet — per shard, one row per (sample, model): CLIP zero-shot results.
