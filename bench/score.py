@@ -138,10 +138,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clip-retrieval", action="store_true")
     ap.add_argument("--decode-threads", type=int, default=None, help="override score.decode_threads")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (score.num_threads)")
+    ap.add_argument("--models", default="ViT-B-32,ca-tiny", help="comma-separated: ViT-B-32, ca-tiny")
     args = ap.parse_args()
-    models = [("ViT-B-32", args.vit_images)]
-    if "ca-tiny" in open_clip.list_models():
-        models.append(("ca-tiny", args.tiny_images))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wanted = args.models.split(",")
+    models = [(m, n) for m, n in (("ViT-B-32", args.vit_images), ("ca-tiny", args.tiny_images))
+              if m in wanted and m in open_clip.list_models()]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), batch {BATCH}")
     for name, n in models:
@@ -149,10 +153,10 @@ def main() -> int:
         run = WORK / f"run-{name}"
         n_shards = 4    # clip_inference needs at least as many shards as its preprocessing workers
         images = build_run(run, n, name, ckpt, per_shard=-(-n // n_shards))
-        if args.decode_threads:
-            cfg = config.load(run)
-            cfg.score.decode_threads = args.decode_threads
-            atomic.write_text(run / "config.yaml", config.dump(cfg))
+        cfg = config.load(run)
+        cfg.score.decode_threads = args.decode_threads or cfg.score.decode_threads
+        cfg.score.num_threads = args.threads
+        atomic.write_text(run / "config.yaml", config.dump(cfg))
         clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
         clip = clip_models.load(name, str(ckpt))
         res: dict[str, list] = {"raw": [], "decode": [], "stage_e2e": [], "stage": [], "cr": []}
