@@ -7,8 +7,8 @@ reduced to counts per (class, background). Two rules:
   across its groups; common = highest-accuracy group, counter = lowest (CounterAnimal §3).
 * ``strict`` (default): only groups of ``min_group_size`` photos or more; common must also hold
   ``min_common_share`` of the class's photos; the drop must be larger than the range threshold
-  and significant (one-sided two-proportion test, corrected across classes); with several
-  models, all of them must keep the same pair.
+  and significant: its Newcombe interval excludes zero and the one-sided two-proportion test
+  holds after correction across classes; with several models, all must keep the same pair.
 
 Every class gets a row, kept or dropped, with the reason in words.
 """
@@ -118,9 +118,10 @@ def _decide(row: dict, rule: Rule) -> None:
     if rule.kind == "paper":
         row.update(decision="kept", reason=f"{pair}, range {points:.1f} points > {rule.min_accuracy_range:g}")
         return
-    if row["p_adjusted"] >= rule.alpha:
+    if row["p_adjusted"] >= rule.alpha or row["drop_lo"] <= 0:
         row["reason"] = (f"{pair}, drop {points:.1f} points not significant "
-                         f"(p={row['p_adjusted']:.3g} after {rule.correction} ≥ {rule.alpha:g})")
+                         f"(interval [{100 * row['drop_lo']:.1f}, {100 * row['drop_hi']:.1f}], "
+                         f"p={row['p_adjusted']:.3g} after {rule.correction})")
         return
     row.update(decision="kept", reason=f"{pair}, drop {points:.1f} points "
                                        f"[{100 * row['drop_lo']:.1f}, {100 * row['drop_hi']:.1f}], "

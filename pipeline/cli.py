@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     args = build_parser().parse_args(argv)
     args.beam_args = beam_args
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Progress goes to stdout through each stage's own lines; library INFO logs only with -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "urllib3", "httpx", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
