@@ -190,6 +190,19 @@ def test_grid_is_balanced_and_classes_table_has_the_plant(tmp_path):
     assert sum(not r["biased"] for r in classes) == 1
 
 
+def test_train_command_writes_a_loadable_checkpoint_and_the_oracle(tmp_path, capsys):
+    out = tmp_path / "w"
+    generate.build(out, tiny_spec())
+    assert cli.main(["world", "train", str(out), "--epochs", "1"]) == 0
+    info = json.loads((out / "model" / "ca-tiny.json").read_text())
+    assert info["settings"]["epochs"] == 1 and len(info["epoch_losses"]) == 1
+    oracle = json.loads((out / "oracle.json").read_text())
+    assert set(oracle["classes"]) == set(TINY["classes"]) and oracle["reference"]
+    assert "oracle for ca-tiny" in capsys.readouterr().out
+    from curation import clip_models
+    assert clip_models.load("ca-tiny", str(out / "model" / "ca-tiny.pt")).model is not None
+
+
 # -- the reference model and the oracle (session world) ---------------------------------------
 
 def test_training_split_is_biased_as_planted(trained_world):
