@@ -120,9 +120,10 @@ def draw_plant(spec: WorldSpec) -> dict[str, Plant]:
 PRESETS = {
     # The demo and benchmark world.
     "default": {},
-    # The test world: small enough to build and train within a test session's budget.
+    # The test world: small enough to build and train within a test session's budget; its pool is
+    # large enough (150 per class) that the rarer backgrounds form groups a drop can be measured on.
     "small": dict(n_classes=12, n_control=3, image_size=128, train_per_class=100, train_background_per_label=100,
-                  pool_per_class=30, grid_per_cell=24, train_epochs=8),
+                  pool_per_class=150, grid_per_cell=24, train_epochs=8),
 }
 
 
