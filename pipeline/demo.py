@@ -1,69 +1,71 @@
-"""`make demo`: the curation DAG end to end on a small bundled example, offline.
+"""`make demo`: the whole curation DAG on the planted world, offline, as a user would run it.
 
-Builds demo-run/ from scratch: a few dozen photo-like images generated locally, served by
-pipeline/imageserver.py on 127.0.0.1 (port 0) with two faulty URLs among them, a URL list
-naming three of the paper's classes, then `counteranimal init` and `counteranimal curate`
-(sources -> fetch). Prints where everything landed.
+    counteranimal world build demo-run/world        real animal cut-outs on real background photos
+    counteranimal world train demo-run/world        a small CLIP learns the planted shortcut; the oracle
+    (serve demo-run/world/pool on 127.0.0.1)        the candidate pool, shaped like a web crawl
+    counteranimal curate demo-run/run               sources → fetch → clean → score → backgrounds → propose
+    counteranimal report demo-run/run --truth …     the report, with the background confusion
+
+The world and its trained model are reused when they already exist (a second `make demo` only
+re-curates). Ends with how the proposals compare to the oracle, and where everything is.
 """
 from __future__ import annotations
 
-import csv
 import shutil
 import sys
 from pathlib import Path
 
-from curation import config, presets
+from curation import atomic, config
 from pipeline import cli
-from pipeline.imageserver import ImageServer, write_photos
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / "demo-run"
-N_IMAGES = 36
-STAGES = "sources,fetch"
+DEMO = ROOT / "demo-run"
+WORLD, RUN = DEMO / "world", DEMO / "run"
+SIZE, SEED = "default", 0
+MIN_GROUP_SIZE = 8      # the demo pool has ~10 photos per rarer background and class
 
 
-def build_example(run: Path, server: ImageServer, names: list[str]) -> Path:
-    """A URL list over the served photos: three paper classes, plus a 404 and a truncated JPEG."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    classes = [IMAGENET_CLASSNAMES[row["imagenet_idx"]] for row in presets.paper_pairs()[:3]]
-    path = run / "example" / "urls.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["url", "class", "license", "attribution"])
-        for i, name in enumerate(names):
-            w.writerow([server.url(f"/img/{name}"), classes[i % 3], "CC-BY 4.0", f"(c) counteranimal demo {i}"])
-        w.writerow([server.url("/fault/404"), classes[0], "CC-BY 4.0", "(c) counteranimal demo, missing photo"])
-        w.writerow([server.url("/fault/truncated.jpg"), classes[1], "CC-BY 4.0", "(c) counteranimal demo, cut short"])
-    return path
-
-
-def configure(run: Path, url_list: Path) -> None:
-    cfg = config.load(run)
-    cfg.source = config.SourceSpec(kind="url_list", path=str(url_list.relative_to(run)))
-    cfg.fetch = cfg.fetch.model_copy(update={"allowed_networks": ["127.0.0.0/8"], "chunk_size": 12,
-                                             "thread_count": 8, "image_size": 256, "timeout": 5.0})
-    (run / "config.yaml").write_text("# counteranimal demo run (written by pipeline/demo.py)\n" + config.dump(cfg))
+def _step(argv: list[str]) -> None:
+    print(f"\n$ counteranimal {' '.join(argv)}", flush=True)
+    code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(code)
 
 
 def main() -> int:
+    from curation.world import train
+    from curation.world.judge import judge
+    from curation.world.run_config import run_config
+    from pipeline.imageserver import ImageServer
+
+    _step(["world", "build", str(WORLD), "--size", SIZE, "--seed", str(SEED)])
+    model = train.TrainSettings().model
+    checkpoint = train.checkpoint_path(WORLD, model)
+    if checkpoint.is_file() and (WORLD / "oracle.json").is_file():
+        print(f"\ndemo: reusing the trained reference model {checkpoint}")
+    else:
+        _step(["world", "train", str(WORLD)])
+
     shutil.rmtree(RUN, ignore_errors=True)
-    names = write_photos(RUN / "example" / "photos", N_IMAGES, seed=3, sizes=(300, 640))
-    with ImageServer(RUN / "example" / "photos") as server:
-        print(f"demo: serving {len(names)} example images on {server.base}")
-        if cli.main(["init", str(RUN), "--preset", "counteranimal"]) != 0:
-            return 1
-        configure(RUN, build_example(RUN, server, names))
-        code = cli.main(["curate", str(RUN), "--stages", STAGES])
-    if code != 0:
-        return code
-    shards = sorted(p.name for p in (RUN / "shards").glob("*.tar"))
-    print(f"\ndemo: done. Output in {RUN}/\n"
-          f"  config.yaml                    the run's settings (preset counteranimal, source = example/urls.csv)\n"
-          f"  candidates/candidates.parquet  one row per photo to fetch\n"
-          f"  shards/                        {len(shards)} WebDataset shards ({', '.join(shards)}) + img2dataset metadata\n"
-          f"  samples/                       one outcome per candidate (ok, or failed with its reason)\n"
-          f"  manifest.json                  versions, config hash, counts and timings per stage")
+    cfg = run_config(WORLD, model, checkpoint, name="demo", thresholds={"min_group_size": MIN_GROUP_SIZE})
+    atomic.write_text(RUN / "config.yaml", "# counteranimal demo run (written by pipeline/demo.py)\n" + config.dump(cfg))
+    with ImageServer(WORLD / "pool") as server:
+        from curation.world.candidates import write_candidate_urls
+
+        write_candidate_urls(WORLD, server.base, RUN / "urls.csv")
+        print(f"\ndemo: serving the candidate pool ({WORLD / 'pool'}) on {server.base}")
+        _step(["curate", str(RUN)])
+    _step(["report", str(RUN), "--truth", str(WORLD / "ground_truth.parquet")])
+
+    verdict = judge(WORLD, RUN, cfg.thresholds.min_accuracy_range)
+    print(f"\ndemo: against the oracle: {verdict['found']} of {verdict['significant']} classes with a real "
+          f"shortcut found with the oracle's pair; false positives: {verdict['false_positives'] or 'none'}; "
+          f"background assignment accuracy {verdict['background_accuracy']:.1%}.")
+    print(f"\ndemo: done. Open {RUN / 'report' / 'index.html'} in a browser.\n"
+          f"  {WORLD}/      the planted world: pool/, grid/, train/, ground_truth.parquet, oracle.json, model/\n"
+          f"  {RUN}/        the run: candidates/, shards/, samples/, scores/, groups/, proposals.parquet, manifest.json\n"
+          f"Next, to verify by hand: `counteranimal label-studio start`, then "
+          f"`counteranimal annotate push {RUN.relative_to(ROOT)}`.")
     return 0
 
 

@@ -1,46 +1,18 @@
 """On the planted world, through the whole curate command (loopback server, fetch, clean, score):
 every planted duplicate and corrupt file is caught and wrong-label photos are flagged for review.
 
-Slow (builds the world and trains its model once per session): about 4 minutes on 2 cores."""
+The world and its curated run are built once per test session (tests/support/curated_world.py)."""
 from __future__ import annotations
 
 import pyarrow.parquet as pq
-import yaml
 
 import schemas
-from pipeline.cli import main
-from pipeline.imageserver import ImageServer
+from tests.support.curated_world import curated_world  # noqa: F401  (pytest fixture)
 from tests.support.world import trained_world  # noqa: F401  (pytest fixture)
 
 
-def curated_world(tw, run):
-    classes = pq.read_table(tw.classes).to_pylist()
-    cfg = {
-        "name": "world",
-        "classes": [{"name": c["class_name"], "imagenet_idx": c["class_idx"]} for c in classes],
-        "backgrounds": tw.backgrounds,
-        "label_space": "classes",
-        "prompts": {"classes": list(tw.world["class_templates"]), "backgrounds": list(tw.world["background_templates"])},
-        "models": [{"name": tw.model, "pretrained": str(tw.checkpoint), "id": "reference"}],
-        "source": {"kind": "url_list", "path": "urls.csv", "columns": {"id": "id"}},
-        "fetch": {"image_size": 256, "chunk_size": 200, "thread_count": 8, "allowed_networks": ["127.0.0.0/8"]},
-        "clean": {"min_side": 32},
-        "license_allow": ["gpl-2.0-or-later", "cc0", "mit", "cc-by", "cc-by-sa", "pd"],
-    }
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    server = ImageServer(tw.pool_dir).start()
-    try:
-        tw.candidate_urls(server.base, run / "urls.csv")
-        assert main(["curate", str(run)]) == 0
-    finally:
-        server.stop()
-
-
-def test_planted_noise_is_caught_on_the_world(trained_world, tmp_path):
-    tw = trained_world
-    run = tmp_path / "run"
-    curated_world(tw, run)
+def test_planted_noise_is_caught_on_the_world(curated_world):
+    tw, run = curated_world.world, curated_world.run
     truth = {r["uid"]: r for r in pq.read_table(tw.ground_truth, filters=[("split", "=", "pool")]).to_pylist()}
     cands = {r["uid"]: r["source_id"] for r in schemas.read(run / "candidates" / "candidates.parquet",
                                                             "candidates").to_pylist()}

@@ -33,7 +33,7 @@ class WorldSpec:
     image_size: int = 160
     train_per_class: int = 120
     train_background_per_label: int = 120
-    pool_per_class: int = 120
+    pool_per_class: int = 200
     pool_common_share: float = 0.6       # pool: P(biased class on its common); the rest spread evenly
     pool_noise: dict[str, float] = field(default_factory=lambda: {
         "exact_dup": 0.04, "near_dup": 0.04, "corrupted": 0.02, "tiny": 0.02, "no_animal": 0.04, "wrong_label": 0.04})
