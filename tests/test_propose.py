@@ -90,3 +90,11 @@ def test_attribute_deltas_rank_the_shortcut_first():
     assert [(d["class_idx"], d["attribute"]) for d in deltas] == [(1, "snow"), (1, "grass")]  # no estimate for 2
     assert deltas[0]["delta"] == pytest.approx(0.9 - 0.2) and deltas[0]["rank"] == 1
     assert deltas[1]["delta"] == pytest.approx(0.2 - 0.9) and deltas[0]["p_value"] < 1e-9
+
+
+def test_wilson_and_newcombe_match_published_values():
+    lo, hi = stats.wilson(81, 263)                 # Newcombe (1998) example: 0.2553 .. 0.3662
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = stats.drop_interval(56, 70, 48, 80)  # Newcombe (1998), method 10: 0.0524 .. 0.3339
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from curation.errors import UserError
-from curation.world import assets, generate, spec, stats
+from curation.world import assets, generate, spec
 from pipeline import cli
 from tests.support.world import trained_world  # noqa: F401  (session fixture)
 
@@ -273,13 +273,3 @@ def test_real_weights_that_are_absent_fail_fast_with_the_file_named(trained_worl
     assert "not on this machine" in err.getvalue() and "open_clip_pytorch_model" in err.getvalue()
     with redirect_stderr(io.StringIO()):
         assert cli.main(["world", "train", str(trained_world.dir), "--pretrained", str(tmp_path / "none.pt")]) == 2
-
-
-# -- statistics -------------------------------------------------------------------------------
-
-def test_wilson_and_newcombe_match_published_values():
-    lo, hi = stats.wilson(81, 263)                 # Newcombe (1998) example: 0.2553 .. 0.3662
-    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
-    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(0, 0) == (0.0, 1.0)
-    d, lo, hi = stats.newcombe_diff(56, 70, 48, 80)  # Newcombe (1998), method 10: 0.0524 .. 0.3339
-    assert round(d, 4) == 0.2 and (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)

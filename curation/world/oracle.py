@@ -27,7 +27,7 @@ from PIL import Image
 
 from curation import atomic, clip_models
 from curation.world.generate import read_world
-from curation.world.stats import newcombe_diff, wilson
+from curation.stats import drop_interval, wilson
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,14 @@ def compute(world_dir: str | Path, model: str, pretrained: str | None, *, device
         acc = {bg: k / n for bg, (k, n) in stats.items() if n}
         counter = min(acc, key=lambda b: (acc[b], b))
         common = max(acc, key=lambda b: (acc[b], b))
-        drop, lo, hi = newcombe_diff(*stats[common], *stats[counter])
+        drop, (lo, hi) = acc[common] - acc[counter], drop_interval(*stats[common], *stats[counter])
         entry = {"biased": plant["biased"], "planted_common": plant["common"], "planted_counter": plant["counter"],
                  "oracle_common": common, "oracle_counter": counter,
                  "acc_common": acc[common], "acc_counter": acc[counter],
                  "drop": drop, "drop_lo": lo, "drop_hi": hi,
                  "accuracy": {bg: round(a, 4) for bg, a in acc.items()}}
         if plant["biased"]:
-            pdrop, plo, phi = newcombe_diff(*stats[plant["common"]], *stats[counter])
+            pdrop, (plo, phi) = acc[plant["common"]] - acc[counter], drop_interval(*stats[plant["common"]], *stats[counter])
             entry.update(acc_planted_common=acc[plant["common"]], planted_drop=pdrop, planted_drop_lo=plo,
                          planted_drop_hi=phi, counter_is_planted=counter == plant["counter"])
         per_class[cls] = entry
