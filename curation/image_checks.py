@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from curation.config import CleanSpec
+from curation.image_header import is_complete
 
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -50,14 +51,6 @@ def phash(img: Image.Image) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def _ends_properly(data: bytes, fmt: str) -> bool:
-    if fmt == "JPEG":
-        return b"\xff\xd9" in data[-1024:]
-    if fmt == "PNG":
-        return b"IEND" in data[-1024:]
-    return True
-
-
 def check_image(data: bytes, spec: CleanSpec) -> dict:
     """Return width, height, bytes, sha256, phash(es), and reason/detail (None when the image passes)."""
     out = {"reason": None, "detail": None, "width": None, "height": None, "bytes": len(data),
@@ -67,7 +60,7 @@ def check_image(data: bytes, spec: CleanSpec) -> dict:
             fmt = img.format or ""
             img.load()                          # full decode: a corrupt stream fails here
             out["width"], out["height"] = img.width, img.height
-            if not _ends_properly(data, fmt):
+            if not is_complete(data, fmt):
                 return {**out, "reason": "truncated", "detail": f"{fmt} data ends before its end marker"}
             hashes = crop_hashes(img)
             out["phash"], out["phash_crops"] = hashes[0], hashes[1:]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import atomic, fetch_status, imagecheck
+from curation import atomic, fetch_status, image_header
 from curation.fetch_status import Chunk
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -75,8 +75,8 @@ class GuardedResizer(Resizer):
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         try:
-            imagecheck.inspect(img_stream.getvalue(), self.max_pixels)
-        except imagecheck.ImageRejected as exc:
+            image_header.inspect(img_stream.getvalue(), self.max_pixels)
+        except image_header.ImageRejected as exc:
             return None, None, None, None, None, str(exc)
         return super().__call__(img_stream, blurring_bbox_list)
 

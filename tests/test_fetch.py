@@ -220,16 +220,16 @@ def test_leftovers_of_a_killed_chunk_are_removed_and_the_chunk_redone(tmp_path, 
 
 
 def test_image_check_reads_the_header_before_any_decode(tmp_path):
-    from curation import imagecheck
+    from curation import image_header
     from pipeline.imageserver import bomb_png, photo
 
     path = tmp_path / "p.png"
     photo(5, (1000, 600)).save(path)
     data = path.read_bytes()
-    assert imagecheck.inspect(data, 600_000) == (1000, 600, "PNG")
+    assert image_header.inspect(data, 600_000) == (1000, 600, "PNG")
     for blob, cap, reason in [(data, 599_999, "too_many_pixels"), (bomb_png(), 10**12, "too_many_pixels"),
                               (data[: len(data) - 200], 10**7, "truncated"), (b"GIF89a" + bytes(4), 10**7,
                                                                                "not_an_image")]:
-        with pytest.raises(imagecheck.ImageRejected) as exc:
-            imagecheck.inspect(blob, cap)
+        with pytest.raises(image_header.ImageRejected) as exc:
+            image_header.inspect(blob, cap)
         assert exc.value.reason == reason

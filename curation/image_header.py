@@ -32,12 +32,12 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
         raise ImageRejected("not_an_image", f"{len(data)} bytes that no image decoder recognises ({exc})") from None
     if width * height > max_pixels:
         raise ImageRejected("too_many_pixels", f"{width}x{height} is over the cap of {max_pixels} pixels")
-    if not _complete(data, fmt):
+    if not is_complete(data, fmt):
         raise ImageRejected("truncated", f"{fmt} data ends before its end marker ({len(data)} bytes)")
     return width, height, fmt
 
 
-def _complete(data: bytes, fmt: str) -> bool:
+def is_complete(data: bytes, fmt: str) -> bool:
     tail = data[-1024:]
     if fmt == "JPEG":
         return b"\xff\xd9" in tail                     # EOI marker (some files carry trailing bytes)
