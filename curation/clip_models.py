@@ -12,6 +12,7 @@ a message that names the missing file instead.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,8 @@ def load(name: str, pretrained: str | None = None, *, device: str = "cpu", preci
 
     was_offline = hf_constants.HF_HUB_OFFLINE
     hf_constants.HF_HUB_OFFLINE = was_offline or not downloads_allowed()
+    if not pretrained:   # random weights were asked for: open_clip's warning about them is noise
+        logging.getLogger().addFilter(_random_init_filter)
     from_file = bool(pretrained) and is_checkpoint_path(pretrained)
     # Tags trained with QuickGELU (openai, laion400m_*) give wrong features without it.
     quick_gelu = bool(pretrained and not from_file and open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"))
@@ -110,9 +113,14 @@ def load(name: str, pretrained: str | None = None, *, device: str = "cpu", preci
         raise UserError(f"could not load {name} with pretrained={pretrained!r}: {exc}") from None
     finally:
         hf_constants.HF_HUB_OFFLINE = was_offline
+        logging.getLogger().removeFilter(_random_init_filter)
     model.eval()
     return ClipModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name), name=name,
                      pretrained=pretrained, device=device, precision=precision)
+
+
+def _random_init_filter(record: logging.LogRecord) -> bool:
+    return "No pretrained weights loaded" not in record.getMessage()
 
 
 def cached_weights(name: str, tag: str) -> str | None:
