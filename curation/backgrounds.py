@@ -2,8 +2,9 @@
 
 Two views of the same photos, per class:
 
-* zero-shot — the model's probabilities over the background vocabulary (computed by the score
-  stage from the configured background prompts);
+* zero-shot — the model's probabilities over the background vocabulary, from prompts that name
+  the photo's class too (``a photo of a {class} on {background}.``: a caption names the scene
+  with its subject far more often than alone), or the generic prompts the score stage used;
 * clusters — k-means on the image embeddings with the class's text direction projected out,
   so what is left is mostly the scene. Each cluster is named by the vocabulary label its
   members lean to on average; a cluster no label fits (mean probability below
@@ -25,7 +26,7 @@ UNNAMED = "cluster_unnamed"
 
 @dataclass(frozen=True)
 class Settings:
-    method: str = "hybrid"          # zero-shot | cluster | hybrid
+    method: str = "zero-shot"       # zero-shot | cluster | hybrid
     min_confidence: float = 0.5     # hybrid: below this, the cluster's name is used
     min_cluster_size: int = 10      # k = photos // this, at most the vocabulary size
     max_clusters: int | None = None
@@ -36,6 +37,14 @@ class Settings:
     def from_config(cls, spec) -> "Settings":
         return cls(method=spec.method, min_confidence=spec.min_confidence, min_cluster_size=spec.min_cluster_size,
                    max_clusters=spec.max_clusters, min_cluster_fit=spec.min_cluster_fit, seed=spec.seed)
+
+
+def background_probs(embeddings: np.ndarray, texts: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Zero-shot distribution over the backgrounds, from unit image and text embeddings."""
+    logits = logit_scale * (np.asarray(embeddings, dtype=np.float32) @ np.asarray(texts, dtype=np.float32).T)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def scene_features(embeddings: np.ndarray, class_direction: np.ndarray | None) -> np.ndarray:

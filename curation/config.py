@@ -52,6 +52,16 @@ class PromptSpec(_Strict):
     classes: list[str] = ["A photo of {}."]
     backgrounds: list[str] = ["a photo of {}."]
     ensemble: Literal["none", "openai"] = "none"   # openai: open_clip's 80 ImageNet templates
+    # Background prompts that name the class too; used by background assignment when not empty.
+    class_backgrounds: list[str] = ["a photo of a {class} on {background}."]
+
+    @field_validator("class_backgrounds")
+    @classmethod
+    def _has_both_slots(cls, templates: list[str]) -> list[str]:
+        for t in templates:
+            if "{class}" not in t or "{background}" not in t:
+                raise ValueError(f"template {t!r} needs both '{{class}}' and '{{background}}' slots")
+        return templates
 
     @field_validator("classes", "backgrounds")
     @classmethod
@@ -161,7 +171,10 @@ class ScoreSpec(_Strict):
 
 class BackgroundSpec(_Strict):
     """How each photo gets its background (see curation/backgrounds.py)."""
-    method: Literal["zero-shot", "cluster", "hybrid"] = "hybrid"
+    method: Literal["zero-shot", "cluster", "hybrid"] = "zero-shot"
+    # zero-shot prompts: "class" (prompts.class_backgrounds, naming the photo's class), "generic"
+    # (prompts.backgrounds, as scored), or "both" averaged.
+    prompts: Literal["class", "generic", "both"] = "class"
     model: str | None = None            # model id whose scores decide; default the first model
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     min_cluster_size: int = Field(default=10, ge=1)

@@ -94,8 +94,15 @@ def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
         size = "" if rule.kind == "paper" else f" with ≥ {rule.min_group_size} photos"
         row["reason"] = f"fewer than two background groups{size} ({len(eligible)})"
         return row
-    common = max(frequent, key=_by_accuracy)
-    counter = min((g for g in eligible if g is not common), key=_by_accuracy)
+    if rule.kind == "paper":
+        common = max(frequent, key=_by_accuracy)
+        counter = min((g for g in eligible if g is not common), key=_by_accuracy)
+    else:
+        # The surest extremes: the highest lower bound for common, the lowest upper bound for counter,
+        # so a small group that is low by chance does not beat a large group that is surely low.
+        common = max(frequent, key=lambda g: (stats.wilson(g.k, g.n, rule.alpha)[0], g.n, g.background))
+        counter = min((g for g in eligible if g is not common),
+                      key=lambda g: (stats.wilson(g.k, g.n, rule.alpha)[1], -g.n, g.background))
     lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
     lo_k, hi_k = stats.wilson(counter.k, counter.n, rule.alpha)
     d_lo, d_hi = stats.drop_interval(common.k, common.n, counter.k, counter.n, rule.alpha)

@@ -87,6 +87,15 @@ def build_text_bank(clip, cfg: RunConfig) -> TextBank:
     )
 
 
+def class_background_bank(clip, class_names: Sequence[str], backgrounds: Sequence[str],
+                          templates: Sequence[str]) -> np.ndarray:
+    """(classes, backgrounds, d): background text embeddings whose prompts name the class too."""
+    names = [(c, b) for c in class_names for b in backgrounds]
+    fill = [lambda cb, t=t: t.format(**{"class": cb[0], "background": cb[1]}) for t in templates]
+    emb = encode_texts(clip, names, fill)
+    return emb.reshape(len(class_names), len(backgrounds), -1)
+
+
 @torch.inference_mode()
 def encode_images(clip, pixels: torch.Tensor) -> np.ndarray:
     """L2-normalised float32 image embeddings for a preprocessed batch."""

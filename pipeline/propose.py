@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -47,17 +48,20 @@ def read_scores(path: str, columns: list[str], model_id: str | None = None) -> I
 
 class AssignClass(beam.DoFn):
     def __init__(self, run_dir: str, names: list[str], class_names: dict[int, str],
-                 class_dirs: dict[int, list[float]], settings, model_id: str):
+                 class_dirs: dict[int, list[float]], settings, model_id: str, prompts: "ClassPrompts | None"):
         self.run_dir, self.names, self.class_names, self.class_dirs = run_dir, names, class_names, class_dirs
-        self.settings, self.model_id = settings, model_id
+        self.settings, self.model_id, self.prompts = settings, model_id, prompts
 
     def process(self, element):
         (class_idx, label), rows = element
         rows = sorted(rows, key=lambda r: r["uid"])   # runner order must not change clusters
-        assigned = backgrounds.assign_class(
-            [r["uid"] for r in rows], np.asarray([r["embedding"] for r in rows], dtype=np.float32),
-            np.asarray([r["background_p"] for r in rows], dtype=np.float32), self.names,
-            self.class_dirs.get(label), self.settings)
+        embeddings = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+        if self.prompts is not None and class_idx in self.prompts.banks:
+            probs = backgrounds.background_probs(embeddings, self.prompts.banks[class_idx], self.prompts.logit_scale)
+        else:
+            probs = np.asarray([r["background_p"] for r in rows], dtype=np.float32)
+        assigned = backgrounds.assign_class([r["uid"] for r in rows], embeddings, probs, self.names,
+                                            self.class_dirs.get(label), self.settings)
         for a in assigned:
             a.update(class_idx=class_idx, class_name=self.class_names.get(class_idx, str(class_idx)),
                      model_id=self.model_id)
@@ -70,10 +74,12 @@ class AssignBackgrounds(beam.PTransform):
     """Scores of one model → a background per photo, written per class."""
 
     def __init__(self, run_dir: Path, files: list[str], model_id: str, names: list[str],
-                 class_names: dict[int, str], class_dirs: dict[int, list[float]], settings: backgrounds.Settings):
+                 class_names: dict[int, str], class_dirs: dict[int, list[float]], settings: backgrounds.Settings,
+                 prompts: "ClassPrompts | None" = None):
         super().__init__()
         self.run_dir, self.files, self.model_id = run_dir, files, model_id
         self.names, self.class_names, self.class_dirs, self.settings = names, class_names, class_dirs, settings
+        self.prompts = prompts
 
     def expand(self, pbegin):
         columns = ["uid", "class_idx", "embedding", "background_p", "true_label"]
@@ -83,7 +89,7 @@ class AssignBackgrounds(beam.PTransform):
                 | "ByClass" >> beam.Map(lambda r: ((r["class_idx"], r["true_label"]), r))
                 | "Group" >> beam.GroupByKey()
                 | "Assign" >> beam.ParDo(AssignClass(str(self.run_dir), self.names, self.class_names,
-                                                     self.class_dirs, self.settings, self.model_id)))
+                                                     self.class_dirs, self.settings, self.model_id, self.prompts)))
 
 
 def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
@@ -95,7 +101,7 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if model_id not in {m.model_id for m in cfg.models}:
         raise UserError(f"background_assignment.model {model_id!r} is not one of the models", where="config.yaml")
     started = time.monotonic()
-    labels, names = _text_bank(run_dir, model_id)
+    labels, names, generic = _text_bank(run_dir, model_id)
     if names != list(cfg.backgrounds):
         raise UserError(f"the scores were made with backgrounds {names}, the config now lists {cfg.backgrounds}",
                         where=str(text_path(run_dir, model_id)), hint="Re-run the score stage.")
@@ -106,8 +112,10 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     settings = backgrounds.Settings.from_config(cfg.background_assignment)
     class_names = {cfg.class_index(c): c.name for c in cfg.classes}
     class_dirs = {i: labels[i].tolist() for i in range(len(labels))}   # label-space index → text direction
+    prompts = class_prompts(cfg, model_id, generic)
     with beam.Pipeline(options=options) as p:
-        _ = p | "Backgrounds" >> AssignBackgrounds(run_dir, files, model_id, names, class_names, class_dirs, settings)
+        _ = p | "Backgrounds" >> AssignBackgrounds(run_dir, files, model_id, names, class_names, class_dirs,
+                                                   settings, prompts)
     groups = schemas.read_folder(groups_dir, "groups")
     groups = groups.filter(pc.not_equal(groups.column("method"), "human"))
     counts = {"photos": groups.num_rows, "classes": len(set(groups.column("class_idx").to_pylist())),
@@ -120,14 +128,41 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     return counts
 
 
-def _text_bank(run_dir: Path, model_id: str) -> tuple[np.ndarray, list[str]]:
+def _text_bank(run_dir: Path, model_id: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The score stage's text embeddings: labels, background names, generic background prompts."""
     path = text_path(run_dir, model_id)
     if not path.exists():
         raise UserError(f"no text embeddings for {model_id}", where=str(path), hint="Re-run the score stage.")
     t = schemas.read(path, "text_embeddings")
     lab = t.filter(pc.equal(t.column("kind"), "label")).sort_by("index")
     bg = t.filter(pc.equal(t.column("kind"), "background")).sort_by("index")
-    return np.asarray(lab.column("embedding").to_pylist(), dtype=np.float32), bg.column("name").to_pylist()
+    return (np.asarray(lab.column("embedding").to_pylist(), dtype=np.float32), bg.column("name").to_pylist(),
+            np.asarray(bg.column("embedding").to_pylist(), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ClassPrompts:
+    """Per class (class_idx), background text embeddings whose prompts name the class."""
+    banks: dict[int, np.ndarray]
+    logit_scale: float
+
+
+def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPrompts | None:
+    """Encode prompts.class_backgrounds once, in the driver (a few prompts per class × background)."""
+    mode = cfg.background_assignment.prompts
+    if mode == "generic" or not cfg.prompts.class_backgrounds:
+        return None
+    from curation import clip_models, zeroshot
+
+    spec = next(m for m in cfg.models if m.model_id == model_id)
+    clip = clip_models.load(spec.name, spec.pretrained, device=cfg.score.device, precision=cfg.score.precision)
+    bank = zeroshot.class_background_bank(clip, [c.name for c in cfg.classes], cfg.backgrounds,
+                                          cfg.prompts.class_backgrounds)
+    if mode == "both":
+        bank = bank + generic[None, :, :]
+        bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
+    return ClassPrompts({cfg.class_index(c): bank[i] for i, c in enumerate(cfg.classes)},
+                        float(clip.model.logit_scale.exp().item()))
 
 
 # -- proposals -----------------------------------------------------------------------------------
