@@ -125,3 +125,31 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         propose_stage.run_backgrounds(tmp_path, cfg, pipeline_options([]), **QUIET)
     with pytest.raises(UserError, match="no background groups to propose pairs from"):
         propose_stage.run_propose(tmp_path, cfg, pipeline_options([]), **QUIET)
+
+
+def test_backgrounds_use_prompts_that_name_the_class(scored, tmp_path):
+    """The zero-shot label is the argmax over 'a photo of a {class} on {background}.', as open_clip computes it."""
+    import numpy as np
+    import open_clip
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(scored[0], run)
+    cfg = scored[1]
+    propose_stage.run_backgrounds(run, cfg, pipeline_options([]), **QUIET)
+    spec = cfg.models[0]
+    model, _, _ = open_clip.create_model_and_transforms(TINY_NAME, pretrained=spec.pretrained)
+    tok = open_clip.get_tokenizer(TINY_NAME)
+    scores = {r["uid"]: r for r in schemas.read_folder(run / "scores", "scores").to_pylist()
+              if r["model_id"] == spec.model_id}
+    names = {c.imagenet_idx: c.name for c in cfg.classes}
+    checked = 0
+    for g in schemas.read_folder(run / "groups", "groups").to_pylist():
+        prompts = [f"a photo of a {names[g['class_idx']]} on {b}." for b in cfg.backgrounds]
+        with torch.no_grad():
+            text = torch.nn.functional.normalize(model.encode_text(tok(prompts)).float(), dim=-1).numpy()
+        sims = np.asarray(scores[g["uid"]]["embedding"], dtype=np.float32) @ text.T
+        if np.sort(sims)[-1] - np.sort(sims)[-2] > 1e-4:      # skip near ties
+            assert g["zero_shot"] == cfg.backgrounds[int(sims.argmax())]
+            checked += 1
+    assert checked > 10
