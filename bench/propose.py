@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pipeline.options import pipeline_options
 from pipeline import propose
 run = Path(sys.argv[1])
 getattr(propose, "run_" + sys.argv[2])(run, config.load(run), pipeline_options([]), say=lambda s: None)
+import resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -58,12 +59,12 @@ def replicate(src: Path, dst: Path, times: int) -> int:
 
 
 def run_stage(run: Path, stage: str) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Seconds and the stage process's own peak RSS in MiB."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", STAGE, str(run), stage], check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", STAGE, str(run), stage], check=True, cwd=ROOT,
+                         capture_output=True, text=True)
     seconds = time.monotonic() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024   # MiB (an upper bound when an earlier child peaked higher)
+    return seconds, int(out.stdout.split()[-1]) / 1024
 
 
 def main() -> int:
