@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curation import atomic, config  # noqa: E402
-from curation.world import generate, oracle, spec, train  # noqa: E402
+from curation.world import spec  # noqa: E402
 from curation.world.candidates import write_candidate_urls  # noqa: E402
 from curation.world.judge import judge  # noqa: E402
+from curation.world.reference import ensure_trained  # noqa: E402
 from curation.world.run_config import run_config  # noqa: E402
 from pipeline.cli import main as cli  # noqa: E402
 from pipeline.imageserver import ImageServer  # noqa: E402
@@ -33,16 +34,10 @@ MIN_GROUP_SIZE = 8
 
 def run_seed(root: Path, seed: int, size: str) -> dict:
     world = root / f"{size}-seed{seed}"
-    generate.build(world, spec.preset(size, seed=seed))
-    settings = train.TrainSettings()
-    checkpoint = train.checkpoint_path(world, settings.model)
-    if not checkpoint.is_file():
-        train.train(world, settings)
-    if not (world / "oracle.json").is_file():
-        oracle.compute(world, settings.model, str(checkpoint), reference=True, threads=settings.threads)
+    _, model, checkpoint = ensure_trained(world, size, seed)
     run = root / f"{size}-seed{seed}-run"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = run_config(world, settings.model, checkpoint, thresholds={"min_group_size": MIN_GROUP_SIZE})
+    cfg = run_config(world, model, checkpoint, thresholds={"min_group_size": MIN_GROUP_SIZE})
     atomic.write_text(run / "config.yaml", config.dump(cfg))
     started = time.monotonic()
     with ImageServer(world / "pool") as server:

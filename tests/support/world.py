@@ -68,17 +68,11 @@ class TrainedWorld:
 
 def trained_world_at(folder: str | Path, seed: int = TEST_SEED, size: str = TEST_SIZE) -> TrainedWorld:
     """Build the world in `folder`, train its reference model and compute the oracle, reusing done work."""
-    from curation.world import generate, oracle, spec, train
+    from curation.world.reference import ensure_trained
 
     folder = Path(folder)
-    world = generate.build(folder, spec.preset(size, seed=seed))
-    settings = train.TrainSettings()
-    checkpoint = train.checkpoint_path(folder, settings.model)
-    if not checkpoint.is_file():
-        train.train(folder, settings)
-    if not (folder / "oracle.json").is_file():
-        oracle.compute(folder, settings.model, str(checkpoint), reference=True, threads=settings.threads)
-    return TrainedWorld(folder, settings.model, checkpoint, world, json.loads((folder / "oracle.json").read_text()))
+    world, model, checkpoint = ensure_trained(folder, size, seed)
+    return TrainedWorld(folder, model, checkpoint, world, json.loads((folder / "oracle.json").read_text()))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,22 @@
+"""A world with its reference model trained and its oracle computed, reusing whatever is done."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from curation.world import generate, oracle, spec, train
+
+
+def ensure_trained(folder: str | Path, size: str, seed: int) -> tuple[dict, str, Path]:
+    """Build (or reuse) the world, train (or reuse) ca-tiny, compute (or reuse) the oracle.
+
+    Returns the world description, the model name and its checkpoint file.
+    """
+    folder = Path(folder)
+    world = generate.build(folder, spec.preset(size, seed=seed))
+    settings = train.TrainSettings()
+    checkpoint = train.checkpoint_path(folder, settings.model)
+    if not checkpoint.is_file():
+        train.train(folder, settings)
+    if not (folder / "oracle.json").is_file():
+        oracle.compute(folder, settings.model, str(checkpoint), reference=True, threads=settings.threads)
+    return world, settings.model, checkpoint
