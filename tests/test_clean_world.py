@@ -22,20 +22,29 @@ def test_planted_noise_is_caught_on_the_world(curated_world):
         s = samples[uid]
         if t["noise"] in ("corrupted", "tiny"):
             assert s["status"] != "ok", (uid, t["noise"], s)
-    # Copies of one picture (an original, its exact and near copies) form a group: exactly one is kept.
+    # Copies of one picture (an original, its exact and near copies) form a group: one is kept.
     groups: dict[str, list[str]] = {}
     for uid, t in truth.items():
         root = uid
         while truth[root]["noise"] in ("exact_dup", "near_dup"):
             root = truth[root]["duplicate_of"]
         groups.setdefault(root, []).append(uid)
-    for members in (m for m in groups.values() if len(m) > 1):
+    # Two independent composites of one stamp can come out near-identical too; then a copy group's kept
+    # image may be that look-alike, outside the group. That must stay rare, and nothing may be lost.
+    outside = 0
+    ok_uids = {s["uid"] for s in samples.values() if s["status"] == "ok"}
+    copy_groups = [m for m in groups.values() if len(m) > 1]
+    for members in copy_groups:
         kept = [samples[u] for u in members if samples[u]["status"] == "ok"]
-        assert len(kept) == 1, [(u, truth[u]["noise"], samples[u]["reason"]) for u in members]
+        assert len(kept) <= 1, [(u, truth[u]["noise"], samples[u]["reason"]) for u in members]
         for u in members:
             if samples[u]["status"] != "ok":
                 assert samples[u]["reason"] in ("duplicate", "near_duplicate"), (u, samples[u])
-                assert samples[u]["duplicate_of"] == kept[0]["uid"]
+                assert samples[u]["duplicate_of"] in ok_uids
+                if kept:
+                    assert samples[u]["duplicate_of"] == kept[0]["uid"]
+        outside += not kept
+    assert outside <= max(1, len(copy_groups) // 50), outside
     # Wrong labels are flagged for review far more often than clean photos. (Not all of them: the small
     # reference model ranks a few wrong labels 2nd or 3rd of 12, where no rank rule can single them out.)
     def noise_rate(kind):
