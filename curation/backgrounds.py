@@ -39,14 +39,6 @@ class Settings:
                    max_clusters=spec.max_clusters, min_cluster_fit=spec.min_cluster_fit, seed=spec.seed)
 
 
-def background_probs(embeddings: np.ndarray, texts: np.ndarray, logit_scale: float) -> np.ndarray:
-    """Zero-shot distribution over the backgrounds, from unit image and text embeddings."""
-    logits = logit_scale * (np.asarray(embeddings, dtype=np.float32) @ np.asarray(texts, dtype=np.float32).T)
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def scene_features(embeddings: np.ndarray, class_direction: np.ndarray | None) -> np.ndarray:
     """Unit image embeddings with the class's text direction removed (what is left is the scene)."""
     x = np.asarray(embeddings, dtype=np.float32)

@@ -39,6 +39,16 @@ def update(run_dir: str | Path, patch: dict[str, Any]) -> dict:
     return doc
 
 
+def count_by(table, column: str) -> dict:
+    """Rows per distinct non-null value of a pyarrow table's column, for a stage's counts."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return {}
+    return {d["values"]: d["counts"] for d in pc.value_counts(table.column(column)).to_pylist()
+            if d["values"] is not None}
+
+
 def record_stage(run_dir: str | Path, stage: str, *, config_digest: str, counts: dict, seconds: float,
                  **extra: Any) -> dict:
     return update(run_dir, {

@@ -109,11 +109,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def probabilities(embeddings: np.ndarray, texts: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Zero-shot distribution over ``texts`` for unit image embeddings (rows), as CLIP computes it."""
+    return _softmax(logit_scale * (np.asarray(embeddings, dtype=np.float32) @ np.asarray(texts, dtype=np.float32).T))
+
+
 def score_images(embeddings: np.ndarray, truth: Sequence[int], bank: TextBank) -> list[dict]:
     """Per-image zero-shot results (see schemas.tables.SCORES) for normalised embeddings."""
     sims = embeddings @ bank.labels.T                        # (n, n_labels) cosine similarities
     probs = _softmax(bank.logit_scale * sims)
-    bg_probs = _softmax(bank.logit_scale * (embeddings @ bank.backgrounds.T))
+    bg_probs = probabilities(embeddings, bank.backgrounds, bank.logit_scale)
     rows = []
     for i, t in enumerate(truth):
         p = probs[i]

@@ -104,7 +104,7 @@ def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:
     counts = {"candidates": candidates.num_rows, "rejected": res.rejected.num_rows, **_plain(res.counts)}
     manifest.record_stage(paths.run, "sources", config_digest=cfg.digest(), counts=counts,
                           seconds=time.monotonic() - started)
-    reasons = _count_by(res.rejected, "reason")
+    reasons = manifest.count_by(res.rejected, "reason")
     say(f"sources: {candidates.num_rows} candidates, {res.rejected.num_rows} rejected"
         + (f" ({_fmt_counts(reasons)})" if reasons else "") + f" -> {paths.candidates}")
     return counts
@@ -175,13 +175,6 @@ def _check_every_candidate(paths: CuratePaths, candidates: pa.Table, chunks: lis
         raise RuntimeError(f"samples do not cover the candidates one-to-one ({len(got)} rows for {len(want)} "
                            "candidates)")
     return samples
-
-
-def _count_by(table: pa.Table, column: str) -> dict:
-    if table.num_rows == 0:
-        return {}
-    vc = pc.value_counts(table.column(column)).to_pylist()
-    return {d["values"]: d["counts"] for d in vc if d["values"] is not None}
 
 
 def _fmt_counts(counts: dict) -> str:

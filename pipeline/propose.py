@@ -24,11 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, backgrounds, manifest, stats
+from curation import atomic, backgrounds, manifest, stats, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
 from curation.propose import GroupCount, Rule, agree_across_models, attribute_deltas, propose
-from pipeline.score import text_path
+from pipeline.score import read_text_embeddings, text_path
 
 METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
 
@@ -57,7 +57,7 @@ class AssignClass(beam.DoFn):
         rows = sorted(rows, key=lambda r: r["uid"])   # runner order must not change clusters
         embeddings = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
         if self.prompts is not None and class_idx in self.prompts.banks:
-            probs = backgrounds.background_probs(embeddings, self.prompts.banks[class_idx], self.prompts.logit_scale)
+            probs = zeroshot.probabilities(embeddings, self.prompts.banks[class_idx], self.prompts.logit_scale)
         else:
             probs = np.asarray([r["background_p"] for r in rows], dtype=np.float32)
         assigned = backgrounds.assign_class([r["uid"] for r in rows], embeddings, probs, self.names,
@@ -101,7 +101,8 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if model_id not in {m.model_id for m in cfg.models}:
         raise UserError(f"background_assignment.model {model_id!r} is not one of the models", where="config.yaml")
     started = time.monotonic()
-    labels, names, generic = _text_bank(run_dir, model_id)
+    _, labels = read_text_embeddings(run_dir, model_id, "label")
+    names, generic = read_text_embeddings(run_dir, model_id, "background")
     if names != list(cfg.backgrounds):
         raise UserError(f"the scores were made with backgrounds {names}, the config now lists {cfg.backgrounds}",
                         where=str(text_path(run_dir, model_id)), hint="Re-run the score stage.")
@@ -119,25 +120,14 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     groups = schemas.read_folder(groups_dir, "groups")
     groups = groups.filter(pc.not_equal(groups.column("method"), "human"))
     counts = {"photos": groups.num_rows, "classes": len(set(groups.column("class_idx").to_pylist())),
-              "by_method": _count(groups, "method"), "by_background": _count(groups, "background"),
+              "by_method": manifest.count_by(groups, "method"),
+              "by_background": manifest.count_by(groups, "background"),
               "unnamed_clusters": int(pc.sum(pc.equal(groups.column("flag"), backgrounds.UNNAMED)).as_py() or 0)}
     manifest.record_stage(run_dir, "backgrounds", config_digest=cfg.digest(), counts=counts,
                           seconds=time.monotonic() - started)
     say(f"backgrounds: {counts['photos']} photos of {counts['classes']} classes grouped "
         f"({', '.join(f'{k} {v}' for k, v in counts['by_method'].items())}) -> {groups_dir}")
     return counts
-
-
-def _text_bank(run_dir: Path, model_id: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The score stage's text embeddings: labels, background names, generic background prompts."""
-    path = text_path(run_dir, model_id)
-    if not path.exists():
-        raise UserError(f"no text embeddings for {model_id}", where=str(path), hint="Re-run the score stage.")
-    t = schemas.read(path, "text_embeddings")
-    lab = t.filter(pc.equal(t.column("kind"), "label")).sort_by("index")
-    bg = t.filter(pc.equal(t.column("kind"), "background")).sort_by("index")
-    return (np.asarray(lab.column("embedding").to_pylist(), dtype=np.float32), bg.column("name").to_pylist(),
-            np.asarray(bg.column("embedding").to_pylist(), dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -152,7 +142,7 @@ def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPr
     mode = cfg.background_assignment.prompts
     if mode == "generic" or not cfg.prompts.class_backgrounds:
         return None
-    from curation import clip_models, zeroshot
+    from curation import clip_models
 
     spec = next(m for m in cfg.models if m.model_id == model_id)
     clip = clip_models.load(spec.name, spec.pretrained, device=cfg.score.device, precision=cfg.score.precision)
@@ -193,7 +183,7 @@ def _cells(joined):
             for metric, column in METRICS.items():
                 if s[column] is None:
                     continue
-                yield ((g["method"] == "human" and "human" or "model", s["model_id"], metric,
+                yield (("human" if g["method"] == "human" else "model", s["model_id"], metric,
                         g["class_idx"], g["class_name"], g["background"]), (1, int(bool(s[column]))))
 
 
@@ -269,8 +259,3 @@ def _table(rows: list[dict], name: str) -> pa.Table:
     if not rows:
         return schemas.SCHEMAS[name].empty_table()
     return schemas.conform(pa.Table.from_pylist(rows), name)
-
-
-def _count(table: pa.Table, column: str) -> dict:
-    values = table.column(column).to_pylist()
-    return {v: values.count(v) for v in sorted(set(values), key=str)}

@@ -254,7 +254,7 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
         rows = np.nonzero(model_col == m.model_id)[0]
         if not len(rows):
             continue
-        labels = _label_embeddings(run_dir, m.model_id)
+        _, labels = read_text_embeddings(run_dir, m.model_id, "label")
         emb = np.asarray(scores.column("embedding").take(rows).to_pylist(), dtype=np.float32)
         truth = np.asarray(scores.column("true_label").take(rows).to_pylist())
         top1[rows], _ = zeroshot.one_vs_k(emb, truth, labels, k)
@@ -277,13 +277,14 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
     return {"scored_rows": scores.num_rows}
 
 
-def _label_embeddings(run_dir: Path, model_id: str) -> np.ndarray:
+def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:
+    """The names and embeddings (in index order) of one kind (label | background) a model was scored with."""
     path = text_path(run_dir, model_id)
     if not path.exists():
-        raise RuntimeError(f"{path} is missing: the text embeddings of {model_id} were not saved; re-run score")
+        raise UserError(f"no text embeddings for {model_id}", where=str(path), hint="Re-run the score stage.")
     t = schemas.read(path, "text_embeddings")
-    labels = t.filter(pc.equal(t.column("kind"), "label")).sort_by("index")
-    return np.asarray(labels.column("embedding").to_pylist(), dtype=np.float32)
+    rows = t.filter(pc.equal(t.column("kind"), kind)).sort_by("index")
+    return rows.column("name").to_pylist(), np.asarray(rows.column("embedding").to_pylist(), dtype=np.float32)
 
 
 def check_models(cfg: RunConfig) -> None:

@@ -41,11 +41,16 @@ def _run_both(run, cfg, beam_args=()):
     propose_stage.run_propose(run, cfg, opts, **QUIET)
 
 
-def test_every_scored_photo_gets_exactly_one_background(scored, tmp_path):
+def _proposed_copy(scored, tmp_path):
+    """A copy of the scored run with backgrounds and proposals made in-process."""
     run = tmp_path / "run"
     shutil.copytree(scored[0], run)
-    cfg = scored[1]
-    _run_both(run, cfg)
+    _run_both(run, scored[1])
+    return run, scored[1]
+
+
+def test_every_scored_photo_gets_exactly_one_background(scored, tmp_path):
+    run, cfg = _proposed_copy(scored, tmp_path)
     groups = schemas.read_folder(run / "groups", "groups")
     scores = schemas.read_folder(run / "scores", "scores")
     scored_uids = set(scores.filter(pc.equal(scores.column("model_id"), "tiny-a")).column("uid").to_pylist())
@@ -57,10 +62,7 @@ def test_every_scored_photo_gets_exactly_one_background(scored, tmp_path):
 
 
 def test_proposals_cover_every_class_and_model_with_counts_that_add_up(scored, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(scored[0], run)
-    cfg = scored[1]
-    _run_both(run, cfg)
+    run, cfg = _proposed_copy(scored, tmp_path)
     proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
     per_model = {}
     for r in proposals:
@@ -87,10 +89,7 @@ def test_proposals_cover_every_class_and_model_with_counts_that_add_up(scored, t
 
 
 def test_human_groups_give_human_rows_beside_model_rows(scored, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(scored[0], run)
-    cfg = scored[1]
-    _run_both(run, cfg)
+    run, cfg = _proposed_copy(scored, tmp_path)
     groups = schemas.read_folder(run / "groups", "groups")
     human = groups.set_column(groups.schema.get_field_index("method"), "method",
                               pa.array(["human"] * groups.num_rows))
