@@ -170,31 +170,57 @@ def _empty_row(class_idx: int, class_name: str) -> dict:
                 drop_lo=None, drop_hi=None, p_value=None, p_adjusted=None, decision="dropped", reason="")
 
 
-def attribute_deltas(groups: list[GroupCount], attributes: list[str]) -> list[dict]:
+@dataclass(frozen=True)
+class AttributeCount:
+    """Photos of a class with (present=True) or without an extra attribute, and how many the model got right."""
+    class_idx: int
+    class_name: str
+    attribute: str
+    present: bool
+    n: int
+    k: int
+
+
+def attribute_deltas(groups: list[GroupCount], attributes: list[str],
+                     extra: Iterable[AttributeCount] = ()) -> list[dict]:
     """Seed 2's detector: δ(class, a) = acc(a present) − acc(a absent), ranked within each class.
 
-    Here the attributes are the backgrounds: a photo has attribute a when its group is a, so the
-    counts per (class, background) are all it takes. The most positive δ marks the attribute the
-    model leans on for that class (a candidate spurious feature); the most negative, its counter.
+    The backgrounds are attributes whose presence is the photo's group, so the counts per
+    (class, background) are all they take; ``extra`` carries the config's other attributes
+    (curation/attributes.py), counted with and without. The most positive δ marks what the model
+    leans on for that class (a candidate spurious feature); the most negative, its counter.
     """
-    by_class: dict[tuple[int, str], dict[str, GroupCount]] = defaultdict(dict)
+    by_class: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    cells: dict[tuple[int, str], dict[str, GroupCount]] = defaultdict(dict)
     for g in groups:
-        by_class[(g.class_idx, g.class_name)][g.background] = g
-    out = []
-    for (class_idx, class_name), cells in sorted(by_class.items()):
-        total_n = sum(g.n for g in cells.values())
-        total_k = sum(g.k for g in cells.values())
-        ranked = []
+        cells[(g.class_idx, g.class_name)][g.background] = g
+    for cls, bg in cells.items():
+        total_n, total_k = sum(g.n for g in bg.values()), sum(g.k for g in bg.values())
         for a in attributes:
-            present = cells.get(a)
-            if present is None or present.n == total_n:
-                continue          # never present, or never absent: no estimate
-            an, ak = total_n - present.n, total_k - present.k
-            ranked.append(dict(class_idx=class_idx, class_name=class_name, attribute=a, n_present=present.n,
-                               acc_present=present.acc, n_absent=an, acc_absent=ak / an,
-                               delta=present.acc - ak / an, p_value=stats.drop_p_value(present.k, present.n, ak, an)))
-        ranked.sort(key=lambda r: (-r["delta"], r["attribute"]))
+            if a in bg:
+                by_class[cls].append(_delta(cls, a, bg[a].n, bg[a].k, total_n - bg[a].n, total_k - bg[a].k))
+    split: dict[tuple, dict[bool, AttributeCount]] = defaultdict(dict)
+    for c in extra:
+        split[(c.class_idx, c.class_name, c.attribute)][c.present] = c
+    for (class_idx, class_name, a), sides in split.items():
+        yes, no = sides.get(True), sides.get(False)
+        by_class[(class_idx, class_name)].append(
+            _delta((class_idx, class_name), a, yes.n if yes else 0, yes.k if yes else 0,
+                   no.n if no else 0, no.k if no else 0))
+    out = []
+    for cls in sorted(by_class):
+        ranked = sorted((r for r in by_class[cls] if r is not None), key=lambda r: (-r["delta"], r["attribute"]))
         for rank, r in enumerate(ranked, 1):
             r["rank"] = rank
         out.extend(ranked)
     return out
+
+
+def _delta(cls: tuple[int, str], attribute: str, n_present: int, k_present: int,
+           n_absent: int, k_absent: int) -> dict | None:
+    if not n_present or not n_absent:
+        return None          # never present, or never absent: no estimate
+    return dict(class_idx=cls[0], class_name=cls[1], attribute=attribute, n_present=n_present,
+                acc_present=k_present / n_present, n_absent=n_absent, acc_absent=k_absent / n_absent,
+                delta=k_present / n_present - k_absent / n_absent,
+                p_value=stats.drop_p_value(k_present, n_present, k_absent, n_absent))

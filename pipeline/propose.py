@@ -3,7 +3,8 @@
     scores ─▶ by class ─▶ assign backgrounds (zero-shot + clusters) ─▶ RUN/groups/model-CCCC.parquet
     groups ⋈ scores (by uid) ─▶ counts per class × background × model ─▶ RUN/group_stats.parquet
                                                                      ─▶ RUN/proposals.parquet
-                                                                     ─▶ RUN/attributes.parquet
+    scores (embeddings) ─▶ counts per class × extra attribute × model ─▶ RUN/attributes.parquet (with
+                                                                        the backgrounds' δ)
 
 Groups are written one file per class, so the stage is idempotent and a re-run rewrites the
 same files. Proposals read model groups and, once annotators have verified photos, human groups
@@ -24,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, backgrounds, manifest, stats, zeroshot
+from curation import atomic, attributes, backgrounds, manifest, stats, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
-from curation.propose import GroupCount, Rule, agree_across_models, attribute_deltas, propose
+from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
 from pipeline.score import read_text_embeddings, text_path
 
 METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
@@ -176,6 +177,57 @@ class CountGroups(beam.PTransform):
                 | "Count" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) if pairs else (0, 0)))
 
 
+class CountAttributes(beam.PTransform):
+    """scores (embeddings) → ((model, class_idx, attribute, present), (n, k)) for prompts.attributes."""
+
+    def __init__(self, files: list[str], banks: dict[str, dict[int, np.ndarray]], names: list[str]):
+        super().__init__()
+        self.files, self.banks, self.names = files, banks, names
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ScoreFiles" >> beam.Create(self.files)
+                | "Cells" >> beam.FlatMap(_attribute_cells, self.banks, self.names)
+                | "Count" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) if pairs else (0, 0)))
+
+
+def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
+    """One score file's counts, per model and class at once (vectorised)."""
+    t = pq.read_table(path, columns=["model_id", "class_idx", "correct", "embedding"])
+    by: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(t.column("model_id").to_pylist(), t.column("class_idx").to_pylist())):
+        by[key].append(i)
+    for (model_id, class_idx), rows in sorted(by.items()):
+        bank = banks.get(model_id, {}).get(class_idx)
+        if bank is None:
+            continue
+        part = t.take(rows)
+        emb = np.asarray(part.column("embedding").to_pylist(), dtype=np.float32)
+        correct = np.asarray(part.column("correct").to_pylist(), dtype=bool)
+        has = attributes.presence(emb, bank)
+        for j, name in enumerate(names):
+            for present in (True, False):
+                mask = has[:, j] == present
+                if mask.any():
+                    yield (model_id, class_idx, name, present), (int(mask.sum()), int(correct[mask].sum()))
+
+
+def attribute_banks(cfg: RunConfig) -> dict[str, dict[int, np.ndarray]]:
+    """Per model, per class: the attribute prompts' text embeddings (empty without prompts.attributes)."""
+    if not cfg.prompts.attributes:
+        return {}
+    from curation import clip_models
+
+    out = {}
+    names = [c.name for c in cfg.classes]
+    for m in cfg.models:
+        clip = clip_models.load(m.name, m.pretrained, device=cfg.score.device, precision=cfg.score.precision)
+        bank = attributes.attribute_bank(clip, names, cfg.prompts.attributes, cfg.prompts.attribute_template,
+                                         cfg.prompts.attribute_baseline)
+        out[m.model_id] = {cfg.class_index(c): bank[i] for i, c in enumerate(cfg.classes)}
+    return out
+
+
 def _cells(joined):
     _, sides = joined
     for g in sides["group"]:
@@ -207,14 +259,18 @@ def select_pairs(cells: dict[tuple, tuple[int, int]], cfg: RunConfig) -> tuple[l
     return stat_rows, proposal_rows
 
 
-def write_selection(cells: list, run_dir: str, cfg: RunConfig) -> dict:
+def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: list = ()) -> int:
     """The pipeline's last step: counts → group_stats, attribute deltas and proposals, written."""
     stat_rows, proposal_rows = select_pairs(dict(cells), cfg)
+    class_names = {cfg.class_index(c): c.name for c in cfg.classes}
     deltas = []
     for m in cfg.models:
         model_groups = [GroupCount(r["class_idx"], r["class_name"], r["background"], r["n"], r["k"])
                         for r in stat_rows if (r["source"], r["model_id"], r["metric"]) == ("model", m.model_id, "top1")]
-        deltas.extend(dict(d, model_id=m.model_id) for d in attribute_deltas(model_groups, list(cfg.backgrounds)))
+        extra = [AttributeCount(c, class_names.get(c, str(c)), a, present, n, k)
+                 for (model_id, c, a, present), (n, k) in attribute_cells if model_id == m.model_id]
+        deltas.extend(dict(d, model_id=m.model_id)
+                      for d in attribute_deltas(model_groups, list(cfg.backgrounds), extra))
     run_dir = Path(run_dir)
     atomic.write_parquet(run_dir / "group_stats.parquet", _table(stat_rows, "group_stats"))
     atomic.write_parquet(run_dir / "attributes.parquet", _table(deltas, "attribute_deltas"))
@@ -229,11 +285,14 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
         raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
                         hint="Run the backgrounds stage first.")
     columns = ["uid", "class_idx", "class_name", "background", "method"]
+    banks = attribute_banks(cfg)
     with beam.Pipeline(options=options) as p:
+        extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
+                 if banks else p | "NoAttributes" >> beam.Create([]))
         _ = (p
              | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
              | "Collect" >> beam.combiners.ToList()
-             | "Select" >> beam.Map(write_selection, str(run_dir), cfg))
+             | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra)))
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]

@@ -54,6 +54,16 @@ def test_class_label_used_twice_is_an_error():
         config.parse(data)
 
 
+def test_extra_attributes_are_checked():
+    data = _preset_dict()
+    data["prompts"] = {"attributes": ["at night", data["backgrounds"][0]]}
+    with pytest.raises(UserError, match="repeats backgrounds"):
+        config.parse(data)
+    data["prompts"] = {"attributes": ["at night"], "attribute_template": "a photo at {attribute}."}
+    with pytest.raises(UserError, match="prompts.attribute_template"):
+        config.parse(data)
+
+
 def test_load_reports_yaml_line_and_missing_file(tmp_path):
     with pytest.raises(UserError, match="no config file here"):
         config.load(tmp_path)

@@ -2,7 +2,7 @@
 import pytest
 
 from curation import stats
-from curation.propose import GroupCount, Rule, agree_across_models, attribute_deltas, count_groups, propose
+from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, count_groups, propose
 
 PAPER = Rule(kind="paper", min_accuracy_range=5.0, min_group_size=1)
 STRICT = Rule(kind="strict", min_accuracy_range=5.0, min_group_size=20, min_common_share=0.1, alpha=0.05)
@@ -90,6 +90,27 @@ def test_attribute_deltas_rank_the_shortcut_first():
     assert [(d["class_idx"], d["attribute"]) for d in deltas] == [(1, "snow"), (1, "grass")]  # no estimate for 2
     assert deltas[0]["delta"] == pytest.approx(0.9 - 0.2) and deltas[0]["rank"] == 1
     assert deltas[1]["delta"] == pytest.approx(0.2 - 0.9) and deltas[0]["p_value"] < 1e-9
+
+
+def test_extra_attributes_rank_beside_backgrounds():
+    groups = [g(1, "snow", 50, 45), g(1, "grass", 50, 10)]
+    extra = [AttributeCount(1, "c1", "at night", True, 20, 2), AttributeCount(1, "c1", "at night", False, 80, 53),
+             AttributeCount(1, "c1", "in fog", True, 100, 55)]          # never absent: no estimate
+    deltas = attribute_deltas(groups, ["snow", "grass"], extra)
+    assert [d["attribute"] for d in deltas] == ["snow", "at night", "grass"]
+    night = deltas[1]
+    assert (night["n_present"], night["n_absent"], night["rank"]) == (20, 80, 2)
+    assert night["delta"] == pytest.approx(0.1 - 53 / 80)
+
+
+def test_attribute_presence_is_a_two_way_choice_against_the_baseline():
+    import numpy as np
+
+    from curation.attributes import presence
+
+    bank = np.eye(3, dtype=np.float32)                    # baseline, "at night", "in fog"
+    photos = np.asarray([[0.2, 0.9, 0.1], [0.9, 0.3, 0.95], [1.0, 0.0, 0.0]], dtype=np.float32)
+    assert presence(photos, bank).tolist() == [[True, False], [False, True], [False, False]]
 
 
 def test_wilson_and_newcombe_match_published_values():

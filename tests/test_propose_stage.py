@@ -88,6 +88,43 @@ def test_proposals_cover_every_class_and_model_with_counts_that_add_up(scored, t
     assert deltas.num_rows == expected
 
 
+def test_extra_attributes_get_deltas_that_match_a_direct_count(scored, tmp_path):
+    import numpy as np
+
+    from curation import attributes, clip_models
+
+    run = tmp_path / "run"
+    shutil.copytree(scored[0], run)
+    cfg = scored[1].model_copy(deep=True)
+    cfg.prompts.attributes = ["at night", "in the rain"]
+    _run_both(run, cfg)
+    deltas = [d for d in schemas.read(run / "attributes.parquet", "attribute_deltas").to_pylist()
+              if d["attribute"] in cfg.prompts.attributes]
+    assert deltas, "no extra-attribute rows"
+    scores = schemas.read_folder(run / "scores", "scores").to_pylist()
+    for model in cfg.models:
+        clip = clip_models.load(model.name, model.pretrained)
+        bank = attributes.attribute_bank(clip, [c.name for c in cfg.classes], cfg.prompts.attributes,
+                                         cfg.prompts.attribute_template, cfg.prompts.attribute_baseline)
+        for i, c in enumerate(cfg.classes):
+            rows = [s for s in scores if s["model_id"] == model.model_id and s["class_idx"] == cfg.class_index(c)]
+            has = attributes.presence(np.asarray([r["embedding"] for r in rows], dtype=np.float32), bank[i])
+            correct = np.asarray([r["correct"] for r in rows])
+            for j, a in enumerate(cfg.prompts.attributes):
+                got = [d for d in deltas if (d["model_id"], d["class_name"], d["attribute"]) == (model.model_id, c.name, a)]
+                if has[:, j].all() or not has[:, j].any():
+                    assert not got       # never absent or never present: no estimate
+                    continue
+                (d,) = got
+                assert d["n_present"] == has[:, j].sum() and d["n_absent"] == (~has[:, j]).sum()
+                assert d["delta"] == pytest.approx(correct[has[:, j]].mean() - correct[~has[:, j]].mean())
+    # Ranked together with the backgrounds, 1..n within each (model, class).
+    all_rows = schemas.read(run / "attributes.parquet", "attribute_deltas").to_pylist()
+    for key in {(d["model_id"], d["class_idx"]) for d in all_rows}:
+        ranks = sorted(d["rank"] for d in all_rows if (d["model_id"], d["class_idx"]) == key)
+        assert ranks == list(range(1, len(ranks) + 1))
+
+
 def test_human_groups_give_human_rows_beside_model_rows(scored, tmp_path):
     run, cfg = _proposed_copy(scored, tmp_path)
     groups = schemas.read_folder(run / "groups", "groups")
