@@ -54,6 +54,35 @@ class PromptSpec(_Strict):
     ensemble: Literal["none", "openai"] = "none"   # openai: open_clip's 80 ImageNet templates
     # Background prompts that name the class too; used by background assignment when not empty.
     class_backgrounds: list[str] = ["a photo of a {class} on {background}."]
+    # Extra attributes for Seed 2's δ beside the backgrounds (e.g. "at night", "in the rain"). A photo
+    # has one when attribute_template (naming class and attribute) beats attribute_baseline for it.
+    attributes: list[str] = []
+    attribute_template: str = "a photo of a {class} {attribute}."
+    attribute_baseline: str = "a photo of a {class}."
+
+    @field_validator("attribute_template")
+    @classmethod
+    def _attribute_slots(cls, t: str) -> str:
+        if "{class}" not in t or "{attribute}" not in t:
+            raise ValueError(f"template {t!r} needs both '{{class}}' and '{{attribute}}' slots")
+        return t
+
+    @field_validator("attribute_baseline")
+    @classmethod
+    def _baseline_slot(cls, t: str) -> str:
+        if "{class}" not in t:
+            raise ValueError(f"template {t!r} needs a '{{class}}' slot")
+        return t
+
+    @field_validator("attributes")
+    @classmethod
+    def _distinct_attributes(cls, names: list[str]) -> list[str]:
+        dup = sorted({a for a in names if names.count(a) > 1})
+        if dup:
+            raise ValueError(f"attributes listed twice: {', '.join(dup)}")
+        if any(not a.strip() for a in names):
+            raise ValueError("an attribute is empty")
+        return names
 
     @field_validator("class_backgrounds")
     @classmethod
@@ -234,6 +263,10 @@ class RunConfig(_Strict):
         dup = {b for b in self.backgrounds if self.backgrounds.count(b) > 1}
         if dup:
             raise ValueError(f"backgrounds listed twice: {', '.join(sorted(dup))}")
+        both = sorted(set(self.prompts.attributes) & set(self.backgrounds))
+        if both:
+            raise ValueError(f"prompts.attributes repeats backgrounds ({', '.join(both)}): "
+                             "backgrounds are attributes already")
         return self
 
     # -- lookups used by every stage ---------------------------------------------------
