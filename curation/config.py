@@ -175,6 +175,10 @@ class Thresholds(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     correction: Literal["holm", "bh", "none"] = "holm"
     require_all_models: bool = True
+    # Photos whose model-assigned background has a confidence below this are left out of the group
+    # counts (they keep their group in RUN/groups/): an unsure assignment is most often a photo of
+    # the class's frequent background, and it lifts the accuracy of the group it lands in.
+    min_background_confidence: float = Field(default=0.0, ge=0, le=1)
 
 
 class CleanSpec(_Strict):

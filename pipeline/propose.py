@@ -285,6 +285,7 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
         raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
                         hint="Run the backgrounds stage first.")
     columns = ["uid", "class_idx", "class_name", "background", "method"]
+    groups, unsure = confident_groups(groups, cfg.thresholds.min_background_confidence)
     banks = attribute_banks(cfg)
     with beam.Pipeline(options=options) as p:
         extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
@@ -296,13 +297,25 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
-    counts = {"classes": len(final), "kept": len(kept), "dropped": len(final) - len(kept),
+    counts = {"classes": len(final), "kept": len(kept), "dropped": len(final) - len(kept), "unsure_photos": unsure,
               "mean_drop_kept": round(float(np.mean([r["drop"] for r in kept])), 4) if kept else None}
     manifest.record_stage(run_dir, "propose", config_digest=cfg.digest(), counts=counts,
                           seconds=time.monotonic() - started)
-    say(f"propose: {len(kept)} of {len(final)} classes kept ({cfg.thresholds.rule} rule)"
+    left_out = (f"; {unsure} photos with background confidence < {cfg.thresholds.min_background_confidence:g} "
+                "left out of the counts" if unsure else "")
+    say(f"propose: {len(kept)} of {len(final)} classes kept ({cfg.thresholds.rule} rule{left_out})"
         + "".join(f"\n  {r['class_name']}: {r['reason']}" for r in kept[:50]) + f"\n  -> {run_dir / 'proposals.parquet'}")
     return counts
+
+
+def confident_groups(groups: pa.Table, min_confidence: float) -> tuple[pa.Table, int]:
+    """Groups that count: human labels, and model labels at least ``min_confidence`` sure."""
+    if min_confidence <= 0:
+        return groups, 0
+    keep = pc.or_(pc.equal(groups.column("method"), "human"),
+                  pc.greater_equal(pc.fill_null(groups.column("confidence"), 0.0), min_confidence))
+    kept = groups.filter(keep)
+    return kept, groups.num_rows - kept.num_rows
 
 
 def _final_rows(rows: list[dict], cfg: RunConfig) -> list[dict]:
