@@ -5,8 +5,10 @@ aspect_ratio, missing_in_shard (checked per image), then duplicate / near_duplic
 whole run, ``duplicate_of`` names the kept image).
 
 The paper's manual rules become model signals, added to ``flags`` for human review, never drops:
-label_noise (the true class ranks below top-k), ambiguous (a second class is also likely),
-unclear (the animal prompt loses to the background prompts: the animal is not prominent).
+label_noise (the model does not rank the class in its top k and none of the photo's nearest photos
+in the run carries it), ambiguous (a second class is also likely), unclear (no animal prompt, the
+photo's own or another, beats the background prompts: the animal is not prominent). Thresholds are
+in ``CleanSpec``; bench/flags.py measures each flag on planted worlds (bench/RESULTS.md).
 A kept image whose duplicates carry another class gets duplicate_across_classes.
 
 Re-running is idempotent: samples rejected by an earlier clean are judged again from scratch;
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation import dedupe, image_checks, shard_reader
 from curation.config import CleanSpec
@@ -103,28 +107,65 @@ def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
     return conform(pa.Table.from_pylist(rows, schema=samples.schema), "samples")
 
 
-def review_flags(score: dict, spec: CleanSpec) -> list[str]:
-    """The paper's manual rules as model signals, from one scores row."""
+def review_flags(score: dict, spec: CleanSpec, neighbor_share: float | None = None) -> list[str]:
+    """The paper's manual rules as model signals, from one scores row (see CleanSpec for each rule).
+
+    ``neighbor_share``: the share of the photo's nearest photos in the run that carry its class
+    (``neighbor_shares``); None when not computed, and then label_noise rests on the rank alone.
+    """
     flags = []
-    if score["true_rank"] > spec.label_noise_top_k:
+    if score["true_rank"] > spec.label_noise_top_k and (
+            neighbor_share is None or neighbor_share <= spec.label_noise_max_neighbor_share):
         flags.append("label_noise")
     if len(score["top5_p"]) > 1 and score["top5_p"][1] >= spec.ambiguity_min_second:
         flags.append("ambiguous")
-    if score["p_subject"] < spec.clarity_min_subject:
+    p_animal = score.get("p_animal")
+    if score["p_subject"] < spec.clarity_min_subject and (p_animal is None or p_animal < spec.clarity_min_animal):
         flags.append("unclear")
     return flags
 
 
-def apply_review_flags(samples: pa.Table, scores: pa.Table, spec: CleanSpec, model_id: str) -> pa.Table:
-    """Samples with model flags recomputed from ``model_id``'s scores (other flags untouched)."""
-    cols = ["uid", "model_id", "true_rank", "top5_p", "p_subject"]
-    by_uid = {r["uid"]: r for r in scores.select(cols).to_pylist() if r["model_id"] == model_id}
+def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
+    """Per photo: the share of its ``k`` nearest other photos (cosine on unit embeddings) with its class.
+
+    A photo whose label is wrong sits among photos of its true class; one whose label is right, among
+    its own class's. Exact search in blocks: about n² · d multiply-adds (36k photos of 512 d: seconds).
+    """
+    n = len(classes)
+    k = min(k, n - 1)
+    out = np.zeros(n, dtype=np.float32)
+    if k <= 0:
+        return out
+    emb = np.asarray(embeddings, dtype=np.float32)
+    classes = np.asarray(classes)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = emb[start:stop] @ emb.T
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf      # not its own neighbour
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start:stop] = (classes[nearest] == classes[start:stop, None]).mean(axis=1)
+    return out
+
+
+def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str) -> dict[str, list[str]]:
+    """{uid: model flags} from ``model_id``'s scores; neighbours are searched among all its scored photos."""
+    cols = ["uid", "model_id", "true_label", "true_rank", "top5_p", "p_subject", "p_animal"]
+    mine = scores.filter(pc.equal(scores.column("model_id"), model_id))
+    rows = mine.select(cols).to_pylist()
+    shares: list[float | None] = [None] * len(rows)
+    if spec.label_noise_neighbors > 0 and len(rows) > 1:
+        emb = np.asarray(mine.column("embedding").to_pylist(), dtype=np.float32)
+        shares = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
+    return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, shares)}
+
+
+def apply_review_flags(samples: pa.Table, flags_by_uid: dict[str, list[str]]) -> pa.Table:
+    """Samples with model flags replaced by ``review_flags_by_uid``'s (other flags untouched; ok rows only)."""
     rows = samples.to_pylist()
     for row in rows:
         flags = [f for f in (row["flags"] or []) if f not in MODEL_FLAGS]
-        score = by_uid.get(row["uid"])
-        if score is not None and row["status"] == "ok":
-            flags += review_flags(score, spec)
+        if row["status"] == "ok":
+            flags += flags_by_uid.get(row["uid"], [])
         row["flags"] = flags
     return conform(pa.Table.from_pylist(rows, schema=samples.schema), "samples")
 

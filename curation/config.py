@@ -186,9 +186,20 @@ class CleanSpec(_Strict):
     min_side: int = Field(default=64, ge=1)                 # shorter side in pixels, as stored
     max_aspect_ratio: float = Field(default=4.0, ge=1.0)    # longer side / shorter side
     near_duplicate_bits: int = Field(default=4, ge=0, le=16)  # pHash Hamming distance counted as near-duplicate
-    label_noise_top_k: int = Field(default=5, ge=1)         # flag when the true class ranks below this
-    ambiguity_min_second: float = Field(default=0.3, gt=0, le=1)  # flag when a second class is this likely
-    clarity_min_subject: float = Field(default=0.5, ge=0, le=1)   # flag when P(animal prompt vs backgrounds) is lower
+    # Review flags (curation/clean.py review_flags), never drops; bench/flags.py measures them on planted worlds.
+    # label_noise: neither the model nor the photo's neighbours support its class — its class ranks below
+    # label_noise_top_k in zero-shot AND at most label_noise_max_neighbor_share of its label_noise_neighbors
+    # nearest photos in the run (cosine on the flag model's image embeddings) carry it. 0 neighbours: rank alone.
+    label_noise_top_k: int = Field(default=1, ge=1)
+    label_noise_neighbors: int = Field(default=5, ge=0)
+    label_noise_max_neighbor_share: float = Field(default=0.0, ge=0, le=1)
+    # ambiguous: a second class is this likely (top-2 probability), i.e. two classes both plausible.
+    ambiguity_min_second: float = Field(default=0.4, gt=0, le=1)
+    # unclear (the animal is not prominent): its class prompt's probability against the background prompts
+    # (p_subject) is below clarity_min_subject AND the best class prompt's (p_animal) is below
+    # clarity_min_animal: no animal prompt, its own or another, beats the background.
+    clarity_min_subject: float = Field(default=0.1, ge=0, le=1)
+    clarity_min_animal: float = Field(default=0.5, ge=0, le=1)
     flag_model: str | None = None                            # model id whose scores set the flags; default the first
 
 

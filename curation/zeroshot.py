@@ -125,7 +125,9 @@ def score_images(embeddings: np.ndarray, truth: Sequence[int], bank: TextBank) -
         order = np.argsort(-p, kind="stable")
         top1 = int(order[0])
         best_other = p[order[1]] if top1 == t else p[top1]
-        subject = bank.logit_scale * np.concatenate([[sims[i, t]], embeddings[i] @ bank.backgrounds.T])
+        bg_logits = embeddings[i] @ bank.backgrounds.T
+        subject = bank.logit_scale * np.concatenate([[sims[i, t]], bg_logits])
+        animal = bank.logit_scale * np.concatenate([[sims[i, top1]], bg_logits])
         rows.append({
             "true_label": int(t),
             "top1": top1,
@@ -139,6 +141,7 @@ def score_images(embeddings: np.ndarray, truth: Sequence[int], bank: TextBank) -
             "background": bank.background_names[int(np.argmax(bg_probs[i]))],
             "background_p": [float(x) for x in bg_probs[i]],
             "p_subject": float(_softmax(subject)[0]),
+            "p_animal": float(_softmax(animal)[0]),
             "embedding": embeddings[i].astype(np.float16),
         })
     return rows

@@ -268,10 +268,10 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
                             pa.array(top1[part] == truth_all[part])))
         if not new.equals(t):
             atomic.write_parquet(path, new)
-    flag_model = cfg.clean.flag_model or cfg.models[0].model_id
+    flags = clean.review_flags_by_uid(scores, cfg.clean, cfg.clean.flag_model or cfg.models[0].model_id)
     for path in sorted((run_dir / "samples").glob("[0-9]*.parquet")):
         samples = schemas.read(path, "samples")
-        flagged = clean.apply_review_flags(samples, scores, cfg.clean, flag_model)
+        flagged = clean.apply_review_flags(samples, flags)
         if not flagged.equals(samples):
             atomic.write_parquet(path, flagged)
     return {"scored_rows": scores.num_rows}

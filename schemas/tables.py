@@ -166,6 +166,7 @@ SCORES = _schema("scores", 1, [
     pa.field("background", pa.string(), nullable=False),   # most likely background prompt
     pa.field("background_p", pa.list_(pa.float32()), nullable=False),  # over config backgrounds, in order
     pa.field("p_subject", pa.float32(), nullable=False),    # P(class prompt) against the background prompts
+    pa.field("p_animal", pa.float32()),     # P(best label prompt) against the background prompts; null: scored before it existed
     pa.field("embedding", pa.list_(pa.float16()), nullable=False),     # L2-normalised image embedding
     pa.field("top1_1vk", pa.int32()),                       # "1 vs 20": top-1 among the class's k closest labels
     pa.field("correct_1vk", pa.bool_()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -110,9 +111,36 @@ def test_image_checks_name_each_fault():
 
 
 def test_review_flags_follow_the_thresholds():
-    spec = CleanSpec(label_noise_top_k=5, ambiguity_min_second=0.3, clarity_min_subject=0.5)
-    row = {"true_rank": 1, "top5_p": [0.9, 0.05], "p_subject": 0.8}
-    assert clean.review_flags(row, spec) == []
-    assert clean.review_flags({**row, "true_rank": 6}, spec) == ["label_noise"]
+    spec = CleanSpec(label_noise_top_k=1, label_noise_max_neighbor_share=0.2, ambiguity_min_second=0.4,
+                     clarity_min_subject=0.1, clarity_min_animal=0.5)
+    row = {"true_rank": 1, "top5_p": [0.9, 0.05], "p_subject": 0.8, "p_animal": 0.9}
+    assert clean.review_flags(row, spec, 0.0) == []                         # the model picks its class
+    assert clean.review_flags({**row, "true_rank": 2}, spec, 0.0) == ["label_noise"]
+    assert clean.review_flags({**row, "true_rank": 2}, spec, 0.2) == ["label_noise"]
+    assert clean.review_flags({**row, "true_rank": 2}, spec, 0.4) == []     # its neighbours carry its class
+    assert clean.review_flags({**row, "true_rank": 2}, spec) == ["label_noise"]   # no neighbours: rank alone
     assert clean.review_flags({**row, "top5_p": [0.55, 0.4]}, spec) == ["ambiguous"]
-    assert clean.review_flags({**row, "p_subject": 0.2}, spec) == ["unclear"]
+    assert clean.review_flags({**row, "top5_p": [0.6, 0.39]}, spec) == []
+    assert clean.review_flags({**row, "p_subject": 0.05, "p_animal": 0.2}, spec) == ["unclear"]
+    assert clean.review_flags({**row, "p_subject": 0.05, "p_animal": 0.7}, spec) == []   # another animal is there
+    assert clean.review_flags({**row, "p_subject": 0.05, "p_animal": None}, spec) == ["unclear"]
+
+
+def test_neighbor_shares_single_out_the_photo_among_another_class():
+    rng = random.Random(3)
+    centres = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    emb, classes = [], []
+    for c in (0, 1):
+        for _ in range(12):
+            v = [x + rng.uniform(-0.1, 0.1) for x in centres[c]]
+            emb.append(v)
+            classes.append(c)
+    emb.append([0.02, 1.0, 0.03])       # looks like class 1, labelled 0
+    classes.append(0)
+    emb = np.asarray(emb, dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    for block in (4, 2048):             # blocks only split the work
+        shares = clean.neighbor_shares(emb, np.asarray(classes), k=5, block=block)
+        assert shares[-1] == 0.0
+        assert (shares[:-1] >= 0.8).all(), shares
+    assert clean.neighbor_shares(emb[:1], np.asarray([0]), k=5).tolist() == [0.0]   # a lone photo has no neighbours
