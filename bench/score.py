@@ -1,15 +1,21 @@
 """Score-stage throughput against its limit, side by side in one run.
 
-    python bench/score.py [--vit-images 96] [--tiny-images 768] [--rounds 2] [--clip-retrieval]
+    python bench/score.py [--vit-images 96] [--tiny-images 4096] [--rounds 3] [--threads 1] [--clip-retrieval]
 
 For each model (ViT-B-32 with random weights from a local file; the reference small model's
-config, ca-tiny), on the same JPEG shards (512x384, as fetch stores them):
-  raw     the model's forward alone on the same images already decoded and preprocessed in memory
-          (the limit for this machine), same batch size;
-  decode  decoding + preprocessing alone (one thread), to show what could starve the model;
-  stage   the score stage (Beam DirectRunner, RunInference) from shards to written scores files;
-          reported end to end and without the one-time model load + text bank (Beam's own metric).
-Sides alternate round by round so the shared machine's noise hits all of them.
+config, ca-tiny), on the same JPEG shards (512x384, as fetch stores them by default):
+  raw          the model's forward alone on the same images already decoded and preprocessed in
+               memory (the limit for this machine), same batch size;
+  decode       decoding + preprocessing alone, one thread: full-size decode (score.decode: exact)
+  decode_draft   ... and libjpeg's scaled decode (score.decode: draft);
+  stage        the score stage (Beam DirectRunner, RunInference) from shards to written scores files,
+               score.decode: exact; without the one-time model load + text bank (Beam's own metric);
+  stage_draft  the same with score.decode: draft;
+  stage_small  exact decoding of the same pictures fetched smaller (fetch.image_size 128: 128x96 JPEGs),
+               the "resize at fetch time" alternative (ca-tiny only);
+  fixed        the stage on 32 images (4 shards): its fixed cost (pipeline start, bundles, plan, finish),
+               subtracted to give each stage side's per-image rate "past the fixed cost".
+Sides run in a rotated order each round so the shared machine's noise hits all of them; medians.
 With --clip-retrieval, clip-retrieval's `clip_inference` runs on the same shards and ViT-B-32
 file from .venv-clipretrieval (see bench/RESULTS.md for how it is installed and what it needs).
 """
@@ -61,10 +67,12 @@ def checkpoint(name: str) -> Path:
     return path
 
 
-def build_run(run: Path, n: int, model: str, ckpt: Path, per_shard: int) -> list[bytes]:
-    """n JPEGs (512x384) in shards of per_shard, all clean; config scoring with one model."""
+def build_run(run: Path, n: int, model: str, ckpt: Path, per_shard: int, longest: int = 512) -> list[bytes]:
+    """n JPEGs (512x384, or fetched at a smaller longest side) in shards of per_shard, all clean; one model."""
     shutil.rmtree(run, ignore_errors=True)
-    images = [jpeg(picture(i, (512, 384)), quality=90) for i in range(n)]
+    size = (longest, longest * 3 // 4)
+    images = [jpeg(picture(i, (512, 384)).resize(size, Image.Resampling.LANCZOS) if longest != 512
+                   else picture(i, (512, 384)), quality=90) for i in range(n)]
     classes = [(296, "ice bear"), (130, "flamingo"), (23, "vulture")]
     (run / "shards").mkdir(parents=True)
     for s in range(0, n, per_shard):
@@ -95,15 +103,22 @@ def raw_forward(clip, pixels: torch.Tensor) -> float:
     return len(pixels) / (time.perf_counter() - start)
 
 
-def decode_only(clip, images: list[bytes]) -> tuple[float, torch.Tensor]:
+def decode_only(clip, images: list[bytes], draft: int | None = None) -> tuple[float, torch.Tensor]:
+    """The stage's own decode function, one thread."""
+    samples = [score_stage.ImageSample("u", 0, "s", "k", b) for b in images]
+    per_image, normalize = score_stage.split_preprocess(clip.preprocess)
     start = time.perf_counter()
-    pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
+    pixels = torch.cat([score_stage.to_batch([score_stage.decode(per_image, normalize, draft, s)
+                                              for s in samples[i:i + BATCH]], normalize)
+                        for i in range(0, len(samples), BATCH)])
     return len(images) / (time.perf_counter() - start), pixels
 
 
-def stage(run: Path, beam_args: list[str]) -> dict:
+def stage(run: Path, decode: str, beam_args: list[str]) -> dict:
     shutil.rmtree(run / "scores", ignore_errors=True)
-    return score_stage.run_score(run, config.load(run), pipeline_options(beam_args), say=lambda s: None)
+    cfg = config.load(run)
+    cfg.score.decode = decode
+    return score_stage.run_score(run, cfg, pipeline_options(beam_args), say=lambda s: None)
 
 
 def clip_retrieval(run: Path, ckpt: Path, n_shards: int) -> float | None:
@@ -134,8 +149,8 @@ def clip_retrieval(run: Path, ckpt: Path, n_shards: int) -> float | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vit-images", type=int, default=96)
-    ap.add_argument("--tiny-images", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tiny-images", type=int, default=4096)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clip-retrieval", action="store_true")
     ap.add_argument("--decode-threads", type=int, default=None, help="override score.decode_threads")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (score.num_threads)")
@@ -150,35 +165,78 @@ def main() -> int:
           f"({torch.get_num_threads()} threads), batch {BATCH}")
     for name, n in models:
         ckpt = checkpoint(name)
-        run = WORK / f"run-{name}"
         n_shards = 4    # clip_inference needs at least as many shards as its preprocessing workers
-        images = build_run(run, n, name, ckpt, per_shard=-(-n // n_shards))
-        cfg = config.load(run)
-        cfg.score.decode_threads = args.decode_threads or cfg.score.decode_threads
-        cfg.score.num_threads = args.threads
-        atomic.write_text(run / "config.yaml", config.dump(cfg))
-        clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
+        runs = {"": (WORK / f"run-{name}", n, 512), "fixed": (WORK / f"run-{name}-32", 32, 512)}
+        if name == "ca-tiny":
+            runs["small"] = (WORK / f"run-{name}-fetch128", n, 128)
+        for kind, (run, count, longest) in runs.items():
+            images = build_run(run, count, name, ckpt, per_shard=-(-count // n_shards), longest=longest)
+            if not kind:
+                full_images = images
+            cfg = config.load(run)
+            cfg.score.decode_threads = args.decode_threads or cfg.score.decode_threads
+            cfg.score.num_threads = args.threads
+            atomic.write_text(run / "config.yaml", config.dump(cfg))
+            clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
         clip = clip_models.load(name, str(ckpt))
-        res: dict[str, list] = {"raw": [], "decode": [], "stage_e2e": [], "stage": [], "cr": []}
+        draft = score_stage.draft_size(clip)
+        pixels = decode_only(clip, full_images)[1]     # the raw side's input, decoded once
+
+        def run_stage(kind: str, decode: str) -> tuple[float, float]:
+            """Seconds without the model load (Beam's metric), and with it."""
+            c = stage(runs[kind][0], decode, [])
+            return c["seconds"] - c["model_load_s"], c["seconds"]
+
+        sides = {
+            "raw": lambda: raw_forward(clip, pixels),
+            "decode": lambda: decode_only(clip, full_images)[0],
+            "decode_draft": lambda: decode_only(clip, full_images, draft)[0],
+            "stage": lambda: run_stage("", "exact"),
+            "stage_draft": lambda: run_stage("", "draft"),
+            "fixed": lambda: run_stage("fixed", "exact"),    # the same stage on 32 images: its fixed cost
+        }
+        if "small" in runs:
+            sides["stage_small"] = lambda: run_stage("small", "exact")
+        if args.clip_retrieval and name == "ViT-B-32":
+            sides["cr"] = lambda: (lambda secs: n / secs if secs else None)(clip_retrieval(runs[""][0], ckpt, n_shards))
+        res: dict[str, list] = {k: [] for k in sides}       # img/s (stage sides: seconds, then img/s below)
+        e2e: dict[str, list] = {k: [] for k in sides}
+        marginal: dict[str, list] = {k: [] for k in sides}
+        loads = []
         for r in range(args.rounds):
-            dec, pixels = decode_only(clip, images)
-            res["decode"].append(dec)
-            res["raw"].append(raw_forward(clip, pixels))
-            c = stage(run, [])
-            res["stage_e2e"].append(n / c["seconds"])
-            res["stage"].append(n / (c["seconds"] - c["model_load_s"]))
-            if args.clip_retrieval and name == "ViT-B-32":
-                secs = clip_retrieval(run, ckpt, n_shards)
-                if secs:
-                    res["cr"].append(n / secs)
-            print(f"  {name} round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v))
+            order = list(sides)
+            order = order[r % len(order):] + order[:r % len(order)]
+            secs = {}
+            for k in order:
+                v = sides[k]()
+                if isinstance(v, tuple):
+                    secs[k] = v[0]
+                    v, e2e[k] = n / v[0], e2e[k] + [n / v[1]]
+                if v:
+                    res[k].append(v)
+            for k in secs:      # per-image rate once the fixed cost (pipeline start, bundles) is paid
+                if k.startswith("stage"):
+                    marginal[k].append((n - 32) / (secs[k] - secs["fixed"]))
+            loads.append(os.getloadavg()[0])
+            print(f"  {name} round {r + 1} (load {loads[-1]:.1f}): "
+                  + ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v and k != "fixed")
+                  + f"; fixed cost {secs['fixed']:.2f} s")
         med = {k: float(np.median(v)) for k, v in res.items() if v}
-        print(f"{name}: {n} images; img/s median of {args.rounds}: raw forward {med['raw']:.1f}, "
-              f"decode+preprocess alone {med['decode']:.1f}, stage {med['stage']:.1f} "
-              f"(end to end incl. model load {med['stage_e2e']:.1f}); stage/raw = {med['stage'] / med['raw']:.2f}"
-              f" (end to end {med['stage_e2e'] / med['raw']:.2f})"
-              + (f"; clip_inference {med['cr']:.1f} img/s end to end, stage e2e / clip_inference = "
-                 f"{med['stage_e2e'] / med['cr']:.2f}" if "cr" in med else ""))
+        med_e2e = {k: float(np.median(v)) for k, v in e2e.items() if v}
+        med_marg = {k: float(np.median(v)) for k, v in marginal.items() if v}
+        print(f"{name}: {n} images, medians of {args.rounds} rounds (load {min(loads):.1f}-{max(loads):.1f}); "
+              f"fixed cost (stage on 32 images) {n / med['fixed']:.2f} s")
+        for k, v in med.items():
+            if k == "fixed":
+                continue
+            extra = ""
+            if k in med_marg:
+                extra = (f"  /raw {v / med['raw']:.2f}; end to end incl. model load {med_e2e[k]:.1f} "
+                         f"({med_e2e[k] / med['raw']:.2f}); past the fixed cost {med_marg[k]:.1f} "
+                         f"({med_marg[k] / med['raw']:.2f})")
+            print(f"  {k:13s} {v:8.1f} img/s{extra}")
+        if "cr" in med:
+            print(f"  stage e2e / clip_inference = {med_e2e['stage'] / med['cr']:.2f}")
     return 0
 
 

@@ -209,7 +209,16 @@ class ScoreSpec(_Strict):
     device: str = "cpu"                                      # cpu | cuda | cuda:N | mps
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"      # fp16/bf16: run the model in half precision
     num_threads: int | None = Field(default=None, ge=1)      # torch intra-op threads per worker; default torch's
-    decode_threads: int = Field(default=2, ge=1)             # threads decoding + preprocessing images per batch
+    decode_threads: int = Field(default=2, ge=1)             # threads decoding + preprocessing, batches ahead
+    # How JPEGs are decoded before the model's own preprocess (resize, crop, normalise):
+    #   exact  full-size decode: scores equal a direct open_clip call (to float rounding);
+    #   draft  libjpeg decodes JPEGs at 1/2, 1/4 or 1/8 scale, keeping each side >= 2x the
+    #          preprocess's resize target, so its bicubic resize still downsamples 2x or more. Pixels
+    #          differ slightly, so scores do too: on the planted world's scenes at 512 px, the same
+    #          top-1 for >= 98% of images (tests/test_score.py). Worth it when decoding costs more than
+    #          the forward (a small model on 512 px photos, see bench/RESULTS.md "## score"); for
+    #          ViT-B-32 at 224 px it changes nothing on 512 px photos (no 1/2 scale stays >= 448).
+    decode: Literal["exact", "draft"] = "exact"
     one_vs_k: int = Field(default=20, ge=2)                  # the paper's "1 vs 20"
 
 

@@ -1,19 +1,21 @@
 """Score stage: CLIP zero-shot scores for every clean sample, through Beam's RunInference.
 
-    plan (shards not yet scored) ─▶ read batches ─▶ RunInference(model 1) ─┐
-                                                 ─▶ RunInference(model 2) ─┴▶ by shard ─▶ RUN/scores/NNNNN.parquet
-                                                                              all shards ─▶ 1 vs k + review flags
+    plan (shards not yet scored) ─▶ read shard ─▶ RunInference(model 1) ─┐
+                                               ─▶ RunInference(model 2) ─┴▶ by shard ─▶ RUN/scores/NNNNN.parquet
+                                                                            all shards ─▶ 1 vs k + review flags
 
 One model per worker process, shared by its threads (RunInference's shared handle); the text
 embeddings of the label space and backgrounds are computed once when a worker loads the model
 (and saved to RUN/scores/text/ for later stages). Batches are formed per shard in key order, so
-every runner and worker count sees the same batches and writes the same numbers. A shard's scores
+every runner and worker count sees the same batches and writes the same numbers; while the model
+runs one batch, a thread pool decodes the next ones (see OpenClipModelHandler and score.decode). A shard's scores
 file appears whole (temp then rename) and a re-run skips shards already scored for every model.
 """
 from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,10 @@ def text_path(run_dir: Path, model_id: str) -> Path:
 
 # -- the model handler ----------------------------------------------------------------------------
 
+DECODE_AHEAD = 2   # batches decoded ahead of the one the model is running
+DRAFT_MARGIN = 2   # score.decode: draft keeps each side >= this x the preprocess's resize target
+
+
 @dataclass
 class LoadedScorer:
     """What a worker process holds once per model: the model, its text bank, a decode pool."""
@@ -68,13 +74,23 @@ class LoadedScorer:
     bank: zeroshot.TextBank
     truth: dict[int, int]
     pool: ThreadPoolExecutor
+    draft: int | None = None    # score.decode: draft -> the smallest side libjpeg may decode to
+    per_image: Any = None       # the preprocess's per-image steps, then its Normalize (see split_preprocess)
+    normalize: Any = None
+
+    def __post_init__(self):
+        if self.per_image is None:
+            self.per_image, self.normalize = split_preprocess(self.clip.preprocess)
 
 
-class OpenClipModelHandler(ModelHandler[ImageSample, dict, LoadedScorer]):
+class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     """RunInference handler for any open_clip model (name + pretrained tag or checkpoint file).
 
-    Examples are ImageSample (encoded bytes); decoding and preprocessing run in a thread pool
-    inside the batch (PIL and torch release the GIL), then one forward pass per batch.
+    Each RunInference element is one shard's samples (encoded bytes, key order). The handler runs
+    them through the model in fixed batches of score.batch_size (the same batches on every runner)
+    while a thread pool decodes and preprocesses the next DECODE_AHEAD batches (PIL and torch
+    release the GIL), so decoding overlaps the forward instead of preceding it. It returns one
+    (shard, columns) pair per shard: the rows as a pyarrow table, not one Python object per image.
     """
 
     def __init__(self, spec: ModelSpec, cfg: RunConfig, run_dir: str | None = None, **kwargs):
@@ -83,6 +99,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, dict, LoadedScorer]):
         self.cfg_json = cfg.model_dump(mode="json", by_alias=True)
         self.run_dir = run_dir
         self.model_id = spec.model_id
+        self.batch_size = cfg.score.batch_size
 
     def load_model(self) -> LoadedScorer:
         import torch
@@ -96,18 +113,20 @@ class OpenClipModelHandler(ModelHandler[ImageSample, dict, LoadedScorer]):
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
             save_text_bank(Path(self.run_dir), self.model_id, bank)
-        return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(s.decode_threads))
+        return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(s.decode_threads),
+                            draft_size(clip) if s.decode == "draft" else None)
 
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
-                      inference_args: dict | None = None) -> Iterable[dict]:
-        import torch
-
-        pixels = torch.stack(list(model.pool.map(lambda s: _preprocess(model.clip, s), batch)))
-        emb = zeroshot.encode_images(model.clip, pixels)
-        rows = zeroshot.score_images(emb, [model.truth[s.class_idx] for s in batch], model.bank)
-        return [{"uid": s.uid, "model_id": self.model_id, "class_idx": s.class_idx, "shard": s.shard,
-                 "label_space": self.cfg_json["label_space"], **r}
-                for s, r in zip(batch, rows)]
+                      inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
+        size = self.batch_size
+        rows: list[dict] = []
+        for samples, pixels in decode_ahead(model, [batch[i:i + size] for i in range(0, len(batch), size)]):
+            emb = zeroshot.encode_images(model.clip, pixels)
+            rows += zeroshot.score_images(emb, [model.truth[s.class_idx] for s in samples], model.bank)
+        return [(shard, result_table(self.model_id, self.cfg_json["label_space"],
+                                     [s for s in batch if s.shard == shard],
+                                     [r for s, r in zip(batch, rows) if s.shard == shard]))
+                for shard in dict.fromkeys(s.shard for s in batch)]
 
     def get_num_bytes(self, batch: Sequence[ImageSample]) -> int:
         return sum(len(s.data) for s in batch)     # the default pickles the whole batch to measure it
@@ -116,14 +135,117 @@ class OpenClipModelHandler(ModelHandler[ImageSample, dict, LoadedScorer]):
         return "counteranimal.score"
 
 
-def _preprocess(clip, sample: ImageSample):
+def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]]):
+    """Yield (batch, pixels) in order; the pool decodes up to DECODE_AHEAD batches beyond the one yielded."""
+    pending: deque = deque()
+    todo = iter(batches)
+
+    def submit() -> None:
+        b = next(todo, None)
+        if b is not None:
+            pending.append((b, [model.pool.submit(decode, model.per_image, model.normalize, model.draft, s) for s in b]))
+
+    try:
+        for _ in range(DECODE_AHEAD + 1):
+            submit()
+        while pending:
+            b, futures = pending.popleft()
+            submit()
+            yield b, to_batch([f.result() for f in futures], model.normalize)
+    finally:
+        for _, futures in pending:       # an error or an abandoned generator: drop work not yet started
+            for f in futures:
+                f.cancel()
+
+
+def split_preprocess(preprocess) -> tuple[Any, Any]:
+    """open_clip's preprocess as (per-image steps, batch Normalize).
+
+    When it ends in ToTensor + Normalize (open_clip's always do), those two run once per batch on
+    the stacked uint8 pixels (to_batch), with the same float operations, so the tensors are equal
+    bit for bit; the decode threads then only run the PIL steps (resize, crop). Otherwise the whole
+    preprocess runs per image.
+    """
+    from torchvision import transforms
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if (len(steps) >= 2 and isinstance(steps[-2], transforms.ToTensor)
+            and isinstance(steps[-1], transforms.Normalize)):
+        return transforms.Compose(steps[:-2]), steps[-1]
+    return preprocess, None
+
+
+def decode(per_image, normalize, draft: int | None, sample: ImageSample):
+    """Encoded image -> the model's input for one image, or its uint8 HxWx3 pixels for to_batch to finish.
+
+    per_image, normalize: split_preprocess's halves; draft: libjpeg's scaled decode to >= draft a side.
+    """
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(sample.data)) as img:
-            return clip.preprocess(img.convert("RGB"))
+            if draft:
+                img.draft("RGB", (draft, draft))   # JPEG only; each side stays >= draft
+            out = per_image(img.convert("RGB"))
     except Exception as exc:   # noqa: BLE001 - re-raised with the sample named
         raise RuntimeError(f"{sample.shard}/{sample.key} (uid {sample.uid}): cannot decode for scoring: {exc}") from exc
+    if normalize is None:
+        return out
+    arr = np.asarray(out)
+    if arr.dtype == np.uint8 and arr.ndim == 3:
+        return arr
+    from torchvision.transforms import functional
+
+    return normalize(functional.to_tensor(out))
+
+
+def to_batch(items: list, normalize):
+    """Stack decode's outputs into the model's input; uint8 pixels get ToTensor + Normalize here, at once."""
+    import torch
+
+    if not all(isinstance(a, np.ndarray) for a in items):
+        from torchvision.transforms import functional
+
+        return torch.stack([normalize(functional.to_tensor(a)) if isinstance(a, np.ndarray) else a for a in items])
+    x = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2).contiguous()
+    return normalize(x.to(dtype=torch.get_default_dtype()).div(255))
+
+
+def draft_size(clip) -> int:
+    """score.decode: draft -> the size libjpeg's scaled decode keeps both sides at or above.
+
+    DRAFT_MARGIN x the resize target, so open_clip's bicubic resize still downsamples at least 2x:
+    on the planted world's scenes at 512 px this kept ca-tiny's top-1 for >= 98.7% of the images
+    (1x: 96-97%); see bench/RESULTS.md "## score".
+    """
+    return DRAFT_MARGIN * resize_target(clip)
+
+
+def resize_target(clip) -> int:
+    """The largest side open_clip's preprocess resizes to (its Resize), else the model's input size."""
+    from torchvision import transforms
+
+    for t in getattr(clip.preprocess, "transforms", []):
+        size = t.size if isinstance(t, transforms.Resize) else getattr(t, "max_size", None)
+        if size:
+            return int(size) if isinstance(size, int) else int(max(size))
+    size = clip.model.visual.image_size
+    return int(size) if isinstance(size, int) else int(max(size))
+
+
+def result_table(model_id: str, label_space: str, samples: Sequence[ImageSample], rows: list[dict]) -> pa.Table:
+    """One model's scores rows for some samples, as the scores schema (1 vs k filled in by finish)."""
+    n = len(rows)
+    cols = {"uid": [s.uid for s in samples], "model_id": [model_id] * n, "class_idx": [s.class_idx for s in samples],
+            "shard": [s.shard for s in samples], "label_space": [label_space] * n}
+    for f in schemas.SCHEMAS["scores"]:
+        if f.name not in cols and f.name != "embedding":
+            cols[f.name] = [r.get(f.name) for r in rows]
+    emb = np.asarray([r["embedding"] for r in rows], dtype=np.float16).reshape(n, -1)
+    cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]).cast(
+        schemas.SCHEMAS["scores"].field("embedding").type) if n else pa.array([], schemas.SCHEMAS["scores"].field(
+            "embedding").type)
+    return pa.table({f.name: cols[f.name] for f in schemas.SCHEMAS["scores"]}, schema=schemas.SCHEMAS["scores"])
 
 
 def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> None:
@@ -137,11 +259,11 @@ def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> Non
 
 # -- the transform ------------------------------------------------------------------------------
 
-class ReadBatches(beam.DoFn):
-    """One shard's wanted samples as fixed batches in key order (the same batches on every runner)."""
+class ReadShard(beam.DoFn):
+    """One shard's wanted samples (encoded bytes) in key order, as one element: the handler batches them."""
 
-    def __init__(self, run_dir: str, batch_size: int):
-        self.run_dir, self.batch_size = run_dir, batch_size
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
 
     def process(self, work: ShardWork):
         from apache_beam.io.filesystems import FileSystems
@@ -157,27 +279,19 @@ class ReadBatches(beam.DoFn):
         if missing:
             raise RuntimeError(f"{work.shard}: samples {', '.join(missing[:5])} are marked ok but not in the shard; "
                                "re-run the clean stage")
-        batch = []
-        for key, uid, cls in work.samples:
-            batch.append(ImageSample(uid, cls, work.shard, key, found[key]))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        if work.samples:
+            yield [ImageSample(uid, cls, work.shard, key, found[key]) for key, uid, cls in work.samples]
 
 
 class WriteShardScores(beam.DoFn):
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
 
-    def process(self, shard_rows: tuple[str, Iterable[dict]]):
-        shard, rows = shard_rows
-        rows = sorted(rows, key=lambda r: (r["uid"], r["model_id"]))
-        for r in rows:
-            r["embedding"] = np.asarray(r["embedding"], dtype=np.float16)
-        table = schemas.conform(pa.Table.from_pylist(rows, schema=schemas.SCHEMAS["scores"]), "scores")
-        atomic.write_parquet(scores_path(Path(self.run_dir), shard), table)
+    def process(self, shard_tables: tuple[str, Iterable[pa.Table]]):
+        shard, tables = shard_tables
+        table = pa.concat_tables(list(tables))
+        table = table.take(pc.sort_indices(table, [("uid", "ascending"), ("model_id", "ascending")]))
+        atomic.write_parquet(scores_path(Path(self.run_dir), shard), schemas.conform(table, "scores"))
         yield shard
 
 
@@ -189,16 +303,16 @@ class Score(beam.PTransform):
         self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
 
     def expand(self, pbegin):
-        batches = (pbegin
-                   | "Plan" >> beam.Create(self.work)
-                   | "Spread" >> beam.Reshuffle()
-                   | "ReadBatches" >> beam.ParDo(ReadBatches(self.run_dir, self.cfg.score.batch_size)))
-        scored = [batches | f"RunInference[{m.model_id}]" >> RunInference(
+        shards = (pbegin
+                  | "Plan" >> beam.Create(self.work)
+                  | "Spread" >> beam.Reshuffle()
+                  | "ReadShard" >> beam.ParDo(ReadShard(self.run_dir)))
+        scored = [shards | f"RunInference[{m.model_id}]" >> RunInference(
                       OpenClipModelHandler(m, self.cfg, self.run_dir).with_no_batching())
                   for m in self.cfg.models]
         return (scored
                 | "AllModels" >> beam.Flatten()
-                | "ByShard" >> beam.GroupBy(lambda r: r["shard"])
+                | "ByShard" >> beam.GroupByKey()
                 | "WriteScores" >> beam.ParDo(WriteShardScores(self.run_dir))
                 | "AllShards" >> beam.combiners.ToList()
                 | "OneVsK+Flags" >> beam.Map(lambda _, run_dir, cfg: finish(Path(run_dir), cfg),
