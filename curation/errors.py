@@ -10,6 +10,9 @@ class UserError(Exception):
     def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
         self.where = where
         self.hint = hint
+        message = message.rstrip()
+        if hint and message and message[-1] not in ".!?:;":
+            message += "."   # the message and the hint are two sentences of one paragraph
         parts = [f"{where}: {message}" if where else message]
         if hint:
             parts.append(hint)

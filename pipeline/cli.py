@@ -5,6 +5,7 @@ User mistakes (UserError, SchemaError) print one paragraph and exit 2; never a t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -14,6 +15,8 @@ from curation.errors import UserError
 from schemas import SchemaError
 
 # Order here is the order in --help. A command appears only once it is implemented.
+MAX_MESSAGE = 1200   # characters of an error shown without -v
+
 COMMANDS = ["init", "world", "curate", "report", "annotate", "label_studio"]
 
 
@@ -44,14 +47,43 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "urllib3", "httpx", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # A failing DoFn is logged by Beam's workers with its traceback before Beam re-raises it here;
+        # the re-raised error is reported once below (one paragraph for a user mistake).
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     try:
         return args.func(args) or 0
     except (UserError, SchemaError) as exc:
-        print(f"counteranimal {args.command}: error: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).split())   # one paragraph, even when a library's message has lines
+        if len(text) > MAX_MESSAGE and not args.verbose:   # e.g. a library's list of every missing key
+            text = text[:MAX_MESSAGE].rstrip() + f" … ({len(text) - MAX_MESSAGE} more characters with -v)"
+        print(f"counteranimal {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The file system said no (a run folder that is a file, no permission, a full disk): name the
+        # path and the reason in one paragraph; -v shows where it happened.
+        if args.verbose:
+            raise
+        print(f"counteranimal {args.command}: error: {describe_os_error(exc)} (run with -v for details)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"counteranimal {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return f"{what}"
+    hint = {errno.EEXIST: " (a file is in the way of a folder the run needs)",
+            errno.ENOTDIR: " (a file is in the way of a folder the run needs)",
+            errno.EACCES: " (no permission: choose a run folder you can write to)",
+            errno.EPERM: " (no permission: choose a run folder you can write to)",
+            errno.EROFS: " (a read-only file system: choose a run folder you can write to)",
+            errno.ENOSPC: " (the disk is full)"}.get(exc.errno, "")
+    return f"{' -> '.join(str(p) for p in paths)}: {what}{hint}"
 
 
 if __name__ == "__main__":

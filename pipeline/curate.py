@@ -70,6 +70,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     options = pipeline_options(beam_args or [])
     if "score" in stages:   # model names, checkpoint files and devices too
         from pipeline.score import check_models
+        check_model_files(cfg, run_dir / "config.yaml")
         check_models(cfg)
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
@@ -92,6 +93,53 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     return result
 
 
+def check_model_files(cfg: config.RunConfig, config_path: Path) -> None:
+    """Each model's name and weights, named by its place in config.yaml, before any worker loads it.
+
+    A checkpoint file is opened here (memory-mapped, so no weights are read), so one that is not a
+    torch checkpoint (a truncated download, the wrong file) is named now rather than from a worker.
+    """
+    from curation import clip_models
+
+    for i, m in enumerate(cfg.models):
+        where = f"{config_path}: models[{i}] ({m.model_id})"
+        try:
+            local = clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
+        except UserError as exc:
+            raise UserError(str(exc), where=where) from None
+        if local and m.pretrained and clip_models.is_checkpoint_path(m.pretrained):
+            problem = _unreadable_checkpoint(Path(local))
+            if problem:
+                raise UserError(f"pretrained {m.pretrained!r} is not a readable torch checkpoint ({problem})",
+                                where=where, hint="Pass the checkpoint file itself (a .pt/.bin/.safetensors "
+                                                  "file saved by open_clip or torch), or an open_clip tag.")
+
+
+def _unreadable_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint, or None when it opens (or cannot be checked cheaply)."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix != ".safetensors" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        return f"it starts with {head!r}, neither a torch zip archive nor a pickle"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt"):
+                return None
+        import torch
+
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "mmap" in text:    # an old (non-zip) torch file: it cannot be opened without reading it all
+            return None
+        return text[:200]
+    return None
+
+
 def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:
     from curation.sources import load_candidates
 
@@ -107,6 +155,15 @@ def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:
     reasons = manifest.count_by(res.rejected, "reason")
     say(f"sources: {candidates.num_rows} candidates, {res.rejected.num_rows} rejected"
         + (f" ({_fmt_counts(reasons)})" if reasons else "") + f" -> {paths.candidates}")
+    if candidates.num_rows == 0:
+        from curation.sources import resolve_path
+
+        raise UserError(
+            "the source gave no candidates: "
+            + (f"all {res.rejected.num_rows} rows were rejected ({_fmt_counts(reasons)}; each row and its reason "
+               f"are in {paths.rejected})" if res.rejected.num_rows else "it has no rows"),
+            where=f"{resolve_path(cfg, paths.run)} (source.kind {cfg.source.kind})",
+            hint="Check source.path, source.columns and license_allow in config.yaml.")
     return counts
 
 
@@ -121,7 +178,10 @@ def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
                         hint="Run the sources stage first: `counteranimal curate RUN --stages sources,fetch`.")
     started = time.monotonic()
     candidates = schemas.read(paths.candidates, "candidates")
-    if candidates.num_rows and not pc.all(pc.equal(candidates.column("uid"),
+    if candidates.num_rows == 0:
+        raise UserError("no candidates to fetch: the sources stage kept none", where=str(paths.candidates),
+                        hint=f"See why in {paths.rejected}, fix the source, then run the sources stage again.")
+    if not pc.all(pc.equal(candidates.column("uid"),
                                                    candidates.sort_by("uid").column("uid"))).as_py():
         candidates = candidates.sort_by("uid")   # chunks are planned over uid order
         atomic.write_parquet(paths.candidates, candidates)

@@ -9,6 +9,9 @@
     /fault/huge.png               a valid 20000x20000 PNG of ~50 kB (a decompression bomb)
     /fault/big.jpg                a 2 MB body served as image/jpeg (for a max_bytes cap)
     /fault/robots.jpg             a real image with `X-Robots-Tag: noai`
+    /fault/drop.jpg               the connection closed before any response
+    /fault/drop-body.jpg          headers and half the declared body, then the connection closed
+    /fault/html                   an HTML page served as text/html (a photo page, not the photo)
     /fault/redirect-private.jpg   302 to http://10.255.255.1/ (a private address)
     /fault/redirect-metadata.jpg  302 to http://169.254.169.254/ (link-local cloud metadata)
 
@@ -22,6 +25,7 @@ import functools
 import io
 import os
 import random
+import socket
 import struct
 import sys
 import threading
@@ -43,6 +47,9 @@ FAULTS = {  # route -> (status, reason) a fetch must record for it
     "/fault/huge.png": ("failed", "too_many_pixels"),
     "/fault/big.jpg": ("failed", "too_many_bytes"),
     "/fault/robots.jpg": ("failed", "robots_disallowed"),
+    "/fault/drop.jpg": ("failed", "connection_error"),
+    "/fault/drop-body.jpg": ("failed", "truncated"),
+    "/fault/html": ("failed", "not_an_image"),
     "/fault/redirect-private.jpg": ("failed", "blocked_address"),
     "/fault/redirect-metadata.jpg": ("failed", "blocked_address"),
 }
@@ -127,6 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, _sample_jpeg() + bytes(2_000_000), "image/jpeg")
         if path == "/fault/robots.jpg":
             return self._send(200, _sample_jpeg(), "image/jpeg", {"X-Robots-Tag": "noai"})
+        if path == "/fault/drop.jpg":
+            return self._drop()
+        if path == "/fault/drop-body.jpg":
+            data = _sample_jpeg()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            return self._drop()
+        if path == "/fault/html":
+            return self._send(200, b"<!doctype html><html><body><img src='/img/x.jpg'></body></html>",
+                              "text/html; charset=utf-8")
         if path == "/fault/redirect-private.jpg":
             return self._redirect("http://10.255.255.1/photo.jpg")
         if path == "/fault/redirect-metadata.jpg":
@@ -140,6 +161,14 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         self._send(200, target.read_bytes(), CONTENT_TYPES.get(target.suffix.lower(), "application/octet-stream"))
+
+    def _drop(self):
+        """Close the socket at once, without a (complete) response."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _redirect(self, location: str):
         self.send_response(HTTPStatus.FOUND)

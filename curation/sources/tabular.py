@@ -48,9 +48,38 @@ def read_strings(path: Path, fmt: str | None) -> pa.Table:
         else:
             table = pajson.read_json(path)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"not a readable {fmt} file: {_where_malformed(path, fmt) or _short(exc)}",
-                        where=str(path)) from None
+        where = _where_malformed(path, fmt)
+        if where is None and fmt == "jsonl" and not isinstance(exc, OSError):
+            table = _read_jsonl_as_text(path)   # valid JSON whose types vary from line to line
+        else:
+            raise UserError(f"not a readable {fmt} file: {where or _short(exc)}", where=str(path)) from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        several = len(twice) > 1
+        raise UserError(f"the column{'s' if several else ''} {', '.join(repr(n) for n in twice)} "
+                        f"appear{'' if several else 's'} more than once in the header; rename or drop the extra "
+                        "copies", where=str(path))
     return table
+
+
+def _read_jsonl_as_text(path: Path) -> pa.Table:
+    """JSON Lines whose values change type between lines ({"id": 7} then {"id": "x7"}): every
+    scalar as its text; a list or object where text belongs names the line and key."""
+    rows, names = [], {}
+    with pa.input_stream(str(path), compression="detect") as f:
+        for n, line in enumerate(io.TextIOWrapper(f, encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            row = {}
+            for key, value in json.loads(line).items():
+                if isinstance(value, (list, dict)):
+                    raise UserError(f"line {n}, key {key!r}: a JSON {type(value).__name__}, expected text",
+                                    where=str(path))
+                row[key] = None if value is None else value if isinstance(value, str) else json.dumps(value)
+                names.setdefault(key, None)
+            rows.append(row)
+    return pa.Table.from_pylist(rows, schema=pa.schema([(k, pa.string()) for k in names]))
 
 
 def string_column(table: pa.Table, name: str, path: Path) -> list[str | None]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from annotation import client, pull, reselect, sync
 from curation import config
+from pipeline.commands.common import run_folder
 
 
 def register(sub) -> None:
@@ -30,6 +31,7 @@ def _connect(cfg) -> client.Connection:
 
 
 def _push(args) -> int:
+    args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     conn = _connect(cfg)
     counts = sync.push(Path(args.run), cfg, conn)
@@ -46,6 +48,7 @@ def _push(args) -> int:
 
 
 def _status(args) -> int:
+    args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     report = pull.status(Path(args.run), cfg, _connect(cfg))
     print(f"annotate status: project {report['project_id']} ({report['url']}): {report['complete']} of "
@@ -74,6 +77,7 @@ def _reselect(run: Path, cfg, args) -> None:
 
 
 def _pull(args) -> int:
+    args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     summary = pull.pull(Path(args.run), cfg, _connect(cfg), select=lambda run: _reselect(run, cfg, args))
     alpha = summary["agreement"]

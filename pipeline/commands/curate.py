@@ -1,7 +1,9 @@
 """`counteranimal curate RUN [--stages ...] [-- BEAM OPTIONS]`: run the curation DAG."""
 from __future__ import annotations
 
+from curation.errors import UserError
 from pipeline import curate
+from pipeline.commands.common import run_folder
 
 
 def register(sub) -> None:
@@ -20,5 +22,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    curate.run(args.run, stages=stages, beam_args=args.beam_args)
+    if not stages:
+        raise UserError(f"no stage named; give one or more of {', '.join(curate.STAGES)}", where="--stages")
+    curate.run(run_folder(args.run), stages=stages, beam_args=args.beam_args)
     return 0

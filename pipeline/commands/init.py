@@ -18,6 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if Path(args.run).exists() and not Path(args.run).is_dir():
+        raise UserError("is a file; init creates a run folder at this path, so choose another one", where=args.run)
     path = Path(args.run) / "config.yaml"
     if path.exists() and not args.force:
         raise UserError("already exists; pass --force to overwrite it", where=str(path))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from curation import report
+from pipeline.commands.common import run_folder
 
 
 def register(sub) -> None:
@@ -21,5 +22,5 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    print(report.write(args.run, truth=args.truth, per_side=args.per_side))
+    print(report.write(run_folder(args.run), truth=args.truth, per_side=args.per_side))
     return 0

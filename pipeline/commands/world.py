@@ -1,9 +1,24 @@
 """`counteranimal world build|train|oracle|urls`: the planted world (test and demo data)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from curation.errors import UserError
+
+
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (argparse names the flag on error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
 
 
 def register(sub) -> None:
@@ -15,7 +30,7 @@ def register(sub) -> None:
 
     b = wsub.add_parser("build", help="generate the training split, candidate pool, grid and ground truth")
     b.add_argument("out", help="world directory to create (re-running resumes)")
-    b.add_argument("--seed", type=int, default=0, help="draws the plant and every image (default: %(default)s)")
+    b.add_argument("--seed", type=_count(0), default=0, help="draws the plant and every image (default: %(default)s)")
     b.add_argument("--size", default="default", choices=["default", "small"],
                    help="default: the demo and bench world; small: the test world")
     b.add_argument("--classes", help="comma-separated class names from curation/data/world_manifest.yaml")
@@ -33,8 +48,8 @@ def register(sub) -> None:
     t.add_argument("out", help="a built world directory")
     t.add_argument("--model", default=None, help="open_clip model name (default: ca-tiny, our small config)")
     t.add_argument("--pretrained", help="start from these weights: an open_clip tag or a checkpoint file")
-    t.add_argument("--epochs", type=int, help="training epochs (default: the world's train_epochs: 12, or 8 for --size small)")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: 1)")
+    t.add_argument("--epochs", type=_count(1), help="training epochs (default: the world's train_epochs: 12, or 8 for --size small)")
+    t.add_argument("--threads", type=_count(1), help="torch CPU threads (default: 1)")
     t.set_defaults(func=run_train)
 
     o = wsub.add_parser("oracle", help="score the grid with a model: accuracy per class x background")
@@ -107,6 +122,9 @@ def run_oracle(args) -> int:
 def run_urls(args) -> int:
     from curation.world.candidates import write_candidate_urls
 
+    if not args.base_url.lower().startswith(("http://", "https://")):
+        raise UserError(f"BASE_URL must be an http(s) URL where the pool is served, e.g. http://127.0.0.1:8000; "
+                        f"got {args.base_url!r}")
     path = write_candidate_urls(args.out, args.base_url, args.csv)
     print(f"wrote {path}")
     return 0
