@@ -40,6 +40,7 @@ class RunData:
     groups: pa.Table | None = None
     proposals: pa.Table | None = None
     group_stats: pa.Table | None = None
+    attributes: pa.Table | None = None
     verdicts: pa.Table | None = None
     truth: dict[str, str] | None = None          # uid -> true background
     truth_source: str | None = None
@@ -55,6 +56,7 @@ _ARTIFACTS = [
     ("groups", "groups", "groups", True, "the backgrounds stage"),
     ("proposals", "proposals.parquet", "proposals", False, "the propose stage"),
     ("group_stats", "group_stats.parquet", "group_stats", False, "the propose stage"),
+    ("attributes", "attributes.parquet", "attribute_deltas", False, "the propose stage"),
     ("verdicts", "annotation/verdicts.parquet", "verdicts", False, "`counteranimal annotate pull` (human review)"),
 ]
 _SCORE_COLUMNS = ["uid", "model_id", "class_idx", "correct", "p_true", "top1_name", "background"]
@@ -339,6 +341,8 @@ def render(data: RunData, per_side: int = THUMBS_PER_SIDE, now: str | None = Non
     if kept:
         parts.append(_section("grids", "Kept pairs: common and counter photos", _grids_html(data, kept, view,
                                                                                              per_side)))
+    if data.attributes is not None and data.attributes.num_rows:
+        parts.append(_section("attributes", "What the model leans on: δ per attribute", _attributes_html(data, main, view)))
     parts.append(_section("confusion", "Background assignment", _confusion_html(data)))
     parts.append(_section("settings", "Settings", _settings_html(data)))
     body = "\n".join(p for p in parts if p)
@@ -509,6 +513,35 @@ def _heatmap_html(data: RunData, main: list[dict], view: View | None) -> str:
             f"</span> of kept pairs. Hover a cell for its interval.</p>"
             f"<div class=scroll><table class=heatmap><thead><tr><th></th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _attributes_html(data: RunData, main: list[dict], view: View | None, shown: int = 2) -> str:
+    """Seed 2's detector per class: the attributes with the highest and the lowest δ."""
+    rows = data.attributes.to_pylist()
+    model = view.reference_model(data) if view else data.config.models[0].model_id
+    pick = [r for r in rows if r["model_id"] == model] or [r for r in rows if r["model_id"] == rows[0]["model_id"]]
+    by_class: dict[str, list[dict]] = {}
+    for r in sorted(pick, key=lambda r: r["rank"]):
+        by_class.setdefault(r["class_name"], []).append(r)
+    order = [r["class_name"] for r in main if r["class_name"] in by_class]
+    order += sorted(set(by_class) - set(order))
+
+    def cell(items: list[dict]) -> str:
+        return "<br>".join(f"{_e(r['attribute'])} <b>{100 * r['delta']:+.0f}</b> pts "
+                           f"<span class=muted>({r['n_present']} vs {r['n_absent']} photos, p={r['p_value']:.2g})</span>"
+                           for r in items)
+
+    body = "".join(f"<tr><th>{_e(c)}</th><td>{cell(by_class[c][:shown])}</td>"
+                   f"<td>{cell(by_class[c][::-1][:shown]) if len(by_class[c]) > shown else ''}</td></tr>"
+                   for c in order)
+    extra = data.config.prompts.attributes
+    return (f"<p class=muted>δ(class, attribute) = accuracy with the attribute − accuracy without it, for "
+            f"<code>{_e(pick[0]['model_id'] if pick else model)}</code>; attributes are the backgrounds"
+            + (f" and the config's extra attributes ({_e(', '.join(extra))})" if extra else "")
+            + ". A large positive δ is what the model leans on; a large negative δ, what it fails on. "
+            "All ranks: <code>attributes.parquet</code>.</p>"
+            f"<div class=scroll><table class=attrs><thead><tr><th>class</th><th>highest δ</th><th>lowest δ</th>"
+            f"</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _grids_html(data: RunData, kept: list[dict], view: View, per_side: int) -> str:

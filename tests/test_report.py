@@ -139,11 +139,13 @@ def build_full_run(run: Path) -> dict:
     atomic.write_parquet(run / "groups" / "00000.parquet", schemas.conform(pa.Table.from_pylist(groups), "groups"))
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
     atomic.write_parquet(run / "group_stats.parquet", schemas.conform(pa.Table.from_pylist(group_stats), "group_stats"))
+    deltas = [dict(d, model_id=MODEL) for d in propose.attribute_deltas(counts, sorted({g.background for g in counts}))]
+    atomic.write_parquet(run / "attributes.parquet", schemas.conform(pa.Table.from_pylist(deltas), "attribute_deltas"))
     atomic.write_parquet(run / "truth.parquet", pa.Table.from_pylist(
         [{"uid": u, "background": b} for u, b in world["truth"].items()]))
     atomic.write_text(run / "manifest.json", json.dumps(
         {"stages": {"fetch": {"counts": {"ok": len(world["ok"])}, "seconds": 1.5, "finished_at": "2025-01-01T00:00:00"}}}))
-    world.update(proposals=rows, wrong_bg=wrong_bg, groups=groups)
+    world.update(proposals=rows, wrong_bg=wrong_bg, groups=groups, deltas=deltas)
     return world
 
 
@@ -240,6 +242,13 @@ def test_full_report_renders_in_chromium(tmp_path):
     assert "<code>ground_truth.parquet</code>: " + f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
 
     assert "<td>fetch</td><td class=num>1.5</td>" in text                # stage timings from manifest.json
+
+    # Seed 2's δ: each class's highest-ranked attribute, with its δ in points.
+    section = text.split("id=attributes", 1)[1].split("</section>", 1)[0]
+    for r in kept:
+        top = next(d for d in world["deltas"] if d["class_name"] == r["class_name"] and d["rank"] == 1)
+        row = section.split(f"<th>{r['class_name']}</th>", 1)[1].split("</tr>", 1)[0]
+        assert row.startswith(f"<td>{top['attribute']} <b>{100 * top['delta']:+.0f}</b> pts"), row
 
     shot = screenshot(page, tmp_path)
     assert_not_blank(shot)
