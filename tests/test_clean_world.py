@@ -1,5 +1,5 @@
 """On the planted world, through the whole curate command (loopback server, fetch, clean, score):
-every planted duplicate and corrupt file is caught and wrong-label photos are flagged for review.
+every planted duplicate and corrupt file is caught, wrong-label and no-animal photos are flagged for review.
 
 The world and its curated run are built once per test session (tests/support/curated_world.py)."""
 from __future__ import annotations
@@ -45,11 +45,18 @@ def test_planted_noise_is_caught_on_the_world(curated_world):
                     assert samples[u]["duplicate_of"] == kept[0]["uid"]
         outside += not kept
     assert outside <= max(1, len(copy_groups) // 50), outside
-    # Wrong labels are flagged for review far more often than clean photos. (Not all of them: the small
-    # reference model ranks a few wrong labels 2nd or 3rd of 12, where no rank rule can single them out.)
-    def noise_rate(kind):
+    # Review flags (flags, never drops) on the ok photos: wrong labels are flagged label_noise, photos without
+    # an animal unclear, and clean photos seldom. The bounds hold on seeds 0-2 of the small world with margin
+    # (bench/flags.py, bench/RESULTS.md "## review flags": label_noise 83-94% of wrong labels, 17-19% of clean
+    # photos; unclear 85-86% of no-animal photos, 10-15% of clean). Clean photos cannot all go unflagged: the
+    # reference model rarely recognises a biased class off its common background, which looks like a wrong label.
+    def rate(kind, flag):
         rows = [s for u, s in samples.items() if truth[u]["noise"] == kind and s["status"] == "ok"]
-        return sum("label_noise" in s["flags"] for s in rows) / len(rows)
+        assert len(rows) >= 30, (kind, len(rows))
+        return sum(flag in s["flags"] for s in rows) / len(rows)
 
-    wrong, clean = noise_rate("wrong_label"), noise_rate("none")
-    assert wrong >= 0.5 and wrong >= 3 * clean, (wrong, clean)
+    wrong, clean_noise = rate("wrong_label", "label_noise"), rate("none", "label_noise")
+    assert wrong >= 0.8 and clean_noise <= 0.25 and wrong >= 4 * clean_noise, (wrong, clean_noise)
+    no_animal, clean_unclear = rate("no_animal", "unclear"), rate("none", "unclear")
+    assert no_animal >= 0.75 and clean_unclear <= 0.2 and no_animal >= 4 * clean_unclear, (no_animal, clean_unclear)
+    assert rate("none", "ambiguous") <= 0.1          # the world plants no photo with two animals
