@@ -155,6 +155,11 @@ def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:
     reasons = manifest.count_by(res.rejected, "reason")
     say(f"sources: {candidates.num_rows} candidates, {res.rejected.num_rows} rejected"
         + (f" ({_fmt_counts(reasons)})" if reasons else "") + f" -> {paths.candidates}")
+    empty = [c.name for c in cfg.classes if c.name not in set(candidates.column("class_name").to_pylist())]
+    if empty and candidates.num_rows:
+        say(f"sources: {len(empty)} of {len(cfg.classes)} classes have no candidates: {', '.join(empty[:10])}"
+            + (f", … ({len(empty) - 10} more)" if len(empty) > 10 else "")
+            + "; they cannot get a pair (check the source or the class names and synonyms)")
     if candidates.num_rows == 0:
         from curation.sources import resolve_path
 
@@ -196,7 +201,7 @@ def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
             with beam.Pipeline(options=options) as p:
                 _ = p | "Fetch" >> Fetch(paths.run, paths.candidates.resolve(), pending, settings)
     samples = _check_every_candidate(paths, candidates, chunks)
-    counts = fetch_status.tally(samples)
+    counts = fetch_status.tally(_as_fetched(samples))
     counts.update(chunks=len(chunks), fetched_chunks=len(pending))
     seconds = time.monotonic() - started
     manifest.record_stage(paths.run, "fetch", config_digest=cfg.digest(), counts=counts, seconds=seconds,
@@ -235,6 +240,15 @@ def _check_every_candidate(paths: CuratePaths, candidates: pa.Table, chunks: lis
         raise RuntimeError(f"samples do not cover the candidates one-to-one ({len(got)} rows for {len(want)} "
                            "candidates)")
     return samples
+
+
+def _as_fetched(samples: pa.Table) -> pa.Table:
+    """Samples as fetch left them: a photo that clean later rejected was fetched fine."""
+    rejected = pc.equal(samples.column("status"), "rejected")
+    status = pc.if_else(rejected, "ok", samples.column("status"))
+    reason = pc.if_else(rejected, pa.scalar(None, pa.string()), samples.column("reason"))
+    return samples.set_column(samples.schema.get_field_index("status"), "status", status) \
+                  .set_column(samples.schema.get_field_index("reason"), "reason", reason)
 
 
 def _fmt_counts(counts: dict) -> str:
@@ -280,7 +294,8 @@ class _Progress:
                 status = pq.read_table(p, columns=["status"]).column("status").to_pylist()
             except (OSError, pa.ArrowInvalid):
                 continue
-            self._seen[p.name] = (status.count("ok"), len(status) - status.count("ok"))
+            failed = status.count("failed")   # "rejected" is clean's verdict on a photo fetched fine
+            self._seen[p.name] = (len(status) - failed, failed)
             new = True
         if new and report:
             ok = sum(v[0] for v in self._seen.values())

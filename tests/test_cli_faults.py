@@ -219,3 +219,60 @@ def test_help_of_every_command(capsys):
             cli.main([*argv, "--help"])
         out = capsys.readouterr().out
         assert exit_info.value.code == 0 and out.startswith(f"usage: counteranimal {argv[0]}"), argv
+
+
+# -- iNaturalist export ---------------------------------------------------------------------------
+
+INAT = Path(__file__).parent / "data" / "inat"
+
+
+def inat_run(run: Path) -> Path:
+    import shutil
+
+    shutil.copytree(INAT, run / "export")
+    write_config(run, source={"kind": "inaturalist", "path": "export"})
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["classes"] = [{"name": "ice bear", "imagenet_idx": 296, "inat_taxa": ["Ursus maritimus"]},
+                      {"name": "flamingo", "imagenet_idx": 130, "inat_taxa": ["4260"]}]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+@pytest.mark.parametrize("bad_line, expected", [
+    ("p\t1999\tobs\t101\tjpg\tCC0\t1\t1\t0\textra", "line {n} has 10 tab-separated fields, the header has 9"),
+    ("p\t1999\tobs", "line {n} has 3 tab-separated fields, the header has 9"),
+    ("p\t19x9\tobs\t101\tjpg\tCC0\t1\t1\t0", "line {n}: '19x9' in column 'photo_id' is not a number"),
+])
+def test_a_broken_inaturalist_row_is_named_by_its_line(tmp_path, capsys, bad_line, expected):
+    run = inat_run(tmp_path / "run")
+    photos = run / "export" / "photos.csv"
+    lines = photos.read_text().splitlines()
+    lines.insert(3, bad_line)
+    photos.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(capsys, "curate", str(run), "--stages", "sources")
+    assert code == 2
+    assert str(photos) in assert_one_paragraph(err) and expected.format(n=4) in err
+    assert not (run / "candidates").exists()
+
+
+def test_classes_without_candidates_are_named(tmp_path, capsys, server):
+    run = url_list_run(tmp_path / "run", "url,class", [f"{server.url('/img/' + server.names[0])},goldfish"])
+    code, out, err = run_cli(capsys, "curate", str(run), "--stages", "sources")
+    assert code == 0, err
+    assert "1 of 2 classes have no candidates: tabby cat;" in out
+
+
+def test_fetch_counts_stay_fetch_outcomes_after_clean(tmp_path, capsys, server):
+    photo = server.names[2]
+    # The same photo twice (a redirect and the file): clean rejects one copy as a duplicate.
+    run = url_list_run(tmp_path / "run", "url,class",
+                       [f"{server.url('/img/' + photo)},goldfish", f"{server.url('/redirect/' + photo)},goldfish",
+                        f"{server.url('/fault/404')},tabby cat"])
+    code, out, err = run_cli(capsys, "curate", str(run), "--stages", "sources,fetch,clean")
+    assert code == 0, err
+    assert "rejected:duplicate 1" in out
+    code, out, err = run_cli(capsys, "curate", str(run), "--stages", "fetch")
+    assert code == 0, err
+    assert "fetch: done: 2 ok, 1 failed (http_404 1)" in out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["fetch"]["counts"]["reasons"] == {"http_404": 1}

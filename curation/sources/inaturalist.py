@@ -14,6 +14,7 @@ duplicate_url.
 """
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,34 @@ def stream(path: Path, columns: dict[str, pa.DataType]):
         message = str(exc).strip().splitlines()[0][:300]
         column = next((c for c in columns if f"column #{list(header).index(c)}" in message), None)
         where = f", column '{column}'" if column else ""
+        line = _first_bad_line(path, header, columns)
+        if line:
+            raise UserError(f"unreadable iNaturalist export file{where}: {line}", where=str(path)) from None
         raise UserError(f"unreadable iNaturalist export file{where}: {message}", where=str(path)) from None
+
+
+def _first_bad_line(path: Path, header: list[str], columns: dict[str, pa.DataType]) -> str | None:
+    """The first line with the wrong number of fields or a non-number where a number belongs
+    (only after the fast reader failed, so a user can find the row)."""
+    numeric = [(header.index(c), c) for c, t in columns.items() if pa.types.is_integer(t)]
+    try:
+        with pa.input_stream(str(path), compression="detect") as f:
+            for n, text in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="\n"), 1):
+                if n == 1:
+                    continue
+                fields = text.rstrip("\r\n").split("\t")
+                if fields == [""]:
+                    continue
+                if len(fields) != len(header):
+                    return (f"line {n} has {len(fields)} tab-separated fields, the header has {len(header)} "
+                            "(a stray tab, or a file cut short?)")
+                for i, name in numeric:
+                    value = fields[i].strip()
+                    if value and not value.lstrip("-").isdigit():
+                        return f"line {n}: {value[:40]!r} in column '{name}' is not a number"
+    except (OSError, pa.ArrowInvalid):
+        return None
+    return None
 
 
 def _header(path: Path) -> list[str]:
