@@ -66,8 +66,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     if unknown:
         raise UserError(f"unknown stage {', '.join(unknown)}; stages are: {', '.join(STAGES)}", where="--stages")
     # Options are checked before any stage writes, so a flag typo leaves nothing behind.
-    from pipeline.options import pipeline_options
-    options = pipeline_options(beam_args or [])
+    options = beam_options(beam_args or [])
     if "score" in stages:   # model names, checkpoint files and devices too
         from pipeline.score import check_models
         check_model_files(cfg, run_dir / "config.yaml")
@@ -91,6 +90,42 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         from pipeline.propose import run_propose
         result.counts["propose"] = run_propose(paths.run, cfg, options, say)
     return result
+
+
+def beam_options(beam_args: list[str]):
+    """pipeline.options.pipeline_options, with Beam's own argparse failures (a wrong value type, an
+    unknown choice: Beam prints its whole usage and exits) and an unknown runner as one paragraph."""
+    import contextlib
+    import difflib
+    import io
+
+    from pipeline.options import pipeline_options
+
+    where, hint = "arguments after --", "Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`."
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            options = pipeline_options(beam_args)
+    except SystemExit:
+        lines = [ln for ln in printed.getvalue().strip().splitlines() if ln.strip()]
+        raise UserError(lines[-1].split("error: ", 1)[-1] if lines else "invalid Beam options", where=where,
+                        hint=hint) from None
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str):
+        try:
+            create_runner(runner)
+        except ValueError:
+            known = ["DirectRunner", "PortableRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner"]
+            close = difflib.get_close_matches(runner, known, n=1)
+            raise UserError(f"unknown Beam runner {runner!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                            + f"; runners: {', '.join(known)}, or a PipelineRunner class's full name",
+                            where=where) from None
+        except ImportError as exc:
+            raise UserError(f"the Beam runner {runner!r} cannot start here: {exc}", where=where) from None
+    return options
 
 
 def check_model_files(cfg: config.RunConfig, config_path: Path) -> None:

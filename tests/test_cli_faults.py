@@ -276,3 +276,18 @@ def test_fetch_counts_stay_fetch_outcomes_after_clean(tmp_path, capsys, server):
     assert "fetch: done: 2 ok, 1 failed (http_404 1)" in out
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["fetch"]["counts"]["reasons"] == {"http_404": 1}
+
+
+# -- Beam options ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("beam_args, expected", [
+    (["--runner", "FlinkRuner"], "unknown Beam runner 'FlinkRuner' (did you mean 'FlinkRunner'?)"),
+    (["--direct_num_workers", "two"], "argument --direct_num_workers: invalid int value: 'two'"),
+    (["--direct_running_mode", "threads"], "argument --direct_running_mode: invalid choice: 'threads'"),
+])
+def test_bad_beam_option_values_are_one_paragraph_before_any_stage(tmp_path, capsys, server, beam_args, expected):
+    run = url_list_run(tmp_path / "run", "url,class", [f"{server.url('/img/' + server.names[0])},goldfish"])
+    code, out, err = run_cli(capsys, "curate", str(run), *FETCH, "--", *beam_args)
+    assert code == 2
+    assert expected in assert_one_paragraph(err) and "arguments after --" in err
+    assert outputs(run) == set() and out == ""
