@@ -5,9 +5,10 @@ reduced to counts per (class, background). Two rules:
 
 * ``paper``: keep a class when its accuracy varies by more than ``min_accuracy_range`` points
   across its groups; common = highest-accuracy group, counter = lowest (CounterAnimal §3).
-* ``strict`` (default): only groups of ``min_group_size`` photos or more; common must also hold
-  ``min_common_share`` of the class's photos; the drop must be larger than the range threshold
-  and significant: its Newcombe interval excludes zero and the one-sided two-proportion test
+* ``strict`` (default): only groups of ``min_group_size`` photos or more; common (the highest
+  Wilson lower bound) must also hold ``min_common_share`` of the class's photos; counter is the
+  lowest accuracy, ties broken by the lowest mean p(true class); the drop must be larger than the
+  range threshold and significant: its Newcombe interval excludes zero and the one-sided two-proportion test
   holds after correction across classes; with several models, all must keep the same pair.
 
 Every class gets a row, kept or dropped, with the reason in words.
@@ -27,11 +28,16 @@ class GroupCount:
     class_name: str
     background: str
     n: int
-    k: int          # photos the model got right
+    k: int              # photos the model got right
+    p_sum: float = 0.0  # sum over the photos of the model's probability for the true class
 
     @property
     def acc(self) -> float:
         return self.k / self.n if self.n else 0.0
+
+    @property
+    def mean_p(self) -> float:
+        return self.p_sum / self.n if self.n else 0.0
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,17 @@ class Rule:
                    alpha=thresholds.alpha, correction=thresholds.correction)
 
 
-def count_groups(rows: Iterable[tuple[int, str, str, bool]]) -> list[GroupCount]:
-    """(class_idx, class_name, background, correct) per photo → counts per (class, background)."""
+def count_groups(rows: Iterable[tuple]) -> list[GroupCount]:
+    """(class_idx, class_name, background, correct[, p_true]) per photo → counts per (class, background)."""
     n: dict[tuple, int] = defaultdict(int)
     k: dict[tuple, int] = defaultdict(int)
-    for class_idx, class_name, background, correct in rows:
+    p: dict[tuple, float] = defaultdict(float)
+    for class_idx, class_name, background, correct, *p_true in rows:
         key = (int(class_idx), class_name, background)
         n[key] += 1
         k[key] += bool(correct)
-    return [GroupCount(*key, n=n[key], k=k[key]) for key in sorted(n)]
+        p[key] += float(p_true[0]) if p_true and p_true[0] is not None else 0.0
+    return [GroupCount(*key, n=n[key], k=k[key], p_sum=p[key]) for key in sorted(n)]
 
 
 def propose(groups: list[GroupCount], rule: Rule, model_id: str | None = None, source: str = "model") -> list[dict]:
@@ -98,11 +106,12 @@ def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
         common = max(frequent, key=_by_accuracy)
         counter = min((g for g in eligible if g is not common), key=_by_accuracy)
     else:
-        # The surest extremes: the highest lower bound for common, the lowest upper bound for counter,
-        # so a small group that is low by chance does not beat a large group that is surely low.
+        # Common: the surest high group (highest Wilson lower bound), so a small group that is high
+        # by chance does not beat a large frequent one. Counter: the lowest accuracy; among groups
+        # equally low (often several at 0%), the one where the model is furthest from the true
+        # class (lowest mean probability for it), a steadier measure than a count of zero.
         common = max(frequent, key=lambda g: (stats.wilson(g.k, g.n, rule.alpha)[0], g.n, g.background))
-        counter = min((g for g in eligible if g is not common),
-                      key=lambda g: (stats.wilson(g.k, g.n, rule.alpha)[1], -g.n, g.background))
+        counter = min((g for g in eligible if g is not common), key=lambda g: (g.acc, g.mean_p, -g.n, g.background))
     lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
     lo_k, hi_k = stats.wilson(counter.k, counter.n, rule.alpha)
     d_lo, d_hi = stats.drop_interval(common.k, common.n, counter.k, counter.n, rule.alpha)

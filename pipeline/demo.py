@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo-run"
 WORLD, RUN = DEMO / "world", DEMO / "run"
 SIZE, SEED = "default", 0
-MIN_GROUP_SIZE = 8      # the demo pool has ~10 photos per rarer background and class
 
 
 def _step(argv: list[str]) -> None:
@@ -38,6 +37,7 @@ def main() -> int:
     from curation.world.run_config import run_config
     from pipeline.imageserver import ImageServer
 
+    _drop_outdated_world()
     _step(["world", "build", str(WORLD), "--size", SIZE, "--seed", str(SEED)])
     model = train.TrainSettings().model
     checkpoint = train.checkpoint_path(WORLD, model)
@@ -47,7 +47,7 @@ def main() -> int:
         _step(["world", "train", str(WORLD)])
 
     shutil.rmtree(RUN, ignore_errors=True)
-    cfg = run_config(WORLD, model, checkpoint, name="demo", thresholds={"min_group_size": MIN_GROUP_SIZE})
+    cfg = run_config(WORLD, model, checkpoint, name="demo")
     atomic.write_text(RUN / "config.yaml", "# counteranimal demo run (written by pipeline/demo.py)\n" + config.dump(cfg))
     with ImageServer(WORLD / "pool") as server:
         from curation.world.candidates import write_candidate_urls
@@ -67,6 +67,15 @@ def main() -> int:
           f"Next, to verify by hand: `counteranimal label-studio start`, then "
           f"`counteranimal annotate push {RUN.relative_to(ROOT)}`.")
     return 0
+
+
+def _drop_outdated_world() -> None:
+    """A demo world built by an older version (other world settings) is rebuilt, model included."""
+    from curation.world import generate, spec
+
+    if generate.built_with_other_settings(WORLD, spec.preset(SIZE, seed=SEED)):
+        print(f"demo: {WORLD} was built with other world settings; building it anew")
+        shutil.rmtree(WORLD)
 
 
 if __name__ == "__main__":

@@ -169,12 +169,12 @@ class CountGroups(beam.PTransform):
         groups = (pbegin | "Groups" >> beam.Create(self.groups) | "GroupByUid" >> beam.Map(lambda g: (g["uid"], g)))
         scores = (pbegin
                   | "ScoreFiles" >> beam.Create(self.files)
-                  | "ReadScores" >> beam.FlatMap(read_scores, ["uid", "model_id", "correct", "correct_1vk"])
+                  | "ReadScores" >> beam.FlatMap(read_scores, ["uid", "model_id", "correct", "correct_1vk", "p_true"])
                   | "ScoreByUid" >> beam.Map(lambda s: (s["uid"], s)))
         return ({"group": groups, "score": scores}
                 | "Join" >> beam.CoGroupByKey()
                 | "Cells" >> beam.FlatMap(_cells)
-                | "Count" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) if pairs else (0, 0)))
+                | "Count" >> beam.CombinePerKey(_sum_tuples))
 
 
 class CountAttributes(beam.PTransform):
@@ -188,7 +188,7 @@ class CountAttributes(beam.PTransform):
         return (pbegin
                 | "ScoreFiles" >> beam.Create(self.files)
                 | "Cells" >> beam.FlatMap(_attribute_cells, self.banks, self.names)
-                | "Count" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) if pairs else (0, 0)))
+                | "Count" >> beam.CombinePerKey(_sum_tuples))
 
 
 def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
@@ -228,6 +228,11 @@ def attribute_banks(cfg: RunConfig) -> dict[str, dict[int, np.ndarray]]:
     return out
 
 
+def _sum_tuples(values) -> tuple:
+    """Element-wise sums of count tuples ((n, k) or (n, k, p)); Beam also applies it to partial sums."""
+    return tuple(map(sum, zip(*values)))
+
+
 def _cells(joined):
     _, sides = joined
     for g in sides["group"]:
@@ -236,19 +241,21 @@ def _cells(joined):
                 if s[column] is None:
                     continue
                 yield (("human" if g["method"] == "human" else "model", s["model_id"], metric,
-                        g["class_idx"], g["class_name"], g["background"]), (1, int(bool(s[column]))))
+                        g["class_idx"], g["class_name"], g["background"]),
+                       (1, int(bool(s[column])), float(s["p_true"] or 0.0)))
 
 
-def select_pairs(cells: dict[tuple, tuple[int, int]], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+def select_pairs(cells: dict[tuple, tuple[int, int, float]], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     """Counts per cell → (group_stats rows, proposals rows) for every source and model."""
     rule = Rule.from_config(cfg.thresholds)
     stat_rows, proposal_rows = [], []
     by_key: dict[tuple, list[GroupCount]] = defaultdict(list)
-    for (source, model_id, metric, class_idx, class_name, bg), (n, k) in sorted(cells.items()):
+    for (source, model_id, metric, class_idx, class_name, bg), (n, k, p) in sorted(cells.items()):
         lo, hi = stats.wilson(k, n, rule.alpha)
         stat_rows.append(dict(class_idx=class_idx, class_name=class_name, background=bg, model_id=model_id,
-                              metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi))
-        by_key[(source, model_id, metric)].append(GroupCount(class_idx, class_name, bg, n, k))
+                              metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi,
+                              mean_p_true=p / n))
+        by_key[(source, model_id, metric)].append(GroupCount(class_idx, class_name, bg, n, k, p))
     for source in ("model", "human"):
         per_model = {m: propose(by_key[(source, m, "top1")], rule, model_id=m, source=source)
                      for (s, m, metric) in sorted(by_key) if s == source and metric == "top1"}

@@ -88,6 +88,7 @@ GROUP_STATS = _schema("group_stats", 1, [
     pa.field("acc", pa.float64(), nullable=False),
     pa.field("acc_lo", pa.float64(), nullable=False),
     pa.field("acc_hi", pa.float64(), nullable=False),
+    pa.field("mean_p_true", pa.float64()),                 # mean probability of the true class
 ])
 
 # RUN/attributes.parquet — Seed 2's detector: δ = acc(attribute present) − acc(absent), ranked.

@@ -55,6 +55,13 @@ def test_common_must_be_frequent():
     assert row["common"] == "water" and row["counter"] == "grass"
 
 
+def test_counter_ties_go_to_the_group_furthest_from_the_true_class():
+    groups = [GroupCount(1, "c1", "snow", 100, 95, 90.0), GroupCount(1, "c1", "grass", 40, 0, 8.0),
+              GroupCount(1, "c1", "rock", 30, 0, 1.5), GroupCount(1, "c1", "sky", 30, 3, 0.9)]
+    (row,) = propose(groups, STRICT)
+    assert (row["common"], row["counter"]) == ("snow", "rock")   # 0% on both; rock's mean p(true) 0.05 < 0.2
+
+
 def test_multiple_testing_correction_drops_marginal_classes():
     # 20 classes with the same marginal drop: significant alone, not after Holm.
     groups = [x for c in range(20) for x in (g(c, "a", 40, 30), g(c, "b", 40, 21))]

@@ -283,6 +283,12 @@ class World:
         }
 
 
+def built_with_other_settings(out: str | Path, spec: WorldSpec) -> bool:
+    """True when ``out`` holds a world built from another spec (an older version's defaults, say)."""
+    spec_file = Path(out) / ".spec.json"
+    return spec_file.exists() and spec_file.read_text() != World(spec).spec.to_json()
+
+
 def build(out: str | Path, spec: WorldSpec, force: bool = False) -> dict:
     """Build (or resume building) the world in `out`; returns world.json's content."""
     out = Path(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import shutil
 from pathlib import Path
 
 from curation.world import generate, oracle, spec, train
@@ -17,7 +18,10 @@ def ensure_trained(folder: str | Path, size: str, seed: int) -> tuple[dict, str,
     # Several processes (tests, benchmarks) may ask for the same world at once: one builds, the rest wait.
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        world = generate.build(folder, spec.preset(size, seed=seed))
+        wanted = spec.preset(size, seed=seed)
+        if generate.built_with_other_settings(folder, wanted):
+            shutil.rmtree(folder)       # a cache built by an older version: build it anew, model included
+        world = generate.build(folder, wanted)
         settings = train.TrainSettings()
         checkpoint = train.checkpoint_path(folder, settings.model)
         if not checkpoint.is_file():

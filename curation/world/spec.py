@@ -33,8 +33,10 @@ class WorldSpec:
     image_size: int = 160
     train_per_class: int = 120
     train_background_per_label: int = 120
-    pool_per_class: int = 200
-    pool_common_share: float = 0.6       # pool: P(biased class on its common); the rest spread evenly
+    # The pool: ~30 photos on each rarer background, so a counter group can tell a background the
+    # model gets 20% right from one it gets 0% right (with ~13, as at 200 x 0.6, it often cannot).
+    pool_per_class: int = 300
+    pool_common_share: float = 0.4       # pool: P(biased class on its common); the rest spread evenly
     pool_noise: dict[str, float] = field(default_factory=lambda: {
         "exact_dup": 0.04, "near_dup": 0.04, "corrupted": 0.02, "tiny": 0.02, "no_animal": 0.04, "wrong_label": 0.04})
     grid_per_cell: int = 60
@@ -123,7 +125,7 @@ PRESETS = {
     # The test world: small enough to build and train within a test session's budget; its pool is
     # large enough (150 per class) that the rarer backgrounds form groups a drop can be measured on.
     "small": dict(n_classes=12, n_control=3, image_size=128, train_per_class=100, train_background_per_label=100,
-                  pool_per_class=150, grid_per_cell=24, train_epochs=8),
+                  pool_per_class=150, pool_common_share=0.6, grid_per_cell=24, train_epochs=8),
 }
 
 
