@@ -12,6 +12,7 @@ killed run resumes: fetch skips every chunk whose samples file (written last) ex
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,11 @@ def beam_options(beam_args: list[str]):
     from pipeline.options import pipeline_options
 
     where, hint = "arguments after --", "Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`."
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG and not any(
+            a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        # Worker processes (multi_processing, portable runners) log at INFO by default: hundreds of
+        # lines per stage. Their errors still come back here; -v keeps their logs.
+        beam_args = [*beam_args, "--default_sdk_harness_log_level=ERROR"]
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed):

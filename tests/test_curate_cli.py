@@ -94,6 +94,7 @@ def test_beam_workers_in_separate_processes(tmp_path, photos, slow_server):
     run = make_run(tmp_path / "run", slow_server, names[:30])
     done, cli_pid = curate(run, "--", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
     assert done.returncode == 0, done.stderr
+    assert "sdk harness" not in done.stderr.lower()   # the workers' INFO logs stay quiet without -v
     samples = read_samples(run)
     assert samples.num_rows == 30 and set(samples.column("status").to_pylist()) == {"ok"}
     workers = {json.loads(p.read_text())["worker"]["pid"] for p in (run / "shards").glob("*_stats.json")}
