@@ -13,8 +13,14 @@ config, ca-tiny), on the same JPEG shards (512x384, as fetch stores them by defa
   stage_draft  the same with score.decode: draft;
   stage_small  exact decoding of the same pictures fetched smaller (fetch.image_size 128: 128x96 JPEGs),
                the "resize at fetch time" alternative (ca-tiny only);
+  stage_before with --before FILE: that version of pipeline/score.py on the same shards (exact);
   fixed        the stage on 32 images (4 shards): its fixed cost (pipeline start, bundles, plan, finish),
                subtracted to give each stage side's per-image rate "past the fixed cost".
+Each side also reports the CPU time this process spent per image (all its threads; for stage sides
+including the model load + text bank, which dominates for ViT-B-32 on few images): on a machine
+shared with other jobs, wall-clock ratios say how much CPU the stage got; CPU per image says what
+it needs: with the machine's 2 cores free, a stage side runs at most at 2 / (its CPU per image),
+so 2 x (raw CPU) / (stage CPU) bounds the stage / raw ratio there (and the model thread bounds it too).
 Sides run in a rotated order each round so the shared machine's noise hits all of them; medians.
 With --clip-retrieval, clip-retrieval's `clip_inference` runs on the same shards and ViT-B-32
 file from .venv-clipretrieval (see bench/RESULTS.md for how it is installed and what it needs).
@@ -114,11 +120,22 @@ def decode_only(clip, images: list[bytes], draft: int | None = None) -> tuple[fl
     return len(images) / (time.perf_counter() - start), pixels
 
 
-def stage(run: Path, decode: str, beam_args: list[str]) -> dict:
+def stage(run: Path, decode: str, beam_args: list[str], module=score_stage) -> dict:
     shutil.rmtree(run / "scores", ignore_errors=True)
     cfg = config.load(run)
     cfg.score.decode = decode
-    return score_stage.run_score(run, cfg, pipeline_options(beam_args), say=lambda s: None)
+    return module.run_score(run, cfg, pipeline_options(beam_args), say=lambda s: None)
+
+
+def load_before(path: str):
+    """Another version of pipeline/score.py (e.g. `git show REV:pipeline/score.py > FILE`) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["score_before"] = module      # Beam pickles its DoFns by reference
+    spec.loader.exec_module(module)
+    return module
 
 
 def clip_retrieval(run: Path, ckpt: Path, n_shards: int) -> float | None:
@@ -155,7 +172,9 @@ def main() -> int:
     ap.add_argument("--decode-threads", type=int, default=None, help="override score.decode_threads")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (score.num_threads)")
     ap.add_argument("--models", default="ViT-B-32,ca-tiny", help="comma-separated: ViT-B-32, ca-tiny")
+    ap.add_argument("--before", help="another pipeline/score.py, run as side stage_before (exact decode)")
     args = ap.parse_args()
+    before = load_before(args.before) if args.before else None
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = args.models.split(",")
@@ -182,9 +201,9 @@ def main() -> int:
         draft = score_stage.draft_size(clip)
         pixels = decode_only(clip, full_images)[1]     # the raw side's input, decoded once
 
-        def run_stage(kind: str, decode: str) -> tuple[float, float]:
+        def run_stage(kind: str, decode: str, module=score_stage) -> tuple[float, float]:
             """Seconds without the model load (Beam's metric), and with it."""
-            c = stage(runs[kind][0], decode, [])
+            c = stage(runs[kind][0], decode, [], module)
             return c["seconds"] - c["model_load_s"], c["seconds"]
 
         sides = {
@@ -197,18 +216,23 @@ def main() -> int:
         }
         if "small" in runs:
             sides["stage_small"] = lambda: run_stage("small", "exact")
+        if before:
+            sides["stage_before"] = lambda: run_stage("", "exact", before)
         if args.clip_retrieval and name == "ViT-B-32":
             sides["cr"] = lambda: (lambda secs: n / secs if secs else None)(clip_retrieval(runs[""][0], ckpt, n_shards))
         res: dict[str, list] = {k: [] for k in sides}       # img/s (stage sides: seconds, then img/s below)
         e2e: dict[str, list] = {k: [] for k in sides}
         marginal: dict[str, list] = {k: [] for k in sides}
+        cpu_ms: dict[str, list] = {k: [] for k in sides}   # CPU time of this process (all threads) per image
         loads = []
         for r in range(args.rounds):
             order = list(sides)
             order = order[r % len(order):] + order[:r % len(order)]
             secs = {}
             for k in order:
+                cpu = time.process_time()
                 v = sides[k]()
+                cpu_ms[k].append((time.process_time() - cpu) * 1e3 / (32 if k == "fixed" else n))
                 if isinstance(v, tuple):
                     secs[k] = v[0]
                     v, e2e[k] = n / v[0], e2e[k] + [n / v[1]]
@@ -234,6 +258,8 @@ def main() -> int:
                 extra = (f"  /raw {v / med['raw']:.2f}; end to end incl. model load {med_e2e[k]:.1f} "
                          f"({med_e2e[k] / med['raw']:.2f}); past the fixed cost {med_marg[k]:.1f} "
                          f"({med_marg[k] / med['raw']:.2f})")
+            if k != "cr":
+                extra += f"; CPU {float(np.median(cpu_ms[k])):.2f} ms/image"
             print(f"  {k:13s} {v:8.1f} img/s{extra}")
         if "cr" in med:
             print(f"  stage e2e / clip_inference = {med_e2e['stage'] / med['cr']:.2f}")

@@ -1,19 +1,22 @@
 """Score stage: CLIP zero-shot scores for every clean sample, through Beam's RunInference.
 
-    plan (shards not yet scored) ─▶ read shard ─▶ RunInference(model 1) ─┐
-                                               ─▶ RunInference(model 2) ─┴▶ by shard ─▶ RUN/scores/NNNNN.parquet
-                                                                            all shards ─▶ 1 vs k + review flags
+    plan (shards not yet scored) ─▶ shard samples ─▶ RunInference(model 1) ─┐
+                                                  ─▶ RunInference(model 2) ─┴▶ by shard ─▶ RUN/scores/NNNNN.parquet
+                                                                               all shards ─▶ 1 vs k + review flags
 
 One model per worker process, shared by its threads (RunInference's shared handle); the text
 embeddings of the label space and backgrounds are computed once when a worker loads the model
-(and saved to RUN/scores/text/ for later stages). Batches are formed per shard in key order, so
-every runner and worker count sees the same batches and writes the same numbers; while the model
-runs one batch, a thread pool decodes the next ones (see OpenClipModelHandler and score.decode). A shard's scores
-file appears whole (temp then rename) and a re-run skips shards already scored for every model.
+(and saved to RUN/scores/text/ for later stages). Each RunInference element is one shard's samples;
+the handler runs them in fixed batches in key order, so every runner and worker count sees the
+same batches and writes the same numbers. Nothing waits on anything else when it need not: a
+thread reads the shard while a pool decodes the next batches and the model runs the current one
+(see OpenClipModelHandler, and score.decode for small models). A shard's scores file appears
+whole (temp then rename) and a re-run skips shards already scored for every model.
 """
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +43,7 @@ class ImageSample:
     class_idx: int
     shard: str
     key: str
-    data: bytes
+    data: bytes | None = None     # None: the handler reads it from RUN/shards/<shard> (ShardStream)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,12 @@ class LoadedScorer:
 class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     """RunInference handler for any open_clip model (name + pretrained tag or checkpoint file).
 
-    Each RunInference element is one shard's samples (encoded bytes, key order). The handler runs
-    them through the model in fixed batches of score.batch_size (the same batches on every runner)
-    while a thread pool decodes and preprocesses the next DECODE_AHEAD batches (PIL and torch
-    release the GIL), so decoding overlaps the forward instead of preceding it. It returns one
-    (shard, columns) pair per shard: the rows as a pyarrow table, not one Python object per image.
+    Each RunInference element is one shard's samples in key order. The handler runs them through
+    the model in fixed batches of score.batch_size (the same batches on every runner) while a
+    thread reads the shard (ShardStream) and a pool decodes and preprocesses the next DECODE_AHEAD
+    batches (PIL and torch release the GIL), so reading and decoding overlap the forward instead
+    of preceding it. It returns one (shard, rows as a pyarrow table) pair per shard, not one Python
+    object per image. Each model's handler reads the shard itself.
     """
 
     def __init__(self, spec: ModelSpec, cfg: RunConfig, run_dir: str | None = None, **kwargs):
@@ -119,31 +123,45 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
                       inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
         size = self.batch_size
+        streams = {shard: ShardStream(Path(self.run_dir) / "shards" / shard, [s.key for s in batch if s.shard == shard])
+                   for shard in dict.fromkeys(s.shard for s in batch if s.data is None)}
         rows: list[dict] = []
-        for samples, pixels in decode_ahead(model, [batch[i:i + size] for i in range(0, len(batch), size)]):
-            emb = zeroshot.encode_images(model.clip, pixels)
-            rows += zeroshot.score_images(emb, [model.truth[s.class_idx] for s in samples], model.bank)
+        try:
+            for samples, pixels in decode_ahead(model, [batch[i:i + size] for i in range(0, len(batch), size)], streams):
+                emb = zeroshot.encode_images(model.clip, pixels)
+                rows += zeroshot.score_images(emb, [model.truth[s.class_idx] for s in samples], model.bank)
+        finally:
+            for stream in streams.values():
+                stream.close()
         return [(shard, result_table(self.model_id, self.cfg_json["label_space"],
                                      [s for s in batch if s.shard == shard],
                                      [r for s, r in zip(batch, rows) if s.shard == shard]))
                 for shard in dict.fromkeys(s.shard for s in batch)]
 
     def get_num_bytes(self, batch: Sequence[ImageSample]) -> int:
-        return sum(len(s.data) for s in batch)     # the default pickles the whole batch to measure it
+        return sum(len(s.data or b"") for s in batch)     # the default pickles the whole batch to measure it
 
     def get_metrics_namespace(self) -> str:
         return "counteranimal.score"
 
 
-def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]]):
-    """Yield (batch, pixels) in order; the pool decodes up to DECODE_AHEAD batches beyond the one yielded."""
+def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]], streams: dict | None = None):
+    """Yield (batch, pixels) in order; the pool decodes up to DECODE_AHEAD batches beyond the one yielded.
+
+    Samples without bytes take them from streams[shard] (a ShardStream), as its reader thread gets to them.
+    """
     pending: deque = deque()
     todo = iter(batches)
+
+    def work(s: ImageSample):
+        if s.data is None:
+            s = ImageSample(s.uid, s.class_idx, s.shard, s.key, streams[s.shard].get(s.key))
+        return decode(model.per_image, model.normalize, model.draft, s)
 
     def submit() -> None:
         b = next(todo, None)
         if b is not None:
-            pending.append((b, [model.pool.submit(decode, model.per_image, model.normalize, model.draft, s) for s in b]))
+            pending.append((b, [model.pool.submit(work, s) for s in b]))
 
     try:
         for _ in range(DECODE_AHEAD + 1):
@@ -156,6 +174,55 @@ def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]]):
         for _, futures in pending:       # an error or an abandoned generator: drop work not yet started
             for f in futures:
                 f.cancel()
+
+
+class ShardStream:
+    """One shard's wanted image bytes, read by a thread of its own while earlier samples are scored.
+
+    get(key) waits until the reader has passed the key (img2dataset writes keys in order, so the
+    first batch can start long before the shard is read) and raises when the shard lacks it.
+    """
+
+    def __init__(self, path: Path, keys: Sequence[str]):
+        self.path, self.wanted = path, set(keys)
+        self.found: dict[str, bytes] = {}
+        self.done, self.closed, self.error = False, False, None
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, name=f"read {path.name}", daemon=True).start()
+
+    def _read(self) -> None:
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            with FileSystems.open(str(self.path)) as f:
+                for key, parts in shard_reader.iter_samples(f):
+                    data = shard_reader.image_bytes(parts)
+                    if key in self.wanted and data is not None:
+                        with self.cond:
+                            if self.closed:
+                                return
+                            self.found[key] = data
+                            self.cond.notify_all()
+        except Exception as exc:   # noqa: BLE001 - raised by get() in the scoring thread
+            self.error = exc
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def get(self, key: str) -> bytes:
+        with self.cond:
+            self.cond.wait_for(lambda: key in self.found or self.done)
+            if key in self.found:
+                return self.found.pop(key)
+            if self.error is not None:
+                raise RuntimeError(f"{self.path.name}: cannot read the shard: {self.error}") from self.error
+        raise RuntimeError(f"{self.path.name}: sample {key} is marked ok but not in the shard; re-run the clean stage")
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.found.clear()
 
 
 def split_preprocess(preprocess) -> tuple[Any, Any]:
@@ -259,28 +326,10 @@ def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> Non
 
 # -- the transform ------------------------------------------------------------------------------
 
-class ReadShard(beam.DoFn):
-    """One shard's wanted samples (encoded bytes) in key order, as one element: the handler batches them."""
-
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-
-    def process(self, work: ShardWork):
-        from apache_beam.io.filesystems import FileSystems
-
-        wanted = {key: (uid, cls) for key, uid, cls in work.samples}
-        found: dict[str, bytes] = {}
-        with FileSystems.open(str(Path(self.run_dir) / "shards" / work.shard)) as f:
-            for key, parts in shard_reader.iter_samples(f):
-                data = shard_reader.image_bytes(parts)
-                if key in wanted and data is not None:
-                    found[key] = data
-        missing = sorted(set(wanted) - set(found))
-        if missing:
-            raise RuntimeError(f"{work.shard}: samples {', '.join(missing[:5])} are marked ok but not in the shard; "
-                               "re-run the clean stage")
-        if work.samples:
-            yield [ImageSample(uid, cls, work.shard, key, found[key]) for key, uid, cls in work.samples]
+def shard_samples(work: ShardWork) -> Iterable[list[ImageSample]]:
+    """One shard's wanted samples in key order, as one RunInference element (the handler reads the bytes)."""
+    if work.samples:
+        yield [ImageSample(uid, cls, work.shard, key) for key, uid, cls in work.samples]
 
 
 class WriteShardScores(beam.DoFn):
@@ -306,7 +355,7 @@ class Score(beam.PTransform):
         shards = (pbegin
                   | "Plan" >> beam.Create(self.work)
                   | "Spread" >> beam.Reshuffle()
-                  | "ReadShard" >> beam.ParDo(ReadShard(self.run_dir)))
+                  | "ShardSamples" >> beam.FlatMap(shard_samples))
         scored = [shards | f"RunInference[{m.model_id}]" >> RunInference(
                       OpenClipModelHandler(m, self.cfg, self.run_dir).with_no_batching())
                   for m in self.cfg.models]
@@ -369,10 +418,10 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
         if not len(rows):
             continue
         _, labels = read_text_embeddings(run_dir, m.model_id, "label")
-        emb = np.asarray(scores.column("embedding").take(rows).to_pylist(), dtype=np.float32)
-        truth = np.asarray(scores.column("true_label").take(rows).to_pylist())
+        emb = embeddings(scores.column("embedding").take(rows))
+        truth = scores.column("true_label").take(rows).to_numpy()
         top1[rows], _ = zeroshot.one_vs_k(emb, truth, labels, k)
-    truth_all = np.asarray(scores.column("true_label").to_pylist())
+    truth_all = scores.column("true_label").to_numpy()
     start = 0
     for path, t in zip(files, tables):
         part = slice(start, start + t.num_rows)
@@ -389,6 +438,15 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
         if not flagged.equals(samples):
             atomic.write_parquet(path, flagged)
     return {"scored_rows": scores.num_rows}
+
+
+def embeddings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A scores embedding column (lists of one length) as an (n, dim) float32 array, without Python lists."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(column), -1)
 
 
 def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:

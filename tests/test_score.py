@@ -6,12 +6,13 @@ import shutil
 
 import numpy as np
 import open_clip
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
 import schemas
-from curation import config
+from curation import atomic, config
 from curation.errors import UserError
 from pipeline import clean as clean_stage
 from pipeline import score as score_stage
@@ -130,6 +131,18 @@ def test_openai_ensemble_over_the_runs_classes_matches_direct(tmp_path, models):
                  names, templates, cfg.backgrounds, cfg.score.one_vs_k)
     assert [r["top1"] for r in rows] == ref["top1"].tolist()
     np.testing.assert_allclose([r["p_true"] for r in rows], ref["p_true"], atol=1e-4, rtol=0)
+
+
+def test_a_sample_marked_ok_but_missing_from_its_shard_stops_the_stage_by_name(scored, tmp_path):
+    planted, cfg = scored
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run, ignore=shutil.ignore_patterns("scores"))
+    for path in sorted((run / "samples").glob("*.parquet")):
+        t = schemas.read(path, "samples")
+        rows = [{**r, "status": "ok", "reason": None} if r["uid"] == "bad-missing" else r for r in t.to_pylist()]
+        atomic.write_parquet(path, schemas.conform(pa.Table.from_pylist(rows, schema=t.schema), "samples"))
+    with pytest.raises(Exception, match=r"\d{5}\.tar: sample \d+ is marked ok but not in the shard; re-run the clean"):
+        score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
 
 
 def test_draft_decoding_never_goes_below_twice_the_models_input(scored, tmp_path):
