@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ def load(name: str, pretrained: str | None = None, *, device: str = "cpu", preci
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=local if from_file else pretrained, force_quick_gelu=quick_gelu,
             device=device, precision="pure_" + precision if precision != "fp32" else "fp32")
-    except (RuntimeError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
+    except (RuntimeError, FileNotFoundError, KeyError, ValueError, OSError, IndexError, EOFError,
+            pickle.UnpicklingError) as exc:   # torch.load on a file that is not a checkpoint raises the last three
         raise UserError(f"could not load {name} with pretrained={pretrained!r}: {exc}") from None
     finally:
         hf_constants.HF_HUB_OFFLINE = was_offline

@@ -38,7 +38,8 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
 
 
 def is_complete(data: bytes, fmt: str) -> bool:
-    tail = data[-1024:]
+    # Padding after the end marker (zeros, newlines) is harmless; look for the marker before it.
+    tail = data.rstrip(b"\x00\r\n\t ")[-1024:]
     if fmt == "JPEG":
         return b"\xff\xd9" in tail                     # EOI marker (some files carry trailing bytes)
     if fmt == "PNG":

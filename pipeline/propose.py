@@ -32,6 +32,7 @@ from curation.propose import AttributeCount, GroupCount, Rule, agree_across_mode
 from pipeline.score import read_text_embeddings, text_path
 
 METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
+P_UNITS = 10**9    # p(true) is summed as integers: the same sums in any order, on every runner
 
 
 def score_files(run_dir: Path) -> list[str]:
@@ -242,7 +243,7 @@ def _cells(joined):
                     continue
                 yield (("human" if g["method"] == "human" else "model", s["model_id"], metric,
                         g["class_idx"], g["class_name"], g["background"]),
-                       (1, int(bool(s[column])), float(s["p_true"] or 0.0)))
+                       (1, int(bool(s[column])), round(P_UNITS * (s["p_true"] or 0.0))))
 
 
 def select_pairs(cells: dict[tuple, tuple[int, int, float]], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -250,7 +251,8 @@ def select_pairs(cells: dict[tuple, tuple[int, int, float]], cfg: RunConfig) -> 
     rule = Rule.from_config(cfg.thresholds)
     stat_rows, proposal_rows = [], []
     by_key: dict[tuple, list[GroupCount]] = defaultdict(list)
-    for (source, model_id, metric, class_idx, class_name, bg), (n, k, p) in sorted(cells.items()):
+    for (source, model_id, metric, class_idx, class_name, bg), (n, k, p_units) in sorted(cells.items()):
+        p = p_units / P_UNITS
         lo, hi = stats.wilson(k, n, rule.alpha)
         stat_rows.append(dict(class_idx=class_idx, class_name=class_name, background=bg, model_id=model_id,
                               metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi,

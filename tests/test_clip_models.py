@@ -62,3 +62,11 @@ def test_bad_requests_fail_fast_and_clearly(name, pretrained, device, message, m
     with pytest.raises(UserError, match=message):
         clip_models.load(name, pretrained, device=device)
     assert time.monotonic() - start < 10  # no hub retry loop (a regression would take ~45 s)
+
+
+@pytest.mark.parametrize("content", [b"a,b\n1,2\n", b"", b"PK\x03\x04 not really a zip"])
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, content):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match="could not load|weights.pt"):
+        clip_models.load("ca-tiny", str(bad))

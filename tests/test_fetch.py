@@ -233,3 +233,19 @@ def test_image_check_reads_the_header_before_any_decode(tmp_path):
         with pytest.raises(image_header.ImageRejected) as exc:
             image_header.inspect(blob, cap)
         assert exc.value.reason == reason
+
+
+def test_padding_after_the_end_marker_is_not_truncation(tmp_path):
+    import io
+
+    from curation import image_header
+    from pipeline.imageserver import photo
+
+    buf = io.BytesIO()
+    photo(3, (200, 150)).convert("RGB").save(buf, format="JPEG")
+    jpeg = buf.getvalue()
+    assert image_header.inspect(jpeg + bytes(2_000_000), 10**7) == (200, 150, "JPEG")
+    assert image_header.inspect(jpeg + b"\n\n", 10**7) == (200, 150, "JPEG")
+    with pytest.raises(image_header.ImageRejected) as exc:     # cut short, then padded: still truncated
+        image_header.inspect(jpeg[: len(jpeg) // 2] + bytes(5000), 10**7)
+    assert exc.value.reason == "truncated"
