@@ -16,6 +16,7 @@ whole (temp then rename) and a re-run skips shards already scored for every mode
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections import deque
@@ -66,7 +67,7 @@ def text_path(run_dir: Path, model_id: str) -> Path:
 
 # -- the model handler ----------------------------------------------------------------------------
 
-DECODE_AHEAD = 2   # batches decoded ahead of the one the model is running
+DECODE_AHEAD = 2   # batches decoded ahead of the one the model is running (see overlaps())
 DRAFT_MARGIN = 2   # score.decode: draft keeps each side >= this x the preprocess's resize target
 
 
@@ -80,6 +81,7 @@ class LoadedScorer:
     draft: int | None = None    # score.decode: draft -> the smallest side libjpeg may decode to
     per_image: Any = None       # the preprocess's per-image steps, then its Normalize (see split_preprocess)
     normalize: Any = None
+    ahead: int = DECODE_AHEAD   # 0: decode a batch only once the model is done with the one before
 
     def __post_init__(self):
         if self.per_image is None:
@@ -93,7 +95,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     the model in fixed batches of score.batch_size (the same batches on every runner) while a
     thread reads the shard (ShardStream) and a pool decodes and preprocesses the next DECODE_AHEAD
     batches (PIL and torch release the GIL), so reading and decoding overlap the forward instead
-    of preceding it. It returns one (shard, rows as a pyarrow table) pair per shard, not one Python
+    of preceding it (unless overlaps() says a multi-threaded CPU forward would suffer from it). It returns one (shard, rows as a pyarrow table) pair per shard, not one Python
     object per image. Each model's handler reads the shard itself.
     """
 
@@ -118,7 +120,8 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         if self.run_dir:
             save_text_bank(Path(self.run_dir), self.model_id, bank)
         return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(s.decode_threads),
-                            draft_size(clip) if s.decode == "draft" else None)
+                            draft_size(clip) if s.decode == "draft" else None,
+                            ahead=DECODE_AHEAD if overlaps(s.device, torch.get_num_threads(), s.decode_threads) else 0)
 
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
                       inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
@@ -146,7 +149,8 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
 
 
 def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]], streams: dict | None = None):
-    """Yield (batch, pixels) in order; the pool decodes up to DECODE_AHEAD batches beyond the one yielded.
+    """Yield (batch, pixels) in order; the pool decodes up to model.ahead batches beyond the one yielded
+    (0: the next batch is submitted once the caller is done with this one).
 
     Samples without bytes take them from streams[shard] (a ShardStream), as its reader thread gets to them.
     """
@@ -164,12 +168,15 @@ def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]], stre
             pending.append((b, [model.pool.submit(work, s) for s in b]))
 
     try:
-        for _ in range(DECODE_AHEAD + 1):
+        for _ in range(model.ahead + 1):
             submit()
         while pending:
             b, futures = pending.popleft()
-            submit()
+            if model.ahead:
+                submit()
             yield b, to_batch([f.result() for f in futures], model.normalize)
+            if not model.ahead:
+                submit()
     finally:
         for _, futures in pending:       # an error or an abandoned generator: drop work not yet started
             for f in futures:
@@ -223,6 +230,17 @@ class ShardStream:
         with self.cond:
             self.closed = True
             self.found.clear()
+
+
+def overlaps(device: str, torch_threads: int, decode_threads: int) -> bool:
+    """Whether decoding should run beside the forward (DECODE_AHEAD) rather than between forwards.
+
+    Always on a GPU, and with one torch thread. A CPU forward on several threads is a series of
+    OpenMP regions that wait for their slowest thread; a decode thread taking one of their cores
+    stalls them all (ViT-B-32, 2 threads on 2 cores: half speed, bench/RESULTS.md "## score"), so
+    there it only overlaps when the machine has a core for every torch and decode thread.
+    """
+    return device != "cpu" or torch_threads == 1 or torch_threads + decode_threads <= (os.cpu_count() or 1)
 
 
 def split_preprocess(preprocess) -> tuple[Any, Any]:

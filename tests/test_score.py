@@ -133,6 +133,28 @@ def test_openai_ensemble_over_the_runs_classes_matches_direct(tmp_path, models):
     np.testing.assert_allclose([r["p_true"] for r in rows], ref["p_true"], atol=1e-4, rtol=0)
 
 
+def test_decoding_beside_or_between_forwards_gives_the_same_batches(scored, models):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curation import clip_models
+
+    planted, _ = scored
+    clip = clip_models.load(TINY_NAME, str(models[0]))
+    samples = [score_stage.ImageSample(u, 0, "s", u, planted.images[u]) for u, want in sorted(planted.truth.items())
+               if want == "ok"]
+    batches = [samples[i:i + 5] for i in range(0, len(samples), 5)]
+    out = {}
+    for ahead in (0, score_stage.DECODE_AHEAD):
+        scorer = score_stage.LoadedScorer(clip, None, {}, ThreadPoolExecutor(2), ahead=ahead)
+        out[ahead] = [([s.uid for s in b], pixels) for b, pixels in score_stage.decode_ahead(scorer, batches)]
+        direct_pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(s.data)).convert("RGB")) for s in samples])
+        assert torch.equal(torch.cat([p for _, p in out[ahead]]), direct_pixels)     # bit for bit
+    assert [u for u, _ in out[0]] == [u for u, _ in out[score_stage.DECODE_AHEAD]] == [[s.uid for s in b]
+                                                                                         for b in batches]
+    assert score_stage.overlaps("cuda", 64, 64) and score_stage.overlaps("cpu", 1, 64)
+    assert not score_stage.overlaps("cpu", 4096, 4096)
+
+
 def test_a_sample_marked_ok_but_missing_from_its_shard_stops_the_stage_by_name(scored, tmp_path):
     planted, cfg = scored
     run = tmp_path / "run"
