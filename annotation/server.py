@@ -110,11 +110,8 @@ def _secret(path: Path, nbytes: int) -> str:
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(nbytes)
-    with atomic.atomic_path(path) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        os.write(fd, value.encode())
-        os.close(fd)
+    with atomic.atomic_path(path, mode=0o600) as tmp:   # mkstemp's file is 0600 from the start
+        tmp.write_text(value)
     return value
 
 

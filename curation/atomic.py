@@ -13,8 +13,11 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets ``mode``, or by default the mode any new file would get (umask applied).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,8 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # mkstemp makes the file private (0600); outputs get the mode any new file would get.
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        os.chmod(tmp_path, 0o666 & ~_UMASK if mode is None else mode)   # mkstemp's own is 0600
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
