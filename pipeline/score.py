@@ -504,21 +504,36 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
         f"with {len(cfg.models)} model(s): {', '.join(m.model_id for m in cfg.models)}")
     started = time.monotonic()
-    p = beam.Pipeline(options=options)
-    _ = p | "Score" >> Score(run_dir, cfg, work)
-    result = p.run()
-    result.wait_until_finish()
+    if not work and _text_current(run_dir, cfg):
+        finish(run_dir, cfg)       # nothing to score: no model to load, only the run-wide columns and flags
+        metrics = {}
+    else:
+        p = beam.Pipeline(options=options)
+        _ = p | "Score" >> Score(run_dir, cfg, work)
+        result = p.run()
+        result.wait_until_finish()
+        metrics = _inference_metrics(result)
     seconds = time.monotonic() - started
     scores = schemas.read_folder(run_dir / "scores", "scores")
     counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,
-              "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None,
-              **_inference_metrics(result)}
+              "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None, **metrics}
     manifest.record_stage(run_dir, "score", config_digest=cfg.digest(), counts=counts, seconds=seconds,
                           model_ids=[m.model_id for m in cfg.models])
     acc = {m.model_id: _mean(scores, m.model_id, "correct") for m in cfg.models}
     say(f"score: {n} images in {seconds:.1f}s; zero-shot accuracy " +
         ", ".join(f"{k} {v:.1%}" for k, v in acc.items() if v is not None) + f" -> {run_dir / 'scores'}")
     return counts
+
+
+def _text_current(run_dir: Path, cfg: RunConfig) -> bool:
+    """Every model's saved text embeddings name the config's labels and backgrounds, in order."""
+    for m in cfg.models:
+        if not text_path(run_dir, m.model_id).exists():
+            return False
+        if read_text_embeddings(run_dir, m.model_id, "label")[0] != zeroshot.label_names(cfg) or \
+                read_text_embeddings(run_dir, m.model_id, "background")[0] != list(cfg.backgrounds):
+            return False
+    return True
 
 
 def _inference_metrics(result) -> dict:

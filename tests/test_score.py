@@ -244,6 +244,20 @@ def test_a_lost_scores_file_is_redone_and_the_rest_skipped(scored, tmp_path):
     assert schemas.read_folder(run / "scores", "scores").equals(schemas.read_folder(planted.run / "scores", "scores"))
 
 
+def test_nothing_to_score_loads_no_model_but_new_backgrounds_do(scored, tmp_path):
+    planted, cfg = scored
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run)
+    counts = score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
+    assert counts["images"] == 0 and "model_load_s" not in counts     # no Beam pipeline, no model load
+    assert schemas.read_folder(run / "scores", "scores").equals(schemas.read_folder(planted.run / "scores", "scores"))
+    cfg = cfg.model_copy(deep=True)
+    cfg.backgrounds = [*cfg.backgrounds, "desert"]                    # the text bank is stale: load and save it
+    counts = score_stage.run_score(run, cfg, pipeline_options([]), **QUIET)
+    assert "model_load_s" in counts
+    assert score_stage.read_text_embeddings(run, cfg.models[0].model_id, "background")[0][-1] == "desert"
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda m, s: m.update(pretrained="/nonexistent/weights.pt"), "does not exist"),
     (lambda m, s: m.update(name="ViT-B-33"), "no model named 'ViT-B-33'"),
