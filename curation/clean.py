@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import dedupe, image_checks, shard_reader
+from curation import arrays, dedupe, image_checks, shard_reader
 from curation.config import CleanSpec
 from schemas.validate import conform
 
@@ -154,7 +154,7 @@ def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str) -> dic
     rows = mine.select(cols).to_pylist()
     shares: list[float | None] = [None] * len(rows)
     if spec.label_noise_neighbors > 0 and len(rows) > 1:
-        emb = np.asarray(mine.column("embedding").to_pylist(), dtype=np.float32)
+        emb = arrays.embeddings(mine.column("embedding"))
         shares = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
     return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, shares)}
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, attributes, backgrounds, manifest, stats, zeroshot
+from curation import arrays, atomic, attributes, backgrounds, manifest, stats, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
@@ -203,7 +203,7 @@ def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: 
         if bank is None:
             continue
         part = t.take(rows)
-        emb = np.asarray(part.column("embedding").to_pylist(), dtype=np.float32)
+        emb = arrays.embeddings(part.column("embedding"))
         correct = np.asarray(part.column("correct").to_pylist(), dtype=bool)
         has = attributes.presence(emb, bank)
         for j, name in enumerate(names):

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
-from curation import atomic, clean, clip_models, config, manifest, shard_reader, zeroshot
+from curation import arrays, atomic, clean, clip_models, config, manifest, shard_reader, zeroshot
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
 
@@ -436,7 +436,7 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
         if not len(rows):
             continue
         _, labels = read_text_embeddings(run_dir, m.model_id, "label")
-        emb = embeddings(scores.column("embedding").take(rows))
+        emb = arrays.embeddings(scores.column("embedding").take(rows))
         truth = scores.column("true_label").take(rows).to_numpy()
         top1[rows], _ = zeroshot.one_vs_k(emb, truth, labels, k)
     truth_all = scores.column("true_label").to_numpy()
@@ -456,15 +456,6 @@ def finish(run_dir: Path, cfg: RunConfig) -> dict:
         if not flagged.equals(samples):
             atomic.write_parquet(path, flagged)
     return {"scored_rows": scores.num_rows}
-
-
-def embeddings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A scores embedding column (lists of one length) as an (n, dim) float32 array, without Python lists."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(column) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
-    return flat.reshape(len(column), -1)
 
 
 def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:
