@@ -79,6 +79,11 @@ def check(name: str, pretrained: str | None = None, device: str = "cpu", precisi
         if not path.is_file():
             raise UserError(f"checkpoint file {str(path)!r} does not exist (model {name}).",
                             hint="Pass an existing open_clip checkpoint file or an open_clip pretrained tag.")
+        problem = unreadable_checkpoint(path)
+        if problem:
+            raise UserError(f"pretrained {pretrained!r} is not a readable torch checkpoint ({problem}).",
+                            hint="Pass the checkpoint file itself (a .pt/.bin/.safetensors file saved by open_clip "
+                                 "or torch), or an open_clip tag.")
         return str(path)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
@@ -169,3 +174,30 @@ def _check_device(device: str, precision: str) -> None:
         raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps.")
     if kind == "cpu" and precision == "fp16":
         raise UserError("fp16 needs a GPU; on the CPU use fp32 or bf16.")
+
+
+def unreadable_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint, or None when it opens (or cannot be checked cheaply).
+
+    Memory-mapped, so no weights are read: a file that is not a torch checkpoint (a truncated
+    download, the wrong file) is named before any worker tries to load it.
+    """
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix != ".safetensors" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        return f"it starts with {head!r}, neither a torch zip archive nor a pickle"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt"):
+                return None
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "mmap" in text:    # an old (non-zip) torch file: it cannot be opened without reading it all
+            return None
+        return text[:200]
+    return None

@@ -12,7 +12,6 @@ killed run resumes: fetch skips every chunk whose samples file (written last) ex
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,11 +66,11 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     if unknown:
         raise UserError(f"unknown stage {', '.join(unknown)}; stages are: {', '.join(STAGES)}", where="--stages")
     # Options are checked before any stage writes, so a flag typo leaves nothing behind.
-    options = beam_options(beam_args or [])
+    from pipeline.options import pipeline_options
+    options = pipeline_options(beam_args or [])
     if "score" in stages:   # model names, checkpoint files and devices too
         from pipeline.score import check_models
-        check_model_files(cfg, run_dir / "config.yaml")
-        check_models(cfg)
+        check_models(cfg, run_dir / "config.yaml")
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
     if "sources" in stages:
@@ -91,94 +90,6 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         from pipeline.propose import run_propose
         result.counts["propose"] = run_propose(paths.run, cfg, options, say)
     return result
-
-
-def beam_options(beam_args: list[str]):
-    """pipeline.options.pipeline_options, with Beam's own argparse failures (a wrong value type, an
-    unknown choice: Beam prints its whole usage and exits) and an unknown runner as one paragraph."""
-    import contextlib
-    import difflib
-    import io
-
-    from pipeline.options import pipeline_options
-
-    where, hint = "arguments after --", "Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`."
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG and not any(
-            a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        # Worker processes (multi_processing, portable runners) log at INFO by default: hundreds of
-        # lines per stage. Their errors still come back here; -v keeps their logs.
-        beam_args = [*beam_args, "--default_sdk_harness_log_level=ERROR"]
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed):
-            options = pipeline_options(beam_args)
-    except SystemExit:
-        lines = [ln for ln in printed.getvalue().strip().splitlines() if ln.strip()]
-        raise UserError(lines[-1].split("error: ", 1)[-1] if lines else "invalid Beam options", where=where,
-                        hint=hint) from None
-    from apache_beam.options.pipeline_options import StandardOptions
-    from apache_beam.runners.runner import create_runner
-
-    runner = options.view_as(StandardOptions).runner
-    if isinstance(runner, str):
-        try:
-            create_runner(runner)
-        except ValueError:
-            known = ["DirectRunner", "PortableRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner"]
-            close = difflib.get_close_matches(runner, known, n=1)
-            raise UserError(f"unknown Beam runner {runner!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                            + f"; runners: {', '.join(known)}, or a PipelineRunner class's full name",
-                            where=where) from None
-        except ImportError as exc:
-            raise UserError(f"the Beam runner {runner!r} cannot start here: {exc}", where=where) from None
-    return options
-
-
-def check_model_files(cfg: config.RunConfig, config_path: Path) -> None:
-    """Each model's name and weights, named by its place in config.yaml, before any worker loads it.
-
-    A checkpoint file is opened here (memory-mapped, so no weights are read), so one that is not a
-    torch checkpoint (a truncated download, the wrong file) is named now rather than from a worker.
-    """
-    from curation import clip_models
-
-    for i, m in enumerate(cfg.models):
-        where = f"{config_path}: models[{i}] ({m.model_id})"
-        try:
-            local = clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
-        except UserError as exc:
-            raise UserError(str(exc), where=where) from None
-        if local and m.pretrained and clip_models.is_checkpoint_path(m.pretrained):
-            problem = _unreadable_checkpoint(Path(local))
-            if problem:
-                raise UserError(f"pretrained {m.pretrained!r} is not a readable torch checkpoint ({problem})",
-                                where=where, hint="Pass the checkpoint file itself (a .pt/.bin/.safetensors "
-                                                  "file saved by open_clip or torch), or an open_clip tag.")
-
-
-def _unreadable_checkpoint(path: Path) -> str | None:
-    """Why ``path`` cannot be a checkpoint, or None when it opens (or cannot be checked cheaply)."""
-    if path.stat().st_size == 0:
-        return "the file is empty"
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if path.suffix != ".safetensors" and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        return f"it starts with {head!r}, neither a torch zip archive nor a pickle"
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt"):
-                return None
-        import torch
-
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a bad file)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "mmap" in text:    # an old (non-zip) torch file: it cannot be opened without reading it all
-            return None
-        return text[:200]
-    return None
 
 
 def run_sources(cfg: config.RunConfig, paths: CuratePaths, say) -> dict:

@@ -5,7 +5,9 @@ such as `--direct_num_worker` does not silently run with defaults.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import logging
 
 
@@ -23,18 +25,54 @@ def _import_beam_quietly():
 
 _import_beam_quietly()
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: E402
+from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions,  # noqa: E402
+                                                  _BeamArgumentParser)
 
 from curation.errors import UserError  # noqa: E402
 
 DEFAULTS = ["--runner=DirectRunner"]
+RUNNERS = ["DirectRunner", "PortableRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner"]
+WHERE = "arguments after --"
+HINT = "Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`."
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    check_known(beam_args)
+    """Options from the arguments after `--`; any mistake in them is a UserError before a stage runs."""
     given = {a.split("=", 1)[0] for a in beam_args if a.startswith("--")}
     defaults = [d for d in DEFAULTS if d.split("=", 1)[0] not in given]
-    return PipelineOptions(defaults + list(beam_args))
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG and "--default_sdk_harness_log_level" not in given:
+        # Worker processes (multi_processing, portable runners) log at INFO by default: hundreds of
+        # lines per stage. Their errors still come back to the driver; -v keeps their logs.
+        defaults.append("--default_sdk_harness_log_level=ERROR")
+    printed = io.StringIO()
+    try:
+        # A value of the wrong type or an unknown choice makes Beam's argparse print its usage and exit.
+        with contextlib.redirect_stderr(printed):
+            check_known(beam_args)
+            options = PipelineOptions(defaults + list(beam_args))
+            options.get_all_options()
+    except SystemExit:
+        lines = [ln for ln in printed.getvalue().strip().splitlines() if ln.strip()]
+        raise UserError(lines[-1].split("error: ", 1)[-1] if lines else "invalid Beam options", where=WHERE,
+                        hint=HINT) from None
+    check_runner(options.view_as(StandardOptions).runner)
+    return options
+
+
+def check_runner(runner) -> None:
+    if not isinstance(runner, str):
+        return
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        create_runner(runner)
+    except ValueError:
+        close = difflib.get_close_matches(runner, RUNNERS, n=1)
+        raise UserError(f"unknown Beam runner {runner!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; runners: {', '.join(RUNNERS)}, or a PipelineRunner class's full name",
+                        where=WHERE) from None
+    except ImportError as exc:
+        raise UserError(f"the Beam runner {runner!r} cannot start here: {exc}", where=WHERE) from None
 
 
 def check_known(beam_args: list[str]) -> None:
@@ -49,5 +87,4 @@ def check_known(beam_args: list[str]) -> None:
     flag = flags[0].split("=", 1)[0]
     close = difflib.get_close_matches(flag, known, n=1)
     raise UserError(f"unknown Beam option '{flag}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
-                    where="arguments after --",
-                    hint="Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`.")
+                    where=WHERE, hint=HINT)

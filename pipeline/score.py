@@ -95,8 +95,9 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     the model in fixed batches of score.batch_size (the same batches on every runner) while a
     thread reads the shard (ShardStream) and a pool decodes and preprocesses the next DECODE_AHEAD
     batches (PIL and torch release the GIL), so reading and decoding overlap the forward instead
-    of preceding it (unless overlaps() says a multi-threaded CPU forward would suffer from it). It returns one (shard, rows as a pyarrow table) pair per shard, not one Python
-    object per image. Each model's handler reads the shard itself.
+    of preceding it (unless overlaps() says a multi-threaded CPU forward would suffer from it).
+    It returns one (shard, rows as a pyarrow table) pair per shard, not one Python object per
+    image. Each model's handler reads the shard itself.
     """
 
     def __init__(self, spec: ModelSpec, cfg: RunConfig, run_dir: str | None = None, **kwargs):
@@ -300,7 +301,7 @@ def draft_size(clip) -> int:
     """score.decode: draft -> the size libjpeg's scaled decode keeps both sides at or above.
 
     DRAFT_MARGIN x the resize target, so open_clip's bicubic resize still downsamples at least 2x:
-    on the planted world's scenes at 512 px this kept ca-tiny's top-1 for >= 98.7% of the images
+    on the planted world's scenes at 512 px this kept ca-tiny's top-1 for 98.4% of the images
     (1x: 96-97%); see bench/RESULTS.md "## score".
     """
     return DRAFT_MARGIN * resize_target(clip)
@@ -468,24 +469,28 @@ def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[
     return rows.column("name").to_pylist(), np.asarray(rows.column("embedding").to_pylist(), dtype=np.float32)
 
 
-def check_models(cfg: RunConfig) -> None:
-    """Every configured model, device and precision, checked before any work starts."""
+def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> None:
+    """Every configured model (name, weights, device, precision), named by its place in the config,
+    checked before any work starts."""
     if cfg.clean.flag_model and cfg.clean.flag_model not in {m.model_id for m in cfg.models}:
         raise UserError(f"clean.flag_model {cfg.clean.flag_model!r} is not one of the models "
-                        f"({', '.join(m.model_id for m in cfg.models)}).", where="config.yaml")
+                        f"({', '.join(m.model_id for m in cfg.models)}).", where=str(config_path))
     ids = [m.model_id for m in cfg.models]
     if len(set(ids)) != len(ids):
         raise UserError(f"two models share the id {next(i for i in ids if ids.count(i) > 1)!r}; give each an id.",
-                        where="config.yaml")
-    for m in cfg.models:
-        clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
+                        where=str(config_path))
+    for i, m in enumerate(cfg.models):
+        try:
+            clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
+        except UserError as exc:
+            raise UserError(str(exc), where=f"{config_path}: models[{i}] ({m.model_id})") from None
     zeroshot.true_labels(cfg)
 
 
 def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     """Score every clean sample not yet scored; returns counts for the manifest."""
     run_dir = Path(run_dir)
-    check_models(cfg)
+    check_models(cfg, run_dir / "config.yaml")
     if not (run_dir / "clean").is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
@@ -518,11 +523,13 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
 
 def _text_current(run_dir: Path, cfg: RunConfig) -> bool:
     """Every model's saved text embeddings name the config's labels and backgrounds, in order."""
+    want = {"label": zeroshot.label_names(cfg), "background": list(cfg.backgrounds)}
     for m in cfg.models:
-        if not text_path(run_dir, m.model_id).exists():
+        path = text_path(run_dir, m.model_id)
+        if not path.exists():
             return False
-        if read_text_embeddings(run_dir, m.model_id, "label")[0] != zeroshot.label_names(cfg) or \
-                read_text_embeddings(run_dir, m.model_id, "background")[0] != list(cfg.backgrounds):
+        t = pq.read_table(path, columns=["kind", "index", "name"]).sort_by("index").to_pylist()
+        if any([r["name"] for r in t if r["kind"] == kind] != names for kind, names in want.items()):
             return False
     return True
 

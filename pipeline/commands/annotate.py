@@ -69,11 +69,11 @@ def _status(args) -> int:
 
 def _reselect(run: Path, cfg, args) -> None:
     """Pair selection again, now over model and human groups (pipeline/propose.py)."""
-    from pipeline.curate import beam_options
+    from pipeline.options import pipeline_options
     from pipeline.propose import run_propose
 
     if (run / "scores").is_dir():
-        run_propose(run, cfg, beam_options(getattr(args, "beam_args", []) or []))
+        run_propose(run, cfg, pipeline_options(getattr(args, "beam_args", []) or []))
 
 
 def _pull(args) -> int:
