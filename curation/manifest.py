@@ -51,11 +51,15 @@ def count_by(table, column: str) -> dict:
 
 def record_stage(run_dir: str | Path, stage: str, *, config_digest: str, counts: dict, seconds: float,
                  **extra: Any) -> dict:
-    return update(run_dir, {
-        "versions": versions(),
-        "config_digest": config_digest,
-        "stages": {stage: {"counts": counts, "seconds": round(seconds, 3), "finished_at": _now(), **extra}},
-    })
+    """Record a stage's latest run. It replaces the stage's earlier record whole: counts are a
+    snapshot of the run directory, and merging them would keep reasons that no longer occur
+    (e.g. 720 http_404 from a first fetch beside the 708 ok of the fetch that replaced it)."""
+    doc = read(run_dir)
+    stages = dict(doc.get("stages") or {})
+    stages[stage] = {"counts": counts, "seconds": round(seconds, 3), "finished_at": _now(), **extra}
+    doc.update(versions=versions(), config_digest=config_digest, stages=stages, updated_at=_now())
+    atomic.write_text(Path(run_dir) / "manifest.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return doc
 
 
 def _merge(base: dict, patch: dict) -> dict:

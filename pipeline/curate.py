@@ -77,6 +77,9 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         result.counts["sources"] = run_sources(cfg, paths, say)
     if "fetch" in stages:
         result.counts["fetch"] = run_fetch(cfg, paths, options, say)
+    later = [s for s in STAGES[STAGES.index("clean"):] if s in stages]
+    if later:
+        _require_a_fetched_photo(paths, later[0])
     if "clean" in stages:
         from pipeline.clean import run_clean
         result.counts["clean"] = run_clean(paths.run, cfg, options, say)
@@ -162,6 +165,23 @@ def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
         + (f" ({_fmt_counts(counts['reasons'])})" if counts["reasons"] else "")
         + f" in {seconds:.1f}s -> shards in {paths.shards}, statuses in {paths.samples}")
     return counts
+
+
+def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:
+    """Stop before the stages after fetch when fetch got no photo at all (a wrong base URL, a server
+    that is down, a network not allowed): they would only report that nothing was cleaned or scored."""
+    if not paths.samples.is_dir():
+        return
+    samples = schemas.read_folder(paths.samples, "samples")
+    counts = fetch_status.tally(_as_fetched(samples))
+    if samples.num_rows == 0 or counts["ok"]:
+        return
+    raise UserError(
+        f"none of the {counts['candidates']} candidates could be fetched ({_fmt_counts(counts['reasons'])}), "
+        f"so the {stage} stage has nothing to work on; each candidate's reason is in {paths.samples}",
+        where=str(paths.run),
+        hint=f"Fix the URLs, the server or fetch.allowed_networks, then remove {paths.shards} and {paths.samples} "
+             "and run the same command again (a finished chunk is never fetched twice).")
 
 
 def _rows(candidates: pa.Table, chunk: Chunk) -> pa.Table:

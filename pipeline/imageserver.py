@@ -1,6 +1,7 @@
 """A loopback HTTP image server for tests, the demo and the benchmark, with fault routes.
 
     /img/<name>                   a file from the served folder (optionally after `delay` seconds)
+    /<name>                       the same, as any static file server serves it
     /redirect/<name>              302 to /img/<name>
     /fault/404, /fault/500        those statuses
     /fault/slow.jpg               a real image, sent after `slow_seconds` (past a fetch timeout)
@@ -111,7 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._serve_file(path[len("/img/"):], delay=self.state.delay)
             if path.startswith("/redirect/"):
                 return self._redirect("/img/" + path[len("/redirect/"):])
-            return self._fault(path)
+            if path.startswith("/fault/"):
+                return self._fault(path)
+            return self._serve_file(path.lstrip("/"), delay=self.state.delay)   # BASE/<name>, as a static server
         except (BrokenPipeError, ConnectionResetError):
             pass   # the client gave up (e.g. its timeout); nothing to answer
 

@@ -164,7 +164,7 @@ def test_pool_is_noisy_and_every_image_has_truth_and_license(tmp_path):
     assert [u["id"] for u in urls] != sorted(u["id"] for u in urls)      # shuffled like a crawl
     assert sorted(u["id"] for u in urls) == sorted(pool)
     for u in urls:
-        assert u["url"] == f"http://127.0.0.1:8765/img/{u['id']}.jpg"
+        assert u["url"] == f"http://127.0.0.1:8765/{u['id']}.jpg"      # BASE_URL serves OUT/pool/ itself
         assert u["class"] == pool[u["id"]]["label_class"] and u["license"] == pool[u["id"]]["license"]
 
 

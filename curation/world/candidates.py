@@ -1,6 +1,8 @@
 """The candidate pool as a URL list, for a loopback server that serves OUT/pool/.
 
-The server's port is only known once it runs, so the list is written for a given base URL:
+The server's port is only known once it runs, so the list is written for a given base URL. The
+default route ``img`` matches pipeline/imageserver.py's ``/img/<file>``; ``route=""`` gives
+``BASE/<file>``, what any static file server of OUT/pool/ serves (`counteranimal world urls`):
 
     server = ImageServer(world_dir / "pool").start()            # pipeline/imageserver.py
     write_candidate_urls(world_dir, f"http://127.0.0.1:{server.port}", run / "urls.csv")
@@ -29,7 +31,7 @@ def candidate_rows(world_dir: str | Path, base_url: str, route: str = "img") -> 
     world = read_world(world_dir)
     pool = pq.read_table(world_dir / "ground_truth.parquet", filters=[("split", "=", "pool")]).to_pylist()
     order = np.random.default_rng([world["spec"]["seed"], 99]).permutation(len(pool))
-    base = base_url.rstrip("/") + "/" + route.strip("/")
+    base = "/".join(part for part in (base_url.rstrip("/"), route.strip("/")) if part)
     return [{"url": f"{base}/{Path(pool[i]['file']).name}", "class": pool[i]["label_class"],
              "license": pool[i]["license"] or "", "attribution": pool[i]["attribution"] or "", "id": pool[i]["uid"]}
             for i in order]

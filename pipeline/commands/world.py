@@ -61,7 +61,9 @@ def register(sub) -> None:
 
     u = wsub.add_parser("urls", help="write the candidate pool's URL list for a server at BASE_URL")
     u.add_argument("out", help="a built world directory")
-    u.add_argument("base_url", help="where OUT/pool/ is served, e.g. http://127.0.0.1:8000")
+    u.add_argument("base_url", help="the URL at which OUT/pool/ itself is served, so that BASE_URL/<file> is a pool "
+                                    "image; e.g. http://127.0.0.1:8000 after `python -m http.server 8000 "
+                                    "--bind 127.0.0.1 -d OUT/pool`")
     u.add_argument("csv", help="URL list to write")
     u.set_defaults(func=run_urls)
 
@@ -125,7 +127,7 @@ def run_urls(args) -> int:
     if not args.base_url.lower().startswith(("http://", "https://")):
         raise UserError(f"BASE_URL must be an http(s) URL where the pool is served, e.g. http://127.0.0.1:8000; "
                         f"got {args.base_url!r}")
-    path = write_candidate_urls(args.out, args.base_url, args.csv)
+    path = write_candidate_urls(args.out, args.base_url, args.csv, route="")
     print(f"wrote {path}")
     return 0
 
