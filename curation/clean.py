@@ -125,11 +125,15 @@ def review_flags(score: dict, spec: CleanSpec, neighbor_share: float | None = No
     return flags
 
 
-def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
+NEIGHBOR_BLOCK_BYTES = 256 << 20   # the similarity block's size: memory stays flat however many photos
+
+
+def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: int | None = None) -> np.ndarray:
     """Per photo: the share of its ``k`` nearest other photos (cosine on unit embeddings) with its class.
 
     A photo whose label is wrong sits among photos of its true class; one whose label is right, among
-    its own class's. Exact search in blocks: about n² · d multiply-adds (36k photos of 512 d: seconds).
+    its own class's. Exact search in blocks of rows (``block``; by default as many as fit in
+    NEIGHBOR_BLOCK_BYTES): about n² · d multiply-adds (36k photos of 512 d: seconds).
     """
     n = len(classes)
     k = min(k, n - 1)
@@ -138,6 +142,7 @@ def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: 
         return out
     emb = np.asarray(embeddings, dtype=np.float32)
     classes = np.asarray(classes)
+    block = block or max(1, min(n, NEIGHBOR_BLOCK_BYTES // (4 * n)))
     for start in range(0, n, block):
         stop = min(start + block, n)
         sims = emb[start:stop] @ emb.T

@@ -139,7 +139,7 @@ def test_neighbor_shares_single_out_the_photo_among_another_class():
     classes.append(0)
     emb = np.asarray(emb, dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    for block in (4, 2048):             # blocks only split the work
+    for block in (4, 2048, None):       # blocks only split the work (None: sized by memory)
         shares = clean.neighbor_shares(emb, np.asarray(classes), k=5, block=block)
         assert shares[-1] == 0.0
         assert (shares[:-1] >= 0.8).all(), shares
