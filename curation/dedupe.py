@@ -4,7 +4,7 @@ Exact: same content hash. Near: two images whose perceptual hashes (each image h
 whole picture and central crops, so a slightly cropped copy still matches) come within
 ``max_bits`` Hamming distance, found without comparing all pairs: split the 64 bits into
 max_bits+1 bands; two hashes that differ in at most max_bits bits agree exactly on at least one
-band (pigeonhole), so only hashes sharing a band are compared. Near-duplicate pairs are joined transitively (union-find). In each group one image is
+band (pigeonhole), so only hashes sharing a band are compared. Near-duplicate pairs are joined\ntransitively (union-find). In each group one image is
 kept: the one with the most pixels, ties broken by uid, so the choice does not depend on input order.
 """
 from __future__ import annotations
@@ -54,20 +54,34 @@ def _bands(h: int, n: int) -> list[tuple[int, int]]:
     return [(i, (h >> edges[i]) & ((1 << (edges[i + 1] - edges[i])) - 1)) for i in range(n)]
 
 
-def near_pairs(hashes: dict[str, tuple[int, ...]], max_bits: int) -> list[tuple[str, str]]:
-    """All pairs of uids with some hash of one within max_bits bits of some hash of the other."""
-    buckets: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
+def near_links(hashes: dict[str, tuple[int, ...]], max_bits: int) -> list[tuple[str, str]]:
+    """Pairs of uids whose union joins the same groups as all pairs within max_bits bits would.
+
+    Only distinct hash values are compared; uids sharing a value are chained (u1-u2, u2-u3, ...)
+    rather than paired all with all, so a thousand copies of one picture cost a thousand links,
+    not half a million comparisons.
+    """
+    owners: dict[int, list[str]] = defaultdict(list)
     for uid, hs in hashes.items():
         for h in set(hs):
-            for band in _bands(h, max_bits + 1):
-                buckets[band].append((uid, h))
-    pairs = set()
+            owners[h].append(uid)
+    links = set()
+    for uids in owners.values():
+        for a, b in zip(uids, uids[1:]):
+            if a != b:
+                links.add((min(a, b), max(a, b)))
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for h in owners:
+        for band in _bands(h, max_bits + 1):
+            buckets[band].append(h)
     for members in buckets.values():
-        for i, (a, ha) in enumerate(members):
-            for b, hb in members[i + 1:]:
-                if a != b and (ha ^ hb).bit_count() <= max_bits:
-                    pairs.add((min(a, b), max(a, b)))
-    return sorted(pairs)
+        for i, ha in enumerate(members):
+            for hb in members[i + 1:]:
+                if (ha ^ hb).bit_count() <= max_bits:
+                    a, b = owners[ha][0], owners[hb][0]
+                    if a != b:
+                        links.add((min(a, b), max(a, b)))
+    return sorted(links)
 
 
 def find_duplicates(candidates: list[Candidate], max_bits: int) -> tuple[dict[str, Duplicate], set[str]]:
@@ -87,7 +101,7 @@ def find_duplicates(candidates: list[Candidate], max_bits: int) -> tuple[dict[st
     survivors = {c.uid: c.phashes for c in candidates if c.uid not in dropped and c.phashes}
     members: dict[str, list[str]] = defaultdict(list)
     near = _UnionFind()
-    for a, b in near_pairs(survivors, max_bits):
+    for a, b in near_links(survivors, max_bits):
         near.union(a, b)
         groups.union(a, b)
     for uid in survivors:

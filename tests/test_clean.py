@@ -59,7 +59,22 @@ def test_rerun_changes_nothing_and_a_lost_shard_check_is_redone(cleaned, tmp_pat
     assert schemas.read_folder(run / "samples", "samples").equals(first)
 
 
-def test_near_pairs_finds_exactly_the_brute_force_pairs():
+def _groups(uids, pairs) -> set[frozenset]:
+    parent = {u: u for u in uids}
+
+    def find(u):
+        while parent[u] != u:
+            u = parent[u]
+        return u
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict = {}
+    for u in uids:
+        groups.setdefault(find(u), set()).add(u)
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_near_links_join_exactly_the_brute_force_groups():
     rng = random.Random(3)
     base = [rng.getrandbits(64) for _ in range(40)]
     hashes = {}
@@ -69,10 +84,15 @@ def test_near_pairs_finds_exactly_the_brute_force_pairs():
         for bit in rng.sample(range(64), rng.randrange(0, 7)):     # 0..6 bits away
             flipped ^= 1 << bit
         hashes[f"b{i}"] = (flipped, rng.getrandbits(64))
+    for i in range(5):                       # copies sharing a hash value: chained, not paired all with all
+        hashes[f"c{i}"] = (base[0],)
     for max_bits in (0, 2, 4, 6):
         brute = sorted((a, b) for a in hashes for b in hashes
                        if a < b and min((x ^ y).bit_count() for x in hashes[a] for y in hashes[b]) <= max_bits)
-        assert dedupe.near_pairs(hashes, max_bits) == brute
+        links = dedupe.near_links(hashes, max_bits)
+        assert set(links) <= set(brute)
+        assert _groups(hashes, links) == _groups(hashes, brute)
+    assert len(dedupe.near_links({f"u{i}": (7,) for i in range(1000)}, 4)) == 999
 
 
 def test_dedupe_keeps_the_same_image_whatever_the_input_order():
