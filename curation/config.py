@@ -209,7 +209,9 @@ class ScoreSpec(_Strict):
     device: str = "cpu"                                      # cpu | cuda | cuda:N | mps
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"      # fp16/bf16: run the model in half precision
     num_threads: int | None = Field(default=None, ge=1)      # torch intra-op threads per worker; default torch's
-    decode_threads: int = Field(default=2, ge=1)             # threads decoding + preprocessing, batches ahead
+    # threads decoding + preprocessing, batches ahead; default all cores but one, at least 2 (a GPU
+    # running ViT-B-32 at thousands of images a second needs many cores decoding JPEGs for it)
+    decode_threads: int | None = Field(default=None, ge=1)
     # How JPEGs are decoded before the model's own preprocess (resize, crop, normalise):
     #   exact  full-size decode: scores equal a direct open_clip call (to float rounding);
     #   draft  libjpeg decodes JPEGs at 1/2, 1/4 or 1/8 scale, keeping each side >= 2x the

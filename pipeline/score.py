@@ -120,9 +120,10 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
             save_text_bank(Path(self.run_dir), self.model_id, bank)
-        return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(s.decode_threads),
+        threads = s.decode_threads or max(2, (os.cpu_count() or 2) - 1)
+        return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(threads),
                             draft_size(clip) if s.decode == "draft" else None,
-                            ahead=DECODE_AHEAD if overlaps(s.device, torch.get_num_threads(), s.decode_threads) else 0)
+                            ahead=DECODE_AHEAD if overlaps(s.device, torch.get_num_threads(), threads) else 0)
 
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
                       inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
@@ -175,7 +176,7 @@ def decode_ahead(model: LoadedScorer, batches: list[Sequence[ImageSample]], stre
             b, futures = pending.popleft()
             if model.ahead:
                 submit()
-            yield b, to_batch([f.result() for f in futures], model.normalize)
+            yield b, to_batch([f.result() for f in futures], model.normalize, model.clip.device)
             if not model.ahead:
                 submit()
     finally:
@@ -285,15 +286,19 @@ def decode(per_image, normalize, draft: int | None, sample: ImageSample):
     return normalize(functional.to_tensor(out))
 
 
-def to_batch(items: list, normalize):
-    """Stack decode's outputs into the model's input; uint8 pixels get ToTensor + Normalize here, at once."""
+def to_batch(items: list, normalize, device: str = "cpu"):
+    """Stack decode's outputs into the model's input; uint8 pixels get ToTensor + Normalize here, at once.
+
+    On a GPU the uint8 batch is moved first and normalised there: a quarter of the bytes cross the
+    bus and no CPU core spends time on float arithmetic the GPU does for free.
+    """
     import torch
 
     if not all(isinstance(a, np.ndarray) for a in items):
         from torchvision.transforms import functional
 
         return torch.stack([normalize(functional.to_tensor(a)) if isinstance(a, np.ndarray) else a for a in items])
-    x = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.stack(items)).to(device).permute(0, 3, 1, 2).contiguous()
     return normalize(x.to(dtype=torch.get_default_dtype()).div(255))
 
 

@@ -133,6 +133,23 @@ def test_openai_ensemble_over_the_runs_classes_matches_direct(tmp_path, models):
     np.testing.assert_allclose([r["p_true"] for r in rows], ref["p_true"], atol=1e-4, rtol=0)
 
 
+def test_bf16_runs_the_model_in_half_precision_close_to_fp32(tmp_path, models):
+    """The half-precision path (on a GPU fp16 or bf16; bf16 is what the CPU runs): close to fp32, not equal."""
+    planted = build_run(tmp_path / "run", models[0], label_space="classes")
+    cfg = config.load(planted.run)
+    cfg.score.precision = "bf16"
+    clean_stage.run_clean(planted.run, cfg, pipeline_options([]), **QUIET)
+    score_stage.run_score(planted.run, cfg, pipeline_options([]), **QUIET)
+    rows = by_model(schemas.read_folder(planted.run / "scores", "scores"), "tiny")
+    ok = [r["uid"] for r in rows]
+    ref = direct(models[0], [planted.images[u] for u in ok], [0] * len(ok), [c.name for c in cfg.classes],
+                 ["A photo of {}."], cfg.backgrounds, cfg.score.one_vs_k)
+    emb = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    cosine = (emb * ref["embedding"]).sum(1) / np.linalg.norm(emb, axis=1)
+    assert cosine.min() > 0.99, cosine.min()
+    assert np.abs(emb - ref["embedding"]).max() > 1e-3      # it ran in bf16: an fp32 run is within fp16 storage error (5e-4)
+
+
 def test_decoding_beside_or_between_forwards_gives_the_same_batches(scored, models):
     from concurrent.futures import ThreadPoolExecutor
 
