@@ -86,6 +86,10 @@ def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
         if not is_cleanable(row):
             continue
         check = by_uid.get(row["uid"]) or _missing(row["uid"], row["shard"] or "", row["key"], "no image checks recorded")
+        if check["reason"] in (None, *image_checks.SHAPE_REASONS) and check["width"] and check["height"]:
+            # Size rules from this run's config, not the one the shard was checked with.
+            problem = image_checks.shape_problem(check["width"], check["height"], spec)
+            check = {**check, "reason": problem[0] if problem else None, "detail": problem[1] if problem else None}
         row.update(status="ok", reason=None, duplicate_of=None,
                    flags=[f for f in (row["flags"] or []) if f not in CLEAN_FLAGS])
         for col in ("width", "height", "bytes", "sha256"):

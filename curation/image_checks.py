@@ -68,9 +68,20 @@ def check_image(data: bytes, spec: CleanSpec) -> dict:
         text = re.sub(r"<[^>]* at 0x[0-9a-f]+>", "the data", str(exc))   # no memory addresses: same text every run
         reason = "truncated" if "truncated" in text.lower() else "undecodable"
         return {**out, "reason": reason, "detail": f"{type(exc).__name__}: {text}"[:300]}
-    w, h = out["width"], out["height"]
+    problem = shape_problem(out["width"], out["height"], spec)
+    return {**out, "reason": problem[0], "detail": problem[1]} if problem else out
+
+
+SHAPE_REASONS = ("too_small", "aspect_ratio")
+
+
+def shape_problem(w: int, h: int, spec: CleanSpec) -> tuple[str, str] | None:
+    """(reason, detail) when a decoded image's size breaks clean.min_side or clean.max_aspect_ratio.
+
+    Kept apart from decoding: the clean stage re-applies it to cached checks on every run, so an
+    edited threshold takes effect without decoding the shards again."""
     if min(w, h) < spec.min_side:
-        return {**out, "reason": "too_small", "detail": f"{w}x{h}: shorter side under {spec.min_side}px"}
+        return "too_small", f"{w}x{h}: shorter side under {spec.min_side}px"
     if max(w, h) / min(w, h) > spec.max_aspect_ratio:
-        return {**out, "reason": "aspect_ratio", "detail": f"{w}x{h}: aspect ratio over {spec.max_aspect_ratio}"}
-    return out
+        return "aspect_ratio", f"{w}x{h}: aspect ratio over {spec.max_aspect_ratio}"
+    return None

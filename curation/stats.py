@@ -14,7 +14,7 @@ def wilson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a proportion k/n (good at small n and near 0 or 1)."""
     if n <= 0:
         return (0.0, 1.0)
-    z = _st.norm.ppf(1 - alpha / 2)
+    z = _st.norm.isf(alpha / 2)    # not ppf(1 - alpha/2): that is inf once alpha/2 is below float precision
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

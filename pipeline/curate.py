@@ -85,6 +85,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         result.counts["clean"] = run_clean(paths.run, cfg, options, say)
     if "score" in stages:
         from pipeline.score import run_score
+        _drop_scores_of_other_settings(cfg, paths, say)
         result.counts["score"] = run_score(paths.run, cfg, options, say)
     if "backgrounds" in stages:
         from pipeline.propose import run_backgrounds
@@ -182,6 +183,44 @@ def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:
         where=str(paths.run),
         hint=f"Fix the URLs, the server or fetch.allowed_networks, then remove {paths.shards} and {paths.samples} "
              "and run the same command again (a finished chunk is never fetched twice).")
+
+
+def score_settings(cfg: config.RunConfig) -> dict:
+    """What a photo's stored scores depend on: each model (by id), the label space and its classes,
+    the backgrounds and the prompts the text banks are built from."""
+    return {"models": {m.model_id: [m.name, m.pretrained] for m in cfg.models},
+            "label_space": cfg.label_space,
+            "classes": [[c.name, cfg.class_index(c), list(c.synonyms)] for c in cfg.classes],
+            "backgrounds": list(cfg.backgrounds),
+            "prompts": [list(cfg.prompts.classes), list(cfg.prompts.backgrounds), cfg.prompts.ensemble]}
+
+
+def _drop_scores_of_other_settings(cfg: config.RunConfig, paths: CuratePaths, say) -> None:
+    """Scores written under other score settings (a model's weights, the label space, the classes,
+    backgrounds or prompts edited in config.yaml) are removed, so every photo is scored again: the
+    score stage skips a shard that holds rows for the configured model ids, whatever made them.
+    RUN/scores/settings.json records the settings; a run without it is taken as current."""
+    import json
+    import shutil
+
+    folder = paths.run / "scores"
+    marker = folder / "settings.json"
+    now = score_settings(cfg)
+    if marker.exists():
+        try:
+            before = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            before = {}
+        if before == now:
+            return
+        changed = [k.replace("_", " ") for k in now if k != "models" and before.get(k) != now[k]]
+        old_models = before.get("models") or {}
+        changed += [f"model {i}" for i, spec in now["models"].items() if i in old_models and old_models[i] != spec]
+        if changed and any(folder.glob("[0-9]*.parquet")):
+            say(f"score: {', '.join(changed)} changed in config.yaml since {folder} was written; removing those "
+                "scores to score every photo again")
+            shutil.rmtree(folder)
+    atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
 
 
 def _rows(candidates: pa.Table, chunk: Chunk) -> pa.Table:
