@@ -37,5 +37,5 @@ def side_by_side(run: Path) -> list[dict]:
         key = (p["class_idx"], p["class_name"])
         side = rows.setdefault(key, {"class_idx": key[0], "class_name": key[1]})
         if p["source"] not in side:   # first row per source (the decisive model comes first)
-            side[p["source"]] = {k: p[k] for k in ("common", "counter", "drop", "decision", "model_id")}
+            side[p["source"]] = {k: p[k] for k in ("common", "counter", "drop", "decision", "model_id", "reason")}
     return [rows[k] for k in sorted(rows)]

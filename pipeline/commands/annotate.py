@@ -87,9 +87,21 @@ def _pull(args) -> int:
           f"background {fmt(alpha['background'])}, class {fmt(alpha['is_class'])}.")
     if summary["kept_from_deleted_tasks"]:
         print(f"  {summary['kept_from_deleted_tasks']} annotations kept from tasks deleted in Label Studio.")
-    for row in reselect.side_by_side(Path(args.run)):
-        if "human" in row:
-            m, h = row.get("model", {}), row["human"]
-            print(f"  {row['class_name']}: model {m.get('common')} → {m.get('counter')} ({m.get('decision')}), "
-                  f"human {h['common']} → {h['counter']} ({h['decision']})")
+    for line in pair_lines(Path(args.run)):
+        print(line)
     return 0
+
+
+def pair_lines(run: Path) -> list[str]:
+    """Per class with a human proposal: the model's pair beside the humans', or why one has none."""
+    return [f"  {row['class_name']}: model {_side(row.get('model'))}; human {_side(row['human'])}"
+            for row in reselect.side_by_side(run) if "human" in row]
+
+
+def _side(side: dict | None) -> str:
+    """One side of a class's proposals: its pair and decision, or why it has no pair."""
+    if not side:
+        return "no proposal"
+    if side.get("common") and side.get("counter"):
+        return f"{side['common']} → {side['counter']} ({side['decision']})"
+    return f"no pair ({side['decision']}: {side.get('reason') or 'no reason given'})"
