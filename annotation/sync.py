@@ -200,6 +200,11 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
             by_uid.setdefault(uid, []).append(t)
     rows = selected.to_pylist()
     previously = _previous_task_ids(run)
+    # Tasks pushed earlier whose photos this selection no longer picks (config.yaml edited, the run
+    # re-curated) stay in the ledger: their annotations are human labels of this run's photos, and
+    # pull must keep counting them (a photo's background does not change with the model's pair).
+    chosen = {r["uid"] for r in rows}
+    earlier = [r for r in _previous_rows(run) if r["uid"] not in chosen and r["task_id"] is not None]
     recreated = 0
     for r in rows:
         found = by_uid.get(r["uid"])
@@ -211,7 +216,7 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
     if duplicates:
         log.warning("%d uids have more than one task in project %d; pull merges their annotations",
                     duplicates, project_id)
-    _write_ledger(run, rows)
+    _write_ledger(run, rows + earlier)
 
     # Tasks that exist but lost their prediction (an import cut short) get it back.
     fix = [r for r in rows if r["status"] == "pushed"
@@ -235,15 +240,20 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
         for r, task_id in zip(batch, ids):   # task ids come back in request order
             r["task_id"], r["status"] = task_id, "pushed"
         added += len(batch)
-        _write_ledger(run, rows)
+        _write_ledger(run, rows + earlier)
         say(f"annotate push: {added}/{len(todo)} new tasks imported")
         if after_batch:
             after_batch(added)
     status = Counter(r["status"] for r in rows)
     return {"project_id": project_id, "selected": len(rows), "added": added, "already": len(rows) - added -
             status["no_image"], "no_image": status["no_image"], "recreated": recreated,
-            "duplicates_on_server": duplicates, "predictions_restored": len(fix),
+            "duplicates_on_server": duplicates, "predictions_restored": len(fix), "kept_earlier": len(earlier),
             "roles": dict(Counter(r["role"] for r in rows))}
+
+
+def _previous_rows(run: Path) -> list[dict]:
+    path = tasks_file(run)
+    return schemas.read(path, "annotation_tasks").to_pylist() if path.exists() else []
 
 
 def _previous_task_ids(run: Path) -> set[str]:

@@ -39,6 +39,9 @@ def _push(args) -> int:
     print(f"annotate push: project {counts['project_id']} at {conn.url}: {counts['selected']} photos selected "
           f"({roles}); {counts['added']} tasks added, {counts['already']} already there, "
           f"{counts['no_image']} without an image in the shards ({counts['seconds']} s).")
+    if counts.get("kept_earlier"):
+        print(f"  {counts['kept_earlier']} tasks pushed earlier are no longer selected; they stay in the project "
+              "and their annotations still count.")
     if counts["recreated"]:
         print(f"  {counts['recreated']} tasks had been deleted in Label Studio and were created again.")
     if counts["duplicates_on_server"]:
