@@ -11,6 +11,8 @@ a message that names the missing file instead.
 """
 from __future__ import annotations
 
+import contextlib
+
 import difflib
 import logging
 import os
@@ -97,6 +99,22 @@ def check(name: str, pretrained: str | None = None, device: str = "cpu", precisi
                              "/path/to/open_clip_pytorch_model.bin), or put it in the Hugging Face cache "
                              "(HF_HOME), or set COUNTERANIMAL_ALLOW_DOWNLOAD=1 where a hub is reachable.")
     return cached
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch intra-op threads (None: as they are), then restore the count.
+
+    The count is process-wide, and it changes a forward's last bits (summation order), so work that
+    sets its own (training, the oracle) must not leave it to the stages that run after it.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load(name: str, pretrained: str | None = None, *, device: str = "cpu", precision: str = "fp32") -> ClipModel:

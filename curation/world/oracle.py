@@ -60,10 +60,12 @@ def model_slug(model: str, pretrained: str | None) -> str:
 def compute(world_dir: str | Path, model: str, pretrained: str | None, *, device: str = "cpu",
             reference: bool = False, threads: int | None = None) -> dict:
     """Score the grid with (model, pretrained); write the oracle files; return oracle.json's content."""
-    world_dir = Path(world_dir)
+    with clip_models.torch_threads(threads):
+        return _compute(Path(world_dir), model, pretrained, device, reference)
+
+
+def _compute(world_dir: Path, model: str, pretrained: str | None, device: str, reference: bool) -> dict:
     world = read_world(world_dir)
-    if threads:
-        torch.set_num_threads(threads)
     started = time.time()
     clip = clip_models.load(model, pretrained, device=device)
     truth = pq.read_table(world_dir / "ground_truth.parquet").to_pylist()

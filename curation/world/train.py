@@ -52,13 +52,17 @@ def load_images(paths: list[Path], preprocess) -> torch.Tensor:
 
 def train(world_dir: str | Path, settings: TrainSettings = TrainSettings()) -> dict:
     """Train on OUT/train; write OUT/model/<model>.pt (+ .json with settings and losses)."""
+    with clip_models.torch_threads(settings.threads):
+        return _train(world_dir, settings)
+
+
+def _train(world_dir: Path, settings: TrainSettings) -> dict:
     import open_clip
 
     world_dir = Path(world_dir)
     world = read_world(world_dir)
     if settings.epochs is None:
         settings = replace(settings, epochs=world["spec"]["train_epochs"])
-    torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     started = time.time()
 
