@@ -48,3 +48,29 @@ def is_complete(data: bytes, fmt: str) -> bool:
         declared = int.from_bytes(data[4:8], "little") + 8   # RIFF size field
         return len(data) >= declared
     return True
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(data: bytes) -> bytes | None:
+    """The image re-encoded (PNG, lossless) as it is meant to be seen when its EXIF orientation says
+    the pixels are stored rotated or mirrored (phone photos); None when they are stored upright.
+
+    img2dataset decodes with OpenCV's IMREAD_UNCHANGED, which ignores the orientation: without this
+    a portrait photo would be stored, scored and shown to annotators on its side."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+            if not isinstance(orientation, int) or not 2 <= orientation <= 8:
+                return None
+            from PIL import ImageOps
+
+            turned = ImageOps.exif_transpose(img)
+            if turned.mode not in ("RGB", "RGBA", "L", "LA"):
+                turned = turned.convert("RGBA" if "A" in turned.mode else "RGB")
+            buf = io.BytesIO()
+            turned.save(buf, "PNG", compress_level=1)
+            return buf.getvalue()
+    except Exception:   # noqa: BLE001 - unreadable EXIF: keep the bytes as they are; decoding decides
+        return None

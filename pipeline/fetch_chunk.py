@@ -9,6 +9,7 @@ size. Output is built in ``RUN/shards/.tmp-NNNNN-*/`` and moved into place whole
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -78,6 +79,9 @@ class GuardedResizer(Resizer):
             image_header.inspect(img_stream.getvalue(), self.max_pixels)
         except image_header.ImageRejected as exc:
             return None, None, None, None, None, str(exc)
+        turned = image_header.upright(img_stream.getvalue())   # EXIF orientation applied (OpenCV ignores it)
+        if turned is not None:
+            img_stream = io.BytesIO(turned)
         return super().__call__(img_stream, blurring_bbox_list)
 
 
