@@ -83,9 +83,13 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     if "clean" in stages:
         from pipeline.clean import run_clean
         result.counts["clean"] = run_clean(paths.run, cfg, options, say)
+    after_clean = [s for s in STAGES[STAGES.index("score"):] if s in stages]
+    if after_clean:
+        _require_a_clean_photo(paths, after_clean[0])
     if "score" in stages:
         from pipeline.score import run_score
         _drop_scores_of_other_settings(cfg, paths, say)
+        _drop_scores_of_shards_without_clean_photos(paths, say)
         result.counts["score"] = run_score(paths.run, cfg, options, say)
     if "backgrounds" in stages:
         from pipeline.propose import run_backgrounds
@@ -221,6 +225,44 @@ def _drop_scores_of_other_settings(cfg: config.RunConfig, paths: CuratePaths, sa
                 "scores to score every photo again")
             shutil.rmtree(folder)
     atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
+
+
+def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
+    """Stop before score when clean rejected every fetched photo (thresholds too strict for the photos)."""
+    if not (paths.run / "clean").is_dir() or not paths.samples.is_dir():
+        return
+    samples = schemas.read_folder(paths.samples, "samples")
+    status = samples.column("status")
+    if samples.num_rows == 0 or pc.any(pc.equal(status, "ok")).as_py():
+        return
+    rejected = samples.filter(pc.equal(status, "rejected"))
+    if rejected.num_rows == 0:
+        return     # nothing was fetched: the fetch check says so
+    reasons = _fmt_counts(manifest.count_by(rejected, "reason"))
+    raise UserError(
+        f"clean rejected every one of the {rejected.num_rows} fetched photos ({reasons}), so the {stage} stage "
+        f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.run / "config.yaml"),
+        hint="Loosen clean.min_side, clean.max_aspect_ratio or clean.near_duplicate_bits, then run the clean stage "
+             "again (it re-applies them without decoding the photos again).")
+
+
+def _drop_scores_of_shards_without_clean_photos(paths: CuratePaths, say) -> None:
+    """A shard's scores whose photos are all gone (clean now rejects every one of them, or a shorter
+    candidate list planned fewer chunks) are removed: the score stage only visits shards with clean
+    photos, so they would stay and the backgrounds and propose stages would count rejected photos."""
+    folder = paths.run / "scores"
+    files = sorted(folder.glob("[0-9]*.parquet")) if folder.is_dir() else []
+    if not files:
+        return
+    samples = schemas.read_folder(paths.samples, "samples")
+    ok = samples.filter(pc.equal(samples.column("status"), "ok"))
+    live = {str(s).split(".", 1)[0] for s in ok.column("shard").to_pylist() if s}
+    gone = [p for p in files if p.name.split(".", 1)[0] not in live]
+    for p in gone:
+        p.unlink()
+    if gone:
+        say(f"score: removed the scores of {len(gone)} shard(s) with no clean photo left "
+            f"({', '.join(p.name for p in gone[:5])}{', …' if len(gone) > 5 else ''})")
 
 
 def _rows(candidates: pa.Table, chunk: Chunk) -> pa.Table:

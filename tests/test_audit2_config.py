@@ -93,3 +93,33 @@ def test_wilson_interval_widens_for_a_tiny_alpha_instead_of_collapsing():
     lo, hi = stats.wilson(5, 10, alpha=1e-300)
     lo5, hi5 = stats.wilson(5, 10, alpha=0.05)
     assert 0.0 <= lo < lo5 and hi5 < hi <= 1.0
+
+
+def test_scores_of_photos_gone_from_the_run_are_not_counted(tmp_path, capsys):
+    """A shorter source (fewer chunks) leaves no scores of the dropped photos behind for backgrounds."""
+    import schemas
+
+    run = folder_run(tmp_path, n=4)
+    edit(run, "fetch", chunk_size=2)
+    code, out, err = run_cli(capsys, "curate", str(run), "--stages", "sources,fetch,clean,score,backgrounds")
+    assert code == 0, err
+    assert schemas.read_folder(run / "groups", "groups").num_rows == 4
+    photos = sorted((tmp_path / "photos" / "goldfish").iterdir())
+    for p in photos[2:]:
+        p.unlink()
+    code, out, err = run_cli(capsys, "curate", str(run), "--stages", "sources,fetch,clean,score,backgrounds")
+    assert code == 0, err
+    kept = set(schemas.read_folder(run / "samples", "samples").column("uid").to_pylist())
+    assert len(kept) == 2
+    assert set(schemas.read_folder(run / "scores", "scores").column("uid").to_pylist()) == kept
+    assert set(schemas.read_folder(run / "groups", "groups").column("uid").to_pylist()) == kept
+
+
+def test_clean_rejecting_every_photo_stops_before_score_with_the_reasons(tmp_path, capsys):
+    run = folder_run(tmp_path, n=3)
+    assert run_cli(capsys, "curate", str(run), "--stages", "sources,fetch,clean,score")[0] == 0
+    edit(run, "clean", min_side=400)
+    code, out, err = run_cli(capsys, "curate", str(run))
+    assert code == 2
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "clean rejected every one of the 3 fetched photos (too_small 3)" in err and "clean.min_side" in err
