@@ -28,7 +28,10 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
             width, height, fmt = img.width, img.height, (img.format or "").upper()
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:    # its message names only a memory address; the first bytes say more
+        raise ImageRejected("not_an_image", f"{len(data)} bytes that no image decoder recognises "
+                                            f"(they start {data[:16]!r})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejected("not_an_image", f"{len(data)} bytes that no image decoder recognises ({exc})") from None
     if width * height > max_pixels:
         raise ImageRejected("too_many_pixels", f"{width}x{height} is over the cap of {max_pixels} pixels")

@@ -84,3 +84,24 @@ def test_clean_to_propose_on_the_portable_runner_equals_in_process(curated_world
     assert sorted(got) == sorted(want)
     different = [name for name in want if not got[name].equals(want[name])]
     assert different == []
+
+
+def test_sources_and_fetch_on_the_portable_runner_equal_in_process(curated_world, portable, tmp_path):
+    from curation import atomic
+    from pipeline.imageserver import ImageServer
+    from tests.support.fetching import shard_contents
+
+    runs = {"direct": tmp_path / "direct", "portable": tmp_path / "portable"}
+    with ImageServer(curated_world.world.pool_dir) as server:      # one server: uids hash the URLs
+        for name, run in runs.items():
+            atomic.write_text(run / "config.yaml", (curated_world.run / "config.yaml").read_text())
+            curated_world.world.candidate_urls(server.base, run / "urls.csv")
+            beam = portable if name == "portable" else []
+            assert main(["curate", str(run), "--stages", "sources,fetch", "--", *beam]) == 0
+    direct, ported = (_tables(r) for r in runs.values())
+    assert sorted(ported) == sorted(direct)
+    for name, table in direct.items():
+        if name.startswith("shards/"):   # img2dataset's own per-shard files list rows as downloads finish
+            table, ported[name] = (t.sort_by("key") for t in (table, ported[name]))
+        assert ported[name].equals(table), name
+    assert shard_contents(runs["portable"]) == shard_contents(runs["direct"])
