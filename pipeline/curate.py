@@ -88,8 +88,6 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         _require_a_clean_photo(paths, after_clean[0])
     if "score" in stages:
         from pipeline.score import run_score
-        _drop_scores_of_other_settings(cfg, paths, say)
-        _drop_scores_of_shards_without_clean_photos(paths, say)
         result.counts["score"] = run_score(paths.run, cfg, options, say)
     if "backgrounds" in stages:
         from pipeline.propose import run_backgrounds
@@ -189,44 +187,6 @@ def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:
              "and run the same command again (a finished chunk is never fetched twice).")
 
 
-def score_settings(cfg: config.RunConfig) -> dict:
-    """What a photo's stored scores depend on: each model (by id), the label space and its classes,
-    the backgrounds and the prompts the text banks are built from."""
-    return {"models": {m.model_id: [m.name, m.pretrained] for m in cfg.models},
-            "label_space": cfg.label_space,
-            "classes": [[c.name, cfg.class_index(c), list(c.synonyms)] for c in cfg.classes],
-            "backgrounds": list(cfg.backgrounds),
-            "prompts": [list(cfg.prompts.classes), list(cfg.prompts.backgrounds), cfg.prompts.ensemble]}
-
-
-def _drop_scores_of_other_settings(cfg: config.RunConfig, paths: CuratePaths, say) -> None:
-    """Scores written under other score settings (a model's weights, the label space, the classes,
-    backgrounds or prompts edited in config.yaml) are removed, so every photo is scored again: the
-    score stage skips a shard that holds rows for the configured model ids, whatever made them.
-    RUN/scores/settings.json records the settings; a run without it is taken as current."""
-    import json
-    import shutil
-
-    folder = paths.run / "scores"
-    marker = folder / "settings.json"
-    now = score_settings(cfg)
-    if marker.exists():
-        try:
-            before = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            before = {}
-        if before == now:
-            return
-        changed = [k.replace("_", " ") for k in now if k != "models" and before.get(k) != now[k]]
-        old_models = before.get("models") or {}
-        changed += [f"model {i}" for i, spec in now["models"].items() if i in old_models and old_models[i] != spec]
-        if changed and any(folder.glob("[0-9]*.parquet")):
-            say(f"score: {', '.join(changed)} changed in config.yaml since {folder} was written; removing those "
-                "scores to score every photo again")
-            shutil.rmtree(folder)
-    atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
-
-
 def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
     """Stop before score when clean rejected every fetched photo (thresholds too strict for the photos)."""
     if not (paths.run / "clean").is_dir() or not paths.samples.is_dir():
@@ -244,25 +204,6 @@ def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
         f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.run / "config.yaml"),
         hint="Loosen clean.min_side, clean.max_aspect_ratio or clean.near_duplicate_bits, then run the clean stage "
              "again (it re-applies them without decoding the photos again).")
-
-
-def _drop_scores_of_shards_without_clean_photos(paths: CuratePaths, say) -> None:
-    """A shard's scores whose photos are all gone (clean now rejects every one of them, or a shorter
-    candidate list planned fewer chunks) are removed: the score stage only visits shards with clean
-    photos, so they would stay and the backgrounds and propose stages would count rejected photos."""
-    folder = paths.run / "scores"
-    files = sorted(folder.glob("[0-9]*.parquet")) if folder.is_dir() else []
-    if not files:
-        return
-    samples = schemas.read_folder(paths.samples, "samples")
-    ok = samples.filter(pc.equal(samples.column("status"), "ok"))
-    live = {str(s).split(".", 1)[0] for s in ok.column("shard").to_pylist() if s}
-    gone = [p for p in files if p.name.split(".", 1)[0] not in live]
-    for p in gone:
-        p.unlink()
-    if gone:
-        say(f"score: removed the scores of {len(gone)} shard(s) with no clean photo left "
-            f"({', '.join(p.name for p in gone[:5])}{', …' if len(gone) > 5 else ''})")
 
 
 def _rows(candidates: pa.Table, chunk: Chunk) -> pa.Table:

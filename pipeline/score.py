@@ -492,6 +492,60 @@ def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> Non
     zeroshot.true_labels(cfg)
 
 
+def score_settings(cfg: RunConfig) -> dict:
+    """What a photo's stored scores depend on: each model (by id) and how it runs, the label space
+    and its classes, the backgrounds and the prompts the text banks are built from."""
+    return {"models": {m.model_id: [m.name, m.pretrained] for m in cfg.models},
+            "precision": cfg.score.precision, "decode": cfg.score.decode,
+            "label_space": cfg.label_space,
+            "classes": [[c.name, cfg.class_index(c), list(c.synonyms)] for c in cfg.classes],
+            "backgrounds": list(cfg.backgrounds),
+            "prompts": [list(cfg.prompts.classes), list(cfg.prompts.backgrounds), cfg.prompts.ensemble]}
+
+
+def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
+    """Remove scores that no longer describe the run, so plan() scores those photos again.
+
+    - Scores written under other settings (score_settings: a model's weights, the label space, the
+      classes, backgrounds or prompts edited in config.yaml): plan() only checks that a shard has
+      rows for the configured model ids, whatever made them. RUN/scores/settings.json records the
+      settings; a run without it is taken as current.
+    - A shard's scores whose photos are all gone (clean now rejects every one, or a shorter
+      candidate list planned fewer chunks): plan() only visits shards with clean photos, so they
+      would stay and the backgrounds and propose stages would count rejected photos.
+    """
+    import json
+    import shutil
+
+    folder = run_dir / "scores"
+    marker = folder / "settings.json"
+    now = score_settings(cfg)
+    if marker.exists():
+        try:
+            before = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            before = {}
+        changed = [k.replace("_", " ") for k in now if k != "models" and before.get(k) != now[k]]
+        old_models = before.get("models") or {}
+        changed += [f"model {i}" for i, spec in now["models"].items() if i in old_models and old_models[i] != spec]
+        if changed and any(folder.glob("[0-9]*.parquet")):
+            say(f"score: {', '.join(changed)} changed in config.yaml since {folder} was written; removing those "
+                "scores to score every photo again")
+            shutil.rmtree(folder)
+    if not marker.exists() or json.loads(marker.read_text()) != now:
+        atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
+
+    samples = schemas.read_folder(run_dir / "samples", "samples")
+    ok = samples.filter(pc.equal(samples.column("status"), "ok"))
+    live = {str(s).split(".", 1)[0] for s in ok.column("shard").to_pylist() if s}
+    gone = [p for p in sorted(folder.glob("[0-9]*.parquet")) if p.name.split(".", 1)[0] not in live]
+    for p in gone:
+        p.unlink()
+    if gone:
+        say(f"score: removed the scores of {len(gone)} shard(s) with no clean photo left "
+            f"({', '.join(p.name for p in gone[:5])}{', …' if len(gone) > 5 else ''})")
+
+
 def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     """Score every clean sample not yet scored; returns counts for the manifest."""
     run_dir = Path(run_dir)
@@ -500,6 +554,7 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
     atomic.clean_temp_files(run_dir / "scores")
+    drop_stale_scores(run_dir, cfg, say)
     work, done = plan(run_dir, cfg)
     n = sum(len(w.samples) for w in work)
     say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
