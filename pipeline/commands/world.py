@@ -1,4 +1,4 @@
-"""`counteranimal world build|train|oracle|urls`: the planted world (test and demo data)."""
+"""`counteranimal world build|train|oracle|urls|judge`: the planted world (test and demo data)."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +67,11 @@ def register(sub) -> None:
     u.add_argument("csv", help="URL list to write")
     u.set_defaults(func=run_urls)
 
+    j = wsub.add_parser("judge", help="compare a curated run's proposals with the world's oracle")
+    j.add_argument("out", help="a built and trained world directory")
+    j.add_argument("run", help="a run that curated the world's pool (holds proposals.parquet)")
+    j.set_defaults(func=run_judge)
+
 
 def run_build(args) -> int:
     from curation.world import generate, spec
@@ -129,6 +134,33 @@ def run_urls(args) -> int:
                         f"got {args.base_url!r}")
     path = write_candidate_urls(args.out, args.base_url, args.csv, route="")
     print(f"wrote {path}")
+    return 0
+
+
+def run_judge(args) -> int:
+    from curation import config
+    from curation.world.judge import judge
+
+    world, run = Path(args.out), Path(args.run)
+    if not (world / "oracle.json").is_file():
+        raise UserError("has no oracle yet", where=str(world), hint=f"Run `counteranimal world train {world}` first.")
+    if not (run / "proposals.parquet").is_file():
+        raise UserError("has no proposals.parquet", where=str(run),
+                        hint=f"Curate the world's pool first: `counteranimal curate {run}`.")
+    cfg = config.load(run)
+    verdict = judge(world, run, cfg.thresholds.min_accuracy_range)
+    print("A proposed background counts as the oracle's when their accuracies on the grid are within each "
+          "other's 95% intervals.")
+    print(f"  {'class':24s} {'oracle common→counter':26s} {'proposed common→counter':26s} verdict")
+    for cls, v in verdict["classes"].items():
+        proposed = "→".join(str(x) for x in v["proposed"]) + ("" if v["kept"] else " (dropped)")
+        kind = "shortcut" if v["significant"] else "no shortcut"
+        print(f"  {cls:24s} {'→'.join(map(str, v['oracle'])):26s} {proposed:26s} "
+              f"{'right' if v['correct'] else 'wrong'} ({kind})")
+    acc = verdict["background_accuracy"]
+    print(f"{verdict['found']} of {verdict['significant']} classes with a real shortcut found with the oracle's pair; "
+          f"false positives: {', '.join(verdict['false_positives']) or 'none'}; background assignment accuracy "
+          + ("n/a" if acc is None else f"{acc:.1%}") + ".")
     return 0
 
 
