@@ -28,17 +28,17 @@ class DownloadChunk(beam.DoFn):
     def setup(self):
         import pyarrow.parquet as pq
 
-        from pipeline import urlguard
-
-        urlguard.install(NetPolicy(self.settings.allowed_networks, self.settings.file_root), self.settings.max_bytes)
         self._candidates = pq.read_table(self.candidates_path)
 
     def process(self, plan: tuple[int, int, int]):
+        from pipeline import urlguard
         from pipeline.fetch_chunk import fetch_chunk
 
         chunk = Chunk(*plan)
         rows = self._candidates.slice(chunk.start, chunk.stop - chunk.start)
-        samples, skipped = fetch_chunk(self.run_dir, chunk, rows, self.settings)
+        with urlguard.installed(NetPolicy(self.settings.allowed_networks, self.settings.file_root),
+                                self.settings.max_bytes):
+            samples, skipped = fetch_chunk(self.run_dir, chunk, rows, self.settings)
         counts = fetch_status.tally(samples)
         log.debug("chunk %s: %s%s", chunk.name, counts, " (already done)" if skipped else "")
         yield {"chunk": chunk.index, "skipped": skipped, **counts}

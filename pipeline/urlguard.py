@@ -1,7 +1,7 @@
 """A urllib opener that enforces curation.netguard on every connection img2dataset makes.
 
-img2dataset fetches with ``urllib.request.urlopen``; installing this opener in the worker
-process (``install``) puts the guard under it without patching img2dataset:
+img2dataset fetches with ``urllib.request.urlopen``; installing this opener while a chunk is fetched
+(``installed``) puts the guard under it without patching img2dataset:
 
 - the host is resolved here and each address is checked *before* a socket is opened, on the
   first request and on every redirect hop (each hop opens a new connection), and the socket
@@ -12,11 +12,14 @@ process (``install``) puts the guard under it without patching img2dataset:
 """
 from __future__ import annotations
 
+import contextlib
+
 import email.message
 import functools
 import http.client
 import os
 import socket
+import threading
 import urllib.parse
 import urllib.request
 import urllib.response
@@ -138,6 +141,29 @@ def build_opener(policy: NetPolicy, max_bytes: int) -> urllib.request.OpenerDire
     return opener
 
 
-def install(policy: NetPolicy, max_bytes: int) -> None:
-    """Make ``urllib.request.urlopen`` (img2dataset's fetcher) go through the guard in this process."""
-    urllib.request.install_opener(build_opener(policy, max_bytes))
+_lock = threading.Lock()
+_users = 0
+_previous = None
+
+
+@contextlib.contextmanager
+def installed(policy: NetPolicy, max_bytes: int):
+    """Within the block, ``urllib.request.urlopen`` (img2dataset's fetcher) goes through the guard.
+
+    Installed process-wide while any thread is inside such a block (img2dataset fetches from its
+    own threads), and the opener it replaced comes back when the last one leaves: an in-process run
+    must not leave the guard on the rest of the caller's process.
+    """
+    global _users, _previous
+    with _lock:
+        if _users == 0:
+            _previous = urllib.request._opener   # noqa: SLF001 - urllib keeps the installed opener only there
+            urllib.request.install_opener(build_opener(policy, max_bytes))
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                urllib.request.install_opener(_previous)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import socket
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,8 @@ def test_fetch_records_every_candidate_outcome(tmp_path, photos, server):
     candidates = write_candidates(run, list(expected))
 
     result = curate.run(run, stages=["fetch"], say=lambda _: None)
+    with urllib.request.urlopen("data:,plain") as resp:    # the guard (http(s) only) left with the fetch
+        assert resp.read() == b"plain"
 
     samples = read_samples(run)
     assert samples.column("uid").to_pylist() == candidates.column("uid").to_pylist()   # one row each
