@@ -154,6 +154,7 @@ def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
     pending = [c for c in chunks if completed(paths.run, c, _rows(candidates, c)) is None]
     say(f"fetch: {len(chunks)} chunks of up to {settings.chunk_size} ({candidates.num_rows} candidates), "
         f"{len(chunks) - len(pending)} already done" + (f", {removed} stale leftovers removed" if removed else ""))
+    _say_stored_settings_changed(cfg, paths, done=len(chunks) - len(pending), say=say)
     if pending:
         with _Progress(paths.samples, chunks, say):
             with beam.Pipeline(options=options) as p:
@@ -168,6 +169,28 @@ def run_fetch(cfg: config.RunConfig, paths: CuratePaths, options, say) -> dict:
         + (f" ({_fmt_counts(counts['reasons'])})" if counts["reasons"] else "")
         + f" in {seconds:.1f}s -> shards in {paths.shards}, statuses in {paths.samples}")
     return counts
+
+
+STORED = ("image_size", "resize_only_if_bigger", "encode_format", "encode_quality")   # what shapes a stored photo
+
+
+def _say_stored_settings_changed(cfg: config.RunConfig, paths: CuratePaths, done: int, say) -> None:
+    """A finished chunk is never fetched again, so say when the settings that shape the stored
+    photos changed since the shards were written (RUN/shards/settings.json), and how to redo them."""
+    import json
+
+    marker = paths.shards / "settings.json"
+    now = {k: getattr(cfg.fetch, k) for k in STORED}
+    try:
+        before = json.loads(marker.read_text()) if marker.exists() else None
+    except (OSError, ValueError):
+        before = None
+    if done and before and before != now:
+        changed = ", ".join(f"fetch.{k} {before.get(k)} → {now[k]}" for k in STORED if before.get(k) != now[k])
+        say(f"fetch: {changed} since {paths.shards} was written; the {done} chunk(s) already done keep their "
+            f"photos as stored (remove {paths.shards} and {paths.samples} to fetch everything again)")
+    if before != now:
+        atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
 
 
 def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:

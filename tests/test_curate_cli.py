@@ -140,3 +140,16 @@ def test_fetch_without_candidates_says_what_to_run(tmp_path, photos, slow_server
     done = subprocess.run(CLI + ["curate", str(run), "--stages", "fetch"], capture_output=True, text=True)
     assert done.returncode == 2 and "--stages sources,fetch" in done.stderr
     assert outputs(run) == set()
+
+
+def test_a_changed_stored_photo_setting_is_named_on_the_next_fetch(tmp_path, photos, slow_server):
+    run = make_run(tmp_path / "run", slow_server, photos[1][:4])
+    first, _ = curate(run)
+    assert first.returncode == 0, first.stderr
+    assert "since" not in first.stdout
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("image_size: 256", "image_size: 128"))
+    again, _ = curate(run)
+    assert again.returncode == 0, again.stderr
+    assert "fetch.image_size 256 → 128 since" in again.stdout and "the 1 chunk(s) already done keep their photos" in again.stdout
+    third, _ = curate(run)                   # said once: the marker now holds the settings in force
+    assert "since" not in third.stdout
