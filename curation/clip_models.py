@@ -12,7 +12,6 @@ a message that names the missing file instead.
 from __future__ import annotations
 
 import contextlib
-
 import difflib
 import logging
 import os

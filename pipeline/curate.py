@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, config, fetch_status, manifest
+from curation import atomic, config, fetch_status, manifest, settings_record
 from curation.errors import UserError
 from curation.fetch_status import Chunk
 
@@ -177,20 +177,12 @@ STORED = ("image_size", "resize_only_if_bigger", "encode_format", "encode_qualit
 def _say_stored_settings_changed(cfg: config.RunConfig, paths: CuratePaths, done: int, say) -> None:
     """A finished chunk is never fetched again, so say when the settings that shape the stored
     photos changed since the shards were written (RUN/shards/settings.json), and how to redo them."""
-    import json
-
-    marker = paths.shards / "settings.json"
     now = {k: getattr(cfg.fetch, k) for k in STORED}
-    try:
-        before = json.loads(marker.read_text()) if marker.exists() else None
-    except (OSError, ValueError):
-        before = None
-    if done and before and before != now:
+    before = settings_record.replace(paths.shards / "settings.json", now)
+    if done and before:
         changed = ", ".join(f"fetch.{k} {before.get(k)} → {now[k]}" for k in STORED if before.get(k) != now[k])
         say(f"fetch: {changed} since {paths.shards} was written; the {done} chunk(s) already done keep their "
             f"photos as stored (remove {paths.shards} and {paths.samples} to fetch everything again)")
-    if before != now:
-        atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
 
 
 def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
-from curation import arrays, atomic, clean, clip_models, config, manifest, shard_reader, zeroshot
+from curation import arrays, atomic, clean, clip_models, config, manifest, settings_record, shard_reader, zeroshot
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
 
@@ -514,26 +514,21 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
       candidate list planned fewer chunks): plan() only visits shards with clean photos, so they
       would stay and the backgrounds and propose stages would count rejected photos.
     """
-    import json
     import shutil
 
     folder = run_dir / "scores"
-    marker = folder / "settings.json"
     now = score_settings(cfg)
-    if marker.exists():
-        try:
-            before = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            before = {}
+    before = settings_record.replace(folder / "settings.json", now)
+    if before and any(folder.glob("[0-9]*.parquet")):
         changed = [k.replace("_", " ") for k in now if k != "models" and before.get(k) != now[k]]
         old_models = before.get("models") or {}
         changed += [f"model {i}" for i, spec in now["models"].items() if i in old_models and old_models[i] != spec]
-        if changed and any(folder.glob("[0-9]*.parquet")):
+        if changed:
             say(f"score: {', '.join(changed)} changed in config.yaml since {folder} was written; removing those "
                 "scores to score every photo again")
-            shutil.rmtree(folder)
-    if not marker.exists() or json.loads(marker.read_text()) != now:
-        atomic.write_text(marker, json.dumps(now, indent=1, sort_keys=True) + "\n")
+            for p in folder.glob("[0-9]*.parquet"):
+                p.unlink()
+            shutil.rmtree(folder / "text", ignore_errors=True)
 
     samples = schemas.read_folder(run_dir / "samples", "samples")
     ok = samples.filter(pc.equal(samples.column("status"), "ok"))
