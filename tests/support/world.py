@@ -23,6 +23,7 @@ pytest and reuses whatever is already there (a built world, a trained checkpoint
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,4 +78,7 @@ def trained_world_at(folder: str | Path, seed: int = TEST_SEED, size: str = TEST
 
 @pytest.fixture(scope="session")
 def trained_world(tmp_path_factory) -> TrainedWorld:
-    return trained_world_at(tmp_path_factory.getbasetemp() / "world")
+    # COUNTERANIMAL_TEST_WORLD names a folder to build the world in once and reuse across pytest
+    # runs while developing (building and training take minutes); CI leaves it unset.
+    cached = os.environ.get("COUNTERANIMAL_TEST_WORLD")
+    return trained_world_at(Path(cached) if cached else tmp_path_factory.getbasetemp() / "world")
