@@ -6,9 +6,13 @@ setup(
     description="Build CounterAnimal-style benchmarks of CLIP's reliance on backgrounds",
     python_requires=">=3.11",
     packages=find_packages(include=["schemas*", "curation*", "pipeline*", "annotation*"]),
-    package_data={"curation": ["data/*.csv", "data/*.json", "data/*.yaml", "model_configs/*.json"]},
+    package_data={"curation": ["data/*.csv", "data/*.json", "data/*.yaml", "model_configs/*.json",
+                              "templates/*.j2"]},
     install_requires=[
-        # torch==2.14.1 / torchvision==0.29.1 are installed first by the Makefile (see README).
+        # torch==2.14.1 / torchvision==0.29.1 are installed first by the Makefile (see README); unpinned
+        # here so that pre-installed CPU wheels satisfy them (open_clip_torch requires both anyway).
+        "torch>=2.0",
+        "torchvision",
         "apache-beam==2.77.0",
         "img2dataset>=1.47",
         "open_clip_torch>=3.3",
@@ -18,10 +22,16 @@ setup(
         "pydantic>=2.6",
         "numpy",
         "pillow<13",
+        "scipy>=1.11",
+        "huggingface_hub>=0.23",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "jinja2>=3.1",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout"],
-        "annotation": ["label-studio-sdk>=2.0"],
+        "annotation": ["label-studio-sdk>=2.0", "httpx>=0.24"],
     },
     entry_points={"console_scripts": ["counteranimal=pipeline.cli:main"]},
 )

@@ -7,9 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from annotation import client, pull, reselect, sync
 from curation import config
+from curation.errors import UserError
 from pipeline.commands.common import run_folder
+
+
+def _need_sdk() -> None:
+    # annotation.client needs label_studio_sdk (the `annotation` extra): each handler imports what it
+    # uses, so `counteranimal --help` starts on a base install and a missing extra is named plainly.
+    try:
+        import label_studio_sdk  # noqa: F401
+    except ModuleNotFoundError:
+        raise UserError("`counteranimal annotate` needs the Label Studio client (label-studio-sdk), which the "
+                        "base install leaves out",
+                        hint="Install it with `pip install 'counteranimal[annotation]'`.") from None
 
 
 def register(sub) -> None:
@@ -26,11 +37,16 @@ def register(sub) -> None:
 
 
 def _connect(cfg) -> client.Connection:
+    from annotation import client
+
     spec = cfg.annotation
     return client.connect(spec.url, spec.files_root, retries=spec.retries, backoff=spec.backoff)
 
 
 def _push(args) -> int:
+    _need_sdk()
+    from annotation import sync
+
     args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     conn = _connect(cfg)
@@ -51,6 +67,9 @@ def _push(args) -> int:
 
 
 def _status(args) -> int:
+    _need_sdk()
+    from annotation import pull
+
     args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     report = pull.status(Path(args.run), cfg, _connect(cfg))
@@ -80,6 +99,9 @@ def _reselect(run: Path, cfg, args) -> None:
 
 
 def _pull(args) -> int:
+    _need_sdk()
+    from annotation import pull
+
     args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     summary = pull.pull(Path(args.run), cfg, _connect(cfg), select=lambda run: _reselect(run, cfg, args))
@@ -97,6 +119,8 @@ def _pull(args) -> int:
 
 def pair_lines(run: Path) -> list[str]:
     """Per class with a human proposal: the model's pair beside the humans', or why one has none."""
+    from annotation import reselect
+
     return [f"  {row['class_name']}: model {_side(row.get('model'))}; human {_side(row['human'])}"
             for row in reselect.side_by_side(run) if "human" in row]
 
