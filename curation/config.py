@@ -9,8 +9,9 @@ import difflib
 import hashlib
 import ipaddress
 import json
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -163,22 +164,37 @@ class FetchSpec(_Strict):
 
 
 class Thresholds(_Strict):
-    # Pair selection. rule "paper": keep a class when its accuracy varies by more than
-    # min_accuracy_range points across its background groups; common = best, counter = worst.
-    # rule "strict" (default) adds: groups of at least min_group_size photos, a common group that
-    # holds at least min_common_share of the class, a drop significant at alpha after
-    # correction across classes, and (with several models) the same pair kept by all of them.
+    # Pair selection (curation/propose.py). rule "paper": among groups of at least min_group_size
+    # photos, keep a class when its accuracy varies by more than min_accuracy_range points; common =
+    # best, counter = worst. rule "strict" (default) adds: a common group that holds at least
+    # min_common_share of the class, a drop significant at alpha once the choice of the pair is
+    # accounted for (a permutation test) and after correction across classes, and (with several
+    # models) the same pair kept by all of them.
     rule: Literal["strict", "paper"] = "strict"
     min_accuracy_range: float = Field(default=5.0, ge=0)
-    min_group_size: int = Field(default=20, ge=1)
+    # Unset: the rule's own default (group_size()). Set it only to override the rule's.
+    min_group_size: int | None = Field(default=None, ge=1)
     min_common_share: float = Field(default=0.1, ge=0, le=1)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     correction: Literal["holm", "bh", "none"] = "holm"
+    power: float = Field(default=0.8, gt=0, lt=1)   # for "how many more photos would decide it"
     require_all_models: bool = True
+    # Photos clean flagged for review (label_noise, unclear, ambiguous) in the model-only counts:
+    # include them, exclude them, or "both": a pair is kept only when it holds either way.
+    flagged: Literal["include", "exclude", "both"] = "include"
     # Photos whose model-assigned background has a confidence below this are left out of the group
     # counts (they keep their group in RUN/groups/): an unsure assignment is most often a photo of
     # the class's frequent background, and it lifts the accuracy of the group it lands in.
     min_background_confidence: float = Field(default=0.0, ge=0, le=1)
+
+    # strict: 20 photos, the size at which a group's 95% interval is about ±20 points at 50%.
+    # paper: 100 photos, below which a group's standard error at 50% accuracy (√(.25/n)) exceeds
+    # the 5 points the rule compares, so best and worst would be picked by noise; the paper's groups
+    # hold 130–160 photos on average (7,174 common + 5,926 counter photos over 45 classes).
+    RULE_GROUP_SIZE: ClassVar[dict[str, int]] = {"strict": 20, "paper": 100}
+
+    def group_size(self) -> int:
+        return self.min_group_size if self.min_group_size is not None else self.RULE_GROUP_SIZE[self.rule]
 
 
 class CleanSpec(_Strict):
@@ -250,7 +266,15 @@ class AnnotationSpec(_Strict):
     retries: int = Field(default=6, ge=0)                   # server down: attempts before a clear error
     backoff: float = Field(default=1.0, gt=0)               # first wait in seconds, doubled each retry
     files_root: str | None = None     # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (own servers)
-    seed: int = 0                     # calibration draw
+    seed: int = 0                     # calibration draw and the labelling order within each stratum
+    # The active loop (annotation/loop.py). The class question is never pre-filled; the model's
+    # background only when prefill_background is set (annotators lean towards what they are shown).
+    prefill_background: bool = False
+    budget: int | None = Field(default=None, ge=1)          # photos sent in all, every round; None: no cap
+    initial_per_stratum: int = Field(default=8, ge=1)       # round 0: photos per (class, model background)
+    round_size: int = Field(default=200, ge=1)              # photos per later round, shared by open classes
+    unsure_share: float = Field(default=0.1, ge=0, le=1)    # least sure assignments: a stratum of their own
+    min_group_labels: int = Field(default=5, ge=1)          # labelled photos before a group may form a pair
 
 
 class RunConfig(_Strict):
@@ -286,6 +310,7 @@ class RunConfig(_Strict):
                 if key in seen and seen[key] != c.name:
                     raise ValueError(f"class label {label!r} is used by both {seen[key]!r} and {c.name!r}")
                 seen[key] = c.name
+        self._check_indices()
         dup = {b for b in self.backgrounds if self.backgrounds.count(b) > 1}
         if dup:
             raise ValueError(f"backgrounds listed twice: {', '.join(sorted(dup))}")
@@ -294,6 +319,24 @@ class RunConfig(_Strict):
             raise ValueError(f"prompts.attributes repeats backgrounds ({', '.join(both)}): "
                              "backgrounds are attributes already")
         return self
+
+    def _check_indices(self) -> None:
+        """Two classes must never share an index: scores, groups and proposals are keyed by it."""
+        by_idx: dict[int, list[str]] = defaultdict(list)
+        for i, c in enumerate(self.classes):
+            if c.imagenet_idx is None and self.label_space == "imagenet1k":
+                continue    # the score stage names classes without an ImageNet index
+            idx = c.imagenet_idx if c.imagenet_idx is not None else i
+            if self.label_space == "classes" and c.imagenet_idx is not None and not 0 <= idx < len(self.classes):
+                raise ValueError(f"class {c.name!r} has imagenet_idx {idx}, outside the label space "
+                                 f"(label_space: classes has indices 0–{len(self.classes) - 1}; "
+                                 "drop imagenet_idx or use label_space: imagenet1k)")
+            by_idx[idx].append(c.name)
+        clashes = [f"{idx} ({', '.join(repr(n) for n in names)})" for idx, names in sorted(by_idx.items())
+                   if len(names) > 1]
+        if clashes:
+            what = "ImageNet index" if self.label_space == "imagenet1k" else "class index (imagenet_idx or position)"
+            raise ValueError(f"classes share a {what}: {'; '.join(clashes)}; every class needs its own")
 
     # -- lookups used by every stage ---------------------------------------------------
     def class_lookup(self) -> dict[str, ClassSpec]:

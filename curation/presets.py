@@ -55,7 +55,7 @@ def counteranimal() -> RunConfig:
         prompts=PromptSpec(classes=["A photo of {}."], backgrounds=["A photo of {}."]),
         label_space="imagenet1k",
         models=[ModelSpec(name="ViT-B-32", pretrained="laion400m_e31", id="ViT-B-32/laion400m_e31")],
-        thresholds=Thresholds(rule="paper", min_accuracy_range=5.0, min_group_size=1),
+        thresholds=Thresholds(rule="paper", min_accuracy_range=5.0),   # min_group_size: the paper rule's 100
     )
 
 

@@ -430,7 +430,7 @@ def _pairs_html(main: list[dict], others: list[dict], view: View, cfg) -> str:
     t = cfg.thresholds
     rule = (f"Rule <b>{_e(t.rule)}</b>: range &gt; {t.min_accuracy_range:g} points"
             + ("" if t.rule == "paper" else
-               f", groups ≥ {t.min_group_size} photos, common ≥ {100 * t.min_common_share:g}% of the class, "
+               f", groups ≥ {t.group_size()} photos, common ≥ {100 * t.min_common_share:g}% of the class, "
                f"drop significant at α = {t.alpha:g} ({_e(t.correction)} correction)") + ".")
     chart = report_charts.drop_chart(main, t.min_accuracy_range)
     table = _proposal_table(main)

@@ -4,17 +4,30 @@ All functions take counts (k correct out of n) so they work the same on 10 photo
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 from scipy import stats as _st
 
 
+@functools.lru_cache(maxsize=256)
+def _isf(q: float) -> float:
+    # isf, not ppf(1 - q): that is inf once q is below float precision. Cached: scipy's call costs
+    # ~0.3 ms, and pair selection asks for the same few quantiles thousands of times.
+    return float(_st.norm.isf(q))
+
+
+def z_two_sided(alpha: float) -> float:
+    """The normal quantile of a two-sided (1 − alpha) interval."""
+    return _isf(alpha / 2)
+
+
 def wilson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a proportion k/n (good at small n and near 0 or 1)."""
     if n <= 0:
         return (0.0, 1.0)
-    z = _st.norm.isf(alpha / 2)    # not ppf(1 - alpha/2): that is inf once alpha/2 is below float precision
+    z = z_two_sided(alpha)
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -62,3 +75,65 @@ def adjust(p_values: list[float], method: str = "holm") -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def wilson_lower(k: np.ndarray, n: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Vectorised Wilson lower bound (the same numbers as ``wilson(k, n)[0]``), for many draws at once."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    z = z_two_sided(alpha)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.where(n > 0, np.maximum(0.0, np.minimum(p, centre - half)), 0.0)
+
+
+def permutation_p_value(n: list[int], k: list[int], statistic, observed: float, *, max_draws: int,
+                        seed: int, batch: int = 250, enough: int = 20) -> tuple[float, int]:
+    """Exact conditional (permutation) test that some groups differ, for a statistic chosen from the data.
+
+    Under the null every photo of the class is equally likely to be right whatever its group, so,
+    given the group sizes and the total right, the right photos fall into the groups as a
+    multivariate hypergeometric draw. ``statistic`` maps a (draws, groups) array of counts to one
+    value per draw and must apply the *whole* selection (which group is best, which worst), so
+    the p-value accounts for the choice. Draws stop early once ``enough`` draws reach the observed
+    value (Besag & Clifford's sequential p-value, h / draws); otherwise p = (hits + 1) / (draws + 1).
+    Returns (p, draws made). Deterministic in ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = np.asarray(n, dtype=np.int64)
+    total = int(np.sum(k))
+    hits = draws = 0
+    while draws < max_draws:
+        size = min(batch, max_draws - draws)
+        counts = rng.multivariate_hypergeometric(sizes, total, size=size, method="marginals")
+        values = statistic(counts)
+        hits += int(np.sum(values >= observed - 1e-12))
+        draws += size
+        batch *= 4          # most classes stop in the first small batch; clear ones run to max_draws
+        if hits >= enough:
+            return hits / draws, draws
+    return (hits + 1) / (draws + 1), draws
+
+
+def simultaneous_drop_interval(k1: int, n1: int, k2: int, n2: int, n_groups: int,
+                               alpha: float = 0.05) -> tuple[float, float]:
+    """Newcombe interval for p1 − p2 at the Bonferroni level over every pair of ``n_groups`` groups.
+
+    All pairs' intervals hold together with probability ≥ 1 − alpha, so the interval of the pair
+    picked as best and worst holds too: it accounts for the choice (conservatively).
+    """
+    pairs = max(1, n_groups * (n_groups - 1) // 2)
+    return drop_interval(k1, n1, k2, n2, alpha / pairs)
+
+
+def photos_per_group(p1: float, p2: float, alpha: float, power: float) -> int:
+    """Photos in each of two groups for a one-sided two-proportion test at ``alpha`` to detect p1 > p2
+    with probability ``power`` (the normal-approximation formula; Fleiss, Statistical Methods, 4.14)."""
+    if p1 <= p2:
+        return 0
+    za, zb = _isf(alpha), _isf(1 - power)
+    pbar = (p1 + p2) / 2
+    root = za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    return int(math.ceil((root / (p1 - p2)) ** 2))

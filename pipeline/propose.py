@@ -13,6 +13,7 @@ same files. Proposals read model groups and, once annotators have verified photo
 from __future__ import annotations
 
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,37 +236,82 @@ def _sum_tuples(values) -> tuple:
 
 
 def _cells(joined):
-    _, sides = joined
+    """One joined photo → its count cells: per labels source, counting view, model and metric.
+
+    Views: "all" photos, and "unflagged" (clean's review flags left out), so the flagged-photo
+    policy (thresholds.flagged) is applied when pairs are chosen. The value carries the photo's
+    fold too (a stable half of the photos by uid) for the held-out drop.
+    """
+    uid, sides = joined
+    fold = zlib.crc32(uid.encode()) & 1
     for g in sides["group"]:
+        human = g["method"] == "human"
+        views = ("all",) if human or g.get("flagged") else ("all", "unflagged")
         for s in sides["score"]:
             for metric, column in METRICS.items():
                 if s[column] is None:
                     continue
-                yield (("human" if g["method"] == "human" else "model", s["model_id"], metric,
-                        g["class_idx"], g["class_name"], g["background"]),
-                       (1, int(bool(s[column])), round(P_UNITS * (s["p_true"] or 0.0))))
+                right = int(bool(s[column]))
+                value = (1, right, round(P_UNITS * (s["p_true"] or 0.0)),
+                         1 - fold, right * (1 - fold), fold, right * fold)
+                for view in views:
+                    yield (("human" if human else "model", view, s["model_id"], metric,
+                            g["class_idx"], g["class_name"], g["background"]), value)
 
 
-def select_pairs(cells: dict[tuple, tuple[int, int, float]], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+def select_pairs(cells: dict[tuple, tuple], cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     """Counts per cell → (group_stats rows, proposals rows) for every source and model."""
     rule = Rule.from_config(cfg.thresholds)
     stat_rows, proposal_rows = [], []
     by_key: dict[tuple, list[GroupCount]] = defaultdict(list)
-    for (source, model_id, metric, class_idx, class_name, bg), (n, k, p_units) in sorted(cells.items()):
+    for (source, view, model_id, metric, class_idx, class_name, bg), value in sorted(cells.items()):
+        n, k, p_units, n0, k0, n1, k1 = value
         p = p_units / P_UNITS
-        lo, hi = stats.wilson(k, n, rule.alpha)
-        stat_rows.append(dict(class_idx=class_idx, class_name=class_name, background=bg, model_id=model_id,
-                              metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi,
-                              mean_p_true=p / n))
-        by_key[(source, model_id, metric)].append(GroupCount(class_idx, class_name, bg, n, k, p))
+        if view == "all":
+            lo, hi = stats.wilson(k, n, rule.alpha)
+            stat_rows.append(dict(class_idx=class_idx, class_name=class_name, background=bg, model_id=model_id,
+                                  metric=metric, source=source, n=n, k=k, acc=k / n, acc_lo=lo, acc_hi=hi,
+                                  mean_p_true=p / n))
+        by_key[(source, view, model_id, metric)].append(
+            GroupCount(class_idx, class_name, bg, n, k, p, folds=((n0, k0), (n1, k1))))
+    policy = cfg.thresholds.flagged
     for source in ("model", "human"):
-        per_model = {m: propose(by_key[(source, m, "top1")], rule, model_id=m, source=source)
-                     for (s, m, metric) in sorted(by_key) if s == source and metric == "top1"}
+        models = sorted({m for (s, _, m, metric) in by_key if s == source and metric == "top1"})
+        per_model = {}
+        for m in models:
+            if source == "human" or policy == "include":
+                rows = propose(by_key[(source, "all", m, "top1")], rule, model_id=m, source=source)
+            elif policy == "exclude":
+                rows = propose(by_key[(source, "unflagged", m, "top1")], rule, model_id=m, source=source)
+            else:
+                rows = flags_both_ways(propose(by_key[(source, "all", m, "top1")], rule, model_id=m, source=source),
+                                       propose(by_key[(source, "unflagged", m, "top1")], rule, model_id=m,
+                                               source=source))
+            for r in rows:
+                r["flags_policy"] = "human labels" if source == "human" else policy
+            per_model[m] = rows
         for rows in per_model.values():
             proposal_rows.extend(rows)
         if len(per_model) > 1 and cfg.thresholds.require_all_models:
             proposal_rows.extend(dict(r, source=source) for r in agree_across_models(per_model))
     return stat_rows, proposal_rows
+
+
+def flags_both_ways(with_flagged: list[dict], without: list[dict]) -> list[dict]:
+    """thresholds.flagged "both": a pair stands only when it holds with and without flagged photos;
+    the figures are those with every photo."""
+    other = {r["class_idx"]: r for r in without}
+    out = []
+    for r in with_flagged:
+        o = other.get(r["class_idx"])
+        if r["decision"] == "kept" and not (o and o["decision"] == "kept"
+                                            and (o["common"], o["counter"]) == (r["common"], r["counter"])):
+            why = (f"{o['decision']} {o['common']} → {o['counter']}" if o and o["common"] else
+                   (o["reason"] if o else "no unflagged photos"))
+            r = dict(r, decision="dropped",
+                     reason=f"{r['reason']}; does not hold without the photos clean flagged ({why})")
+        out.append(r)
+    return out
 
 
 def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: list = ()) -> int:
@@ -293,8 +339,9 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if groups.num_rows == 0:
         raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
                         hint="Run the backgrounds stage first.")
-    columns = ["uid", "class_idx", "class_name", "background", "method"]
     groups, unsure = confident_groups(groups, cfg.thresholds.min_background_confidence)
+    groups = with_flags(groups, run_dir)
+    columns = ["uid", "class_idx", "class_name", "background", "method", "flagged"]
     banks = attribute_banks(cfg)
     with beam.Pipeline(options=options) as p:
         extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
@@ -306,15 +353,55 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
-    counts = {"classes": len(final), "kept": len(kept), "dropped": len(final) - len(kept), "unsure_photos": unsure,
-              "mean_drop_kept": round(float(np.mean([r["drop"] for r in kept])), 4) if kept else None}
+    undecided = [r for r in final if r["decision"] == "undecided"]
+    held_out = [r["drop_held_out"] for r in kept if r.get("drop_held_out") is not None]
+    counts = {"classes": len(final), "kept": len(kept), "undecided": len(undecided),
+              "dropped": len(final) - len(kept) - len(undecided), "unsure_photos": unsure,
+              "mean_drop_kept": round(float(np.mean([r["drop"] for r in kept])), 4) if kept else None,
+              "mean_drop_kept_held_out": round(float(np.mean(held_out)), 4) if held_out else None}
+    if cfg.thresholds.rule == "paper":
+        counts["also_kept_by_strict_rule"] = sum(r.get("strict_decision") == "kept" for r in kept)
     manifest.record_stage(run_dir, "propose", config_digest=cfg.digest(), counts=counts,
                           seconds=time.monotonic() - started)
-    left_out = (f"; {unsure} photos with background confidence < {cfg.thresholds.min_background_confidence:g} "
-                "left out of the counts" if unsure else "")
-    say(f"propose: {len(kept)} of {len(final)} classes kept ({cfg.thresholds.rule} rule{left_out})"
-        + "".join(f"\n  {r['class_name']}: {r['reason']}" for r in kept[:50]) + f"\n  -> {run_dir / 'proposals.parquet'}")
+    say(summary(final, counts, cfg, unsure) + f"\n  -> {run_dir / 'proposals.parquet'}")
     return counts
+
+
+def summary(final: list[dict], counts: dict, cfg: RunConfig, unsure: int) -> str:
+    """The propose stage's lines: kept pairs with their evidence, then what would decide the rest."""
+    t = cfg.thresholds
+    left_out = (f"; {unsure} photos with background confidence < {t.min_background_confidence:g} "
+                "left out of the counts" if unsure else "")
+    lines = [f"propose: {counts['kept']} of {counts['classes']} classes kept, {counts['undecided']} undecided, "
+             f"{counts['dropped']} dropped ({t.rule} rule, groups ≥ {t.group_size()} photos, "
+             f"flagged photos: {t.flagged}{left_out})"]
+    if counts.get("mean_drop_kept") is not None:
+        held = counts.get("mean_drop_kept_held_out")
+        lines.append(f"  mean drop of kept pairs: {100 * counts['mean_drop_kept']:.1f} points in-sample"
+                     + (f", {100 * held:.1f} held out (pair chosen on half the photos, measured on the other)"
+                        if held is not None else ""))
+    if "also_kept_by_strict_rule" in counts:
+        lines.append(f"  the default strict rule also keeps {counts['also_kept_by_strict_rule']} of these "
+                     f"{counts['kept']} pairs")
+    lines += [f"  {r['class_name']}: {r['reason']}" for r in final if r["decision"] == "kept"][:50]
+    needs = [r for r in final if r["decision"] == "undecided"]
+    if needs:
+        lines.append("  undecided (groups too small to tell) — to decide them:")
+        lines += [f"    {r['class_name']}: {r['needs'] or r['reason']}" for r in needs[:50]]
+    return "\n".join(lines)
+
+
+def with_flags(groups: pa.Table, run_dir: Path) -> pa.Table:
+    """groups + a "flagged" column: clean flagged the photo for review (RUN/samples flags)."""
+    flagged: set[str] = set()
+    if (run_dir / "samples").is_dir():
+        samples = schemas.read_folder(run_dir / "samples", "samples")
+        if "flags" in samples.column_names:
+            for uid, flags in zip(samples.column("uid").to_pylist(), samples.column("flags").to_pylist()):
+                if flags:
+                    flagged.add(uid)
+    mask = pa.array([u in flagged for u in groups.column("uid").to_pylist()], pa.bool_())
+    return groups.append_column("flagged", mask)
 
 
 def confident_groups(groups: pa.Table, min_confidence: float) -> tuple[pa.Table, int]:

@@ -108,7 +108,11 @@ ATTRIBUTE_DELTAS = _schema("attribute_deltas", 1, [
 
 # RUN/proposals.parquet — per class, the proposed (common, counter) pair and the evidence.
 # source says whether the row comes from model labels or human-verified labels.
-PROPOSALS = _schema("proposals", 1, [
+# v2: drop is the in-sample drop (best minus worst on the groups chosen for being best and worst);
+# drop_lo/drop_hi, under the strict rule, a simultaneous interval over every pair of the class's
+# groups (it holds for the pair picked); drop_held_out* the cross-fitted out-of-sample drop;
+# decision kept | dropped | undecided (needs* say which photos would decide it).
+PROPOSALS = _schema("proposals", 2, [
     pa.field("class_idx", pa.int32(), nullable=False),
     pa.field("class_name", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),     # model | human
@@ -128,8 +132,18 @@ PROPOSALS = _schema("proposals", 1, [
     pa.field("drop_hi", pa.float64()),
     pa.field("p_value", pa.float64()),
     pa.field("p_adjusted", pa.float64()),
-    pa.field("decision", pa.string(), nullable=False),   # kept | dropped
-    pa.field("reason", pa.string(), nullable=False),     # why kept or dropped, in words
+    pa.field("decision", pa.string(), nullable=False),   # kept | dropped | undecided
+    pa.field("reason", pa.string(), nullable=False),     # why kept, dropped or undecided, in words
+    pa.field("n_groups", pa.int32()),                    # groups large enough to count
+    pa.field("test", pa.string()),                       # which test decided, in words
+    pa.field("drop_held_out", pa.float64()),             # pair chosen on one fold of photos, measured on the other
+    pa.field("drop_held_out_lo", pa.float64()),
+    pa.field("drop_held_out_hi", pa.float64()),
+    pa.field("needs", pa.string()),                      # undecided: which photos would decide it, in words
+    pa.field("needs_background", pa.string()),
+    pa.field("needs_n", pa.int32()),                     # photos to collect
+    pa.field("strict_decision", pa.string()),            # paper rule: what the default strict rule decides
+    pa.field("flags_policy", pa.string()),               # how clean's review flags were counted (thresholds.flagged)
 ])
 
 # RUN/clean/NNNNN.parquet — per shard, what the clean stage saw in each stored image (before dedupe).
@@ -191,9 +205,11 @@ ANNOTATION_GOLD = _schema("annotation_gold", 1, [
 ])
 
 # RUN/annotation/tasks.parquet — every photo chosen for human verification and its one outcome.
-# role: common | counter (member of a proposed group), flagged (clean-stage flags), calibration.
+# role: coverage (the first, stratified round) | active (a later round, where labels change the pair
+# most) | calibration (known answers); v1 ledgers: common | counter | flagged | calibration.
+# stratum: the model-assigned background, "unsure" (least sure assignments) or "flagged".
 # status: pushed (task_id set) | no_image (not in any shard) | pending (not pushed yet).
-ANNOTATION_TASKS = _schema("annotation_tasks", 1, [
+ANNOTATION_TASKS = _schema("annotation_tasks", 2, [
     pa.field("uid", pa.string(), nullable=False),
     pa.field("class_idx", pa.int32(), nullable=False),
     pa.field("class_name", pa.string(), nullable=False),
@@ -210,11 +226,14 @@ ANNOTATION_TASKS = _schema("annotation_tasks", 1, [
     pa.field("gold_is_class", pa.string()),
     pa.field("task_id", pa.int64()),
     pa.field("status", pa.string(), nullable=False),
+    pa.field("stratum", pa.string()),                     # v2
+    pa.field("batch", pa.int32()),                        # v2: push round that chose the photo (0 = coverage)
+    pa.field("prefilled", pa.bool_()),                    # v2: the task carries the model's background
 ])
 
 # RUN/annotation/annotations.parquet — raw annotations as exported, mapped back to sample uids.
 # on_server is false for annotations kept from an earlier pull whose task was deleted by hand.
-ANNOTATIONS = _schema("annotations", 1, [
+ANNOTATIONS = _schema("annotations", 2, [
     pa.field("annotation_id", pa.int64(), nullable=False),
     pa.field("task_id", pa.int64(), nullable=False),
     pa.field("uid", pa.string(), nullable=False),
@@ -227,11 +246,12 @@ ANNOTATIONS = _schema("annotations", 1, [
     pa.field("created_at", pa.string()),
     pa.field("updated_at", pa.string()),
     pa.field("on_server", pa.bool_(), nullable=False),
+    pa.field("prediction_shown", pa.bool_()),             # v2: the task showed the model's background
 ])
 
 # RUN/annotation/verdicts.parquet — per photo, the aggregated human votes.
 # status: verified (enough votes, background and class resolved) | tie | pending (too few votes).
-VERDICTS = _schema("verdicts", 1, [
+VERDICTS = _schema("verdicts", 2, [
     pa.field("uid", pa.string(), nullable=False),
     pa.field("class_idx", pa.int32(), nullable=False),
     pa.field("class_name", pa.string(), nullable=False),
@@ -244,6 +264,48 @@ VERDICTS = _schema("verdicts", 1, [
     pa.field("flags", pa.list_(pa.string())),             # flags ticked by more than half the voters
     pa.field("model_background", pa.string()),
     pa.field("status", pa.string(), nullable=False),
+    pa.field("stratum", pa.string()),                     # v2
+    pa.field("prediction_shown", pa.bool_()),             # v2: any vote was cast with the model's background shown
+])
+
+# RUN/annotation/estimates.parquet — per class × human background: the weighted (stratified ratio)
+# estimate of the model's accuracy on the photos people put there (annotation/estimate.py).
+HUMAN_ESTIMATES = _schema("human_estimates", 1, [
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("background", pa.string(), nullable=False),
+    pa.field("n_labeled", pa.int32(), nullable=False),    # labelled photos people put on this background
+    pa.field("n_hat", pa.float64(), nullable=False),      # estimated photos of the class on it, whole pool
+    pa.field("model_n", pa.int32(), nullable=False),      # photos the model assigned to it
+    pa.field("acc", pa.float64(), nullable=False),
+    pa.field("acc_lo", pa.float64(), nullable=False),
+    pa.field("acc_hi", pa.float64(), nullable=False),
+    pa.field("n_eff", pa.float64(), nullable=False),      # Kish effective sample size
+])
+
+# RUN/annotation/verification.parquet — per class: labels spent, the verified (human) pair beside the
+# model's, the loop's state, and what changed. simulated: the labels came from simulated annotators.
+VERIFICATION = _schema("verification", 1, [
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("photos", pa.int32(), nullable=False),       # clean photos of the class (the pool)
+    pa.field("labeled", pa.int32(), nullable=False),      # photos with a resolved human label
+    pa.field("tasks", pa.int32(), nullable=False),        # photos sent to Label Studio
+    pa.field("model_common", pa.string()),
+    pa.field("model_counter", pa.string()),
+    pa.field("model_decision", pa.string()),
+    pa.field("human_common", pa.string()),
+    pa.field("human_counter", pa.string()),
+    pa.field("human_drop", pa.float64()),
+    pa.field("human_drop_lo", pa.float64()),
+    pa.field("human_drop_hi", pa.float64()),
+    pa.field("human_decision", pa.string(), nullable=False),
+    pa.field("human_reason", pa.string(), nullable=False),
+    pa.field("state", pa.string(), nullable=False),       # open | settled: … | undecided within budget
+    pa.field("state_why", pa.string(), nullable=False),
+    pa.field("changed", pa.string(), nullable=False),     # what differs from the model's pair, in words
+    pa.field("moved", pa.int32(), nullable=False),        # labelled photos people put on another background
+    pa.field("simulated", pa.bool_(), nullable=False),
 ])
 
 # RUN/annotation/annotators.parquet — per annotator: volume and accuracy on calibration tasks.
@@ -256,7 +318,34 @@ ANNOTATORS = _schema("annotators", 1, [
     pa.field("is_class_accuracy", pa.float64()),
 ])
 
+# RUN/release/NAME-VERSION/metadata.parquet — one row per released photo (curation/release.py).
+# class_idx indexes classnames.txt (the label space); shard is the tar holding it, e.g. common/0.tar.
+RELEASE_METADATA = _schema("release_metadata", 1, [
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),          # the sample's key in its shard (no dots)
+    pa.field("group", pa.string(), nullable=False),        # common | counter (= split)
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("class_idx", pa.int32(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("background", pa.string(), nullable=False),
+    pa.field("image_ext", pa.string(), nullable=False),    # jpg | webp | png: the stored bytes as fetched
+    pa.field("sha256", pa.string(), nullable=False),       # of the image bytes
+    pa.field("bytes", pa.int64(), nullable=False),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("url", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("source_id", pa.string()),
+    pa.field("license", pa.string()),
+    pa.field("attribution", pa.string()),
+    pa.field("verified", pa.string(), nullable=False),     # human | model
+    pa.field("model_id", pa.string()),                     # the model whose pair selection chose the photo's group
+    pa.field("run_class_idx", pa.int32()),                 # the class's index in the run (config classes)
+    pa.field("flags", pa.list_(pa.string())),              # clean's review flags
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
+    "release_metadata": RELEASE_METADATA,
     "candidates": CANDIDATES,
     "samples": SAMPLES,
     "source_rejects": SOURCE_REJECTS,
@@ -272,6 +361,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "annotations": ANNOTATIONS,
     "verdicts": VERDICTS,
     "annotators": ANNOTATORS,
+    "human_estimates": HUMAN_ESTIMATES,
+    "verification": VERIFICATION,
 }
 
 SAMPLE_STATUSES = ("ok", "failed", "rejected")

@@ -32,20 +32,52 @@ def test_paper_rule_on_hand_made_table():
     assert (rows[130]["common"], rows[130]["counter"]) == ("water", "sky")
     assert "range 2.5 points" in rows[130]["reason"]
     assert "range 5.0 points ≤ 5" in rows[10]["reason"]
-    assert "fewer than two background groups (1)" in rows[9]["reason"]
+    assert "fewer than two background groups with ≥ 1 photos (1)" in rows[9]["reason"]
 
 
 def test_strict_rule_needs_size_share_and_significance():
     rows = {r["class_idx"]: r for r in propose(TABLE, STRICT)}
-    # 296: water has only 10 photos, so the counter is grass; 90 vs 80 on 100/50 is not significant.
+    # 296: water has only 10 photos, so the counter is grass; 90 vs 80 on 100/50 is not significant,
+    # and the interval does not rule out a drop above 5 points: undecided, with what would decide it.
     assert (rows[296]["common"], rows[296]["counter"]) == ("snow", "grass")
-    assert rows[296]["decision"] == "dropped" and "not significant" in rows[296]["reason"]
+    assert rows[296]["decision"] == "undecided" and "not significant" in rows[296]["reason"]
+    assert rows[296]["needs_n"] > 0 and "more photos of c296 on" in rows[296]["needs"]
     # 23: the single rock photo no longer counts.
     assert (rows[23]["common"], rows[23]["counter"]) == ("sky", "tree")
     big = [g(1, "snow", 200, 180), g(1, "grass", 100, 40), g(1, "sand", 5, 0)]
     (row,) = propose(big, STRICT)
     assert row["decision"] == "kept" and (row["common"], row["counter"]) == ("snow", "grass")
-    assert row["drop_lo"] > 0 and row["p_adjusted"] < 0.05
+    assert row["drop_lo"] > 0 and row["p_adjusted"] < 0.05 and row["n_groups"] == 2
+
+
+def test_paper_rule_ties_go_to_the_larger_group_and_the_range_is_exact():
+    (row,) = propose([g(1, "snow", 100, 90), g(1, "grass", 50, 0), g(1, "rock", 1, 0)], PAPER)
+    assert row["counter"] == "grass"               # 0/50 and 0/1 tie: the larger group, not the single photo
+    tied = [g(2, "a", 100, 90), g(2, "b", 100, 90), g(2, "c", 30, 10)]
+    assert propose(tied, PAPER)[0]["common"] == propose(tied[::-1], PAPER)[0]["common"]   # never input order
+    # 16/20 − 15/20 is 5 points exactly; in floats it is 5.000000000000004 and was kept.
+    (row,) = propose([g(3, "a", 20, 16), g(3, "b", 20, 15)], PAPER)
+    assert row["decision"] == "dropped" and "≤ 5" in row["reason"]
+
+
+def test_paper_rule_says_what_the_strict_rule_would_do():
+    groups = [g(1, "snow", 200, 180), g(1, "grass", 100, 40), g(2, "a", 30, 20), g(2, "b", 30, 15)]
+    rows = {r["class_idx"]: r for r in propose(groups, PAPER)}
+    assert rows[1]["decision"] == rows[2]["decision"] == "kept"
+    assert rows[1]["strict_decision"] == "kept" and "also keeps it" in rows[1]["reason"]
+    assert rows[2]["strict_decision"] != "kept" and "does not" in rows[2]["reason"]
+
+
+def test_paper_preset_group_size_is_the_rules_and_strict_gets_its_own():
+    from curation import config, presets
+
+    cfg = presets.build("counteranimal")
+    assert cfg.thresholds.rule == "paper" and cfg.thresholds.group_size() == 100
+    text = config.dump(cfg).replace("rule: paper", "rule: strict")
+    import yaml
+
+    switched = config.parse(yaml.safe_load(text))
+    assert switched.thresholds.group_size() == 20      # not the paper's value carried over silently
 
 
 def test_common_must_be_frequent():
@@ -63,13 +95,15 @@ def test_counter_ties_go_to_the_group_furthest_from_the_true_class():
 
 
 def test_multiple_testing_correction_drops_marginal_classes():
-    # 20 classes with the same marginal drop: significant alone, not after Holm.
-    groups = [x for c in range(20) for x in (g(c, "a", 40, 30), g(c, "b", 40, 21))]
-    p_single = stats.drop_p_value(30, 40, 21, 40)
-    assert p_single < 0.05
+    # 20 classes with the same marginal drop: significant alone, not after Holm. (Choosing which of
+    # two groups is common makes the test two-sided: 30/40 vs 21/40 is not significant even alone.)
+    groups = [x for c in range(20) for x in (g(c, "a", 40, 31), g(c, "b", 40, 20))]
+    (alone,) = propose(groups[:2], STRICT)
+    assert alone["decision"] == "kept" and alone["p_value"] < 0.05
     rows = propose(groups, STRICT)
-    assert all(r["decision"] == "dropped" for r in rows)
-    assert all(r["p_adjusted"] == pytest.approx(min(1, 20 * p_single)) for r in rows)
+    assert all(r["decision"] != "kept" for r in rows)
+    assert [r["p_adjusted"] for r in rows] == pytest.approx(stats.adjust([r["p_value"] for r in rows], "holm"))
+    assert all(r["p_adjusted"] >= 0.05 for r in rows)
 
 
 def test_models_must_agree():
@@ -78,7 +112,8 @@ def test_models_must_agree():
     c = propose([g(1, "snow", 200, 100), g(1, "grass", 200, 99)], STRICT, model_id="c")
     (ab,) = agree_across_models({"a": a, "b": b})
     assert ab["decision"] == "kept" and ab["model_id"] == "all"
-    assert ab["drop"] == pytest.approx(0.5)           # the weaker model's evidence
+    # The figures are one model's (the first), never a mix of several models' numbers.
+    assert (ab["drop"], ab["drop_lo"], ab["p_value"]) == (a[0]["drop"], a[0]["drop_lo"], a[0]["p_value"])
     (abc,) = agree_across_models({"a": a, "b": b, "c": c})
     assert abc["decision"] == "dropped" and "models disagree" in abc["reason"]
 
