@@ -117,7 +117,7 @@ def context(plan, table: pa.Table, cfg: RunConfig, run: Path, name: str, version
         templates=plan.templates, k=cfg.score.one_vs_k, one_vs_k_classes=len(one_vs_k),
         thresholds=cfg.thresholds.model_dump(mode="json"),
         background_method=cfg.background_assignment.method, backgrounds=list(cfg.backgrounds),
-        verification=verification(run), left_out_unsure=plan.left_out_unsure,
+        verification=verification(run), date=built_date(run), left_out_unsure=plan.left_out_unsure,
         licenses=sorted(licenses.items(), key=lambda kv: (-kv[1], kv[0] or "")),
         license_allow=list(cfg.license_allow),
         excluded=sorted(excluded.items(), key=lambda kv: (-kv[1], kv[0])), n_excluded=len(plan.excluded),
@@ -133,6 +133,15 @@ def context(plan, table: pa.Table, cfg: RunConfig, run: Path, name: str, version
         record_fields=["uid", "class_idx", "class_name", "background", "group", "url", "source", "source_id",
                        "license", "attribution", "sha256", "verified", "model_id"],
     )
+
+
+def built_date(run: Path) -> str | None:
+    """The day the run's pairs were last selected (a property of the inputs: a re-release keeps it)."""
+    from curation import manifest
+
+    stages = manifest.read(run).get("stages") or {}
+    when = (stages.get("propose") or {}).get("finished_at")
+    return str(when)[:10] if when else None
 
 
 def hf_license(licenses: Counter) -> str:

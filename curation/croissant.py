@@ -22,6 +22,7 @@ CONTEXT = {
     "data": {"@id": "cr:data", "@type": "@json"},
     "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
     "dct": "http://purl.org/dc/terms/",
+    "equivalentProperty": "cr:equivalentProperty",
     "examples": {"@id": "cr:examples", "@type": "@json"},
     "extract": "cr:extract",
     "field": "cr:field",
@@ -38,6 +39,7 @@ CONTEXT = {
     "path": "cr:path",
     "recordSet": "cr:recordSet",
     "references": "cr:references",
+    "samplingRate": "cr:samplingRate",
     "regex": "cr:regex",
     "repeated": "cr:repeated",
     "replace": "cr:replace",
@@ -120,6 +122,7 @@ def build(folder: str | Path, ctx: dict) -> dict:
         "name": ctx["release"],
         "description": description,
         "version": _semver(ctx["version"]),
+        **({"datePublished": ctx["date"]} if ctx.get("date") else {}),
         "license": licenses if len(licenses) != 1 else licenses[0],
         "url": f"./{layout.CARD}",
         "citeAs": ("@article{wang2024sober, title={A Sober Look at the Robustness of CLIPs to Spurious Features}, "

@@ -35,6 +35,7 @@ from curation import atomic
 from curation import release_layout as layout
 from curation.config import RunConfig
 from curation.errors import UserError
+from curation.sources.common import normalize_license
 
 # Fixed tar member metadata: a re-release of the same photos gives the same bytes.
 TAR_MTIME = 946684800          # 2000-01-01T00:00:00Z
@@ -210,7 +211,7 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
             left_out, groups = groups.num_rows - sure.num_rows, sure
     samples = {s["uid"]: s for s in schemas.read_folder(run / "samples", "samples").to_pylist()}
     candidates = {c["uid"]: c for c in schemas.read_folder(run / "candidates", "candidates").to_pylist()}
-    allow = set(cfg.license_allow)
+    allow = {normalize_license(x) for x in cfg.license_allow}   # as the sources stage compares them
     by_class = {p.class_idx: p for p in pairs}
     photos: dict[str, list[Photo]] = {s: [] for s in layout.SPLITS}
     excluded, seen = [], set()
@@ -223,7 +224,7 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
             continue
         seen.add(g["uid"])
         s, c = samples.get(g["uid"]), candidates.get(g["uid"]) or {}
-        lic = c.get("license")
+        lic = normalize_license(c.get("license"))
         base = dict(uid=g["uid"], class_name=pair.class_name, group=group, license=lic)
         if s is None or s["status"] != "ok" or not s["shard"]:
             excluded.append(dict(base, reason=f"not a clean photo ({(s or {}).get('reason') or 'no sample row'})"))

@@ -17,7 +17,8 @@ from schemas import SchemaError
 # Order here is the order in --help. A command appears only once it is implemented.
 MAX_MESSAGE = 1200   # characters of an error shown without -v
 
-COMMANDS = ["init", "world", "curate", "report", "annotate", "label_studio", "download", "evaluate", "mitigate"]
+COMMANDS = ["init", "world", "curate", "report", "annotate", "label_studio", "release", "import_official",
+            "download", "evaluate", "mitigate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
