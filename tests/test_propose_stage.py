@@ -67,7 +67,7 @@ def test_proposals_cover_every_class_and_model_with_counts_that_add_up(scored, t
     per_model = {}
     for r in proposals:
         per_model.setdefault(r["model_id"], set()).add(r["class_name"])
-        assert r["decision"] in ("kept", "dropped") and r["reason"]
+        assert r["decision"] in ("kept", "dropped", "undecided") and r["reason"]
     assert set(per_model) == {"tiny-a", "tiny-b", "all"}
     assert all(v == {c.name for c in cfg.classes} for v in per_model.values())
     stats = schemas.read(run / "group_stats.parquet", "group_stats").to_pylist()
@@ -137,7 +137,9 @@ def test_human_groups_give_human_rows_beside_model_rows(scored, tmp_path):
     proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
     human_rows = [r for r in proposals if r["source"] == "human"]
     assert {r["model_id"] for r in human_rows} == {"tiny-a", "tiny-b", "all"}
-    assert all(r["decision"] == "dropped" and "fewer than two" in r["reason"] for r in human_rows)
+    # One background everywhere: no pair, and the row says to collect photos on another background.
+    assert all(r["decision"] != "kept" and "fewer than two" in r["reason"] for r in human_rows)
+    assert all("another background" in r["needs"] for r in human_rows if r["model_id"] != "all")
     assert any(r["source"] == "model" for r in proposals)
 
 
