@@ -67,6 +67,10 @@ def check(name: str, pretrained: str | None = None, device: str = "cpu", precisi
     weights that are not on disk (when downloads are off), a device that is not there, or a
     precision the device cannot run.
     """
+    schema = _schema(name)
+    if schema:
+        _check_device(device, precision)
+        return _check_schema_model(schema, name[len(schema) + 1:], pretrained)
     known = open_clip.list_models()
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
@@ -98,6 +102,54 @@ def check(name: str, pretrained: str | None = None, device: str = "cpu", precisi
                              "/path/to/open_clip_pytorch_model.bin), or put it in the Hugging Face cache "
                              "(HF_HOME), or set COUNTERANIMAL_ALLOW_DOWNLOAD=1 where a hub is reachable.")
     return cached
+
+
+SCHEMAS = ("hf-hub", "local-dir")
+HF_CONFIG = "open_clip_config.json"
+HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")   # open_clip's order
+
+
+def _schema(name: str) -> str | None:
+    for schema in SCHEMAS:
+        if name.startswith(schema + ":"):
+            return schema
+    return None
+
+
+def _check_schema_model(schema: str, ident: str, pretrained: str | None) -> str | None:
+    """`hf-hub:org/repo` and `local-dir:/path`: the config and weights come with the name.
+
+    open_clip loads them itself, and when the weights are missing it only warns and goes on with
+    random ones, so both files are required here, before any work starts.
+    """
+    if not ident:
+        raise UserError(f"model name {schema + ':'!r} names no {'repository' if schema == 'hf-hub' else 'folder'}.")
+    if pretrained:
+        raise UserError(f"model {schema}:{ident} carries its own weights; pretrained={pretrained!r} would be ignored.",
+                        hint="Leave pretrained out (--pretrained none) for hf-hub: and local-dir: names.")
+    if schema == "local-dir":
+        folder = Path(ident).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"local-dir: folder {str(folder)!r} does not exist.",
+                            hint=f"It must hold {HF_CONFIG} (with model_cfg) and the weights (e.g. {HF_WEIGHTS[1]}).")
+        if not (folder / HF_CONFIG).is_file():
+            raise UserError(f"local-dir: folder {str(folder)!r} has no {HF_CONFIG}.")
+        weights = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in folder.glob(ext))
+        if not weights:
+            raise UserError(f"local-dir: folder {str(folder)!r} has no weights file (*.safetensors, *.bin, *.pth); "
+                            "open_clip would load random weights.")
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    have_config = isinstance(try_to_load_from_cache(ident, HF_CONFIG), str)
+    have_weights = any(isinstance(try_to_load_from_cache(ident, f), str) for f in HF_WEIGHTS)
+    if not (have_config and have_weights) and not downloads_allowed():
+        missing = [HF_CONFIG] * (not have_config) + [" or ".join(HF_WEIGHTS)] * (not have_weights)
+        raise UserError(f"the Hugging Face repo {ident} is not in the local cache: {' and '.join(missing)} missing.",
+                        hint="Put the repo's files in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), or download "
+                             "them into a folder and use local-dir:/that/folder, or set "
+                             "COUNTERANIMAL_ALLOW_DOWNLOAD=1 where a hub is reachable.")
+    return None
 
 
 @contextlib.contextmanager

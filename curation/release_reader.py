@@ -15,7 +15,8 @@ Layouts:
   classnames.txt) and ``KEY.json`` (class, background, group, license, …).
 - the official CounterAnimal archive: ``<top>/<imagenet idx> <name>/common-<bg>/*.jpg`` and
   ``counter-<bg>/…``, with ``imagenet_names.txt`` (``idx<TAB>name``) beside the class folders or
-  one level up; without it the label space is open_clip's 1,000 ImageNet class names.
+  one level up; without it the label space is open_clip's 1,000 ImageNet class names. Its prompt is
+  the paper's, "A photo of {c}.", unless a zeroshot_classification_templates.txt lies there too.
 
 Local folders only; `counteranimal evaluate` downloads a URL into a cache folder first.
 """
@@ -73,8 +74,19 @@ class Dataset:
         yield from self._release_samples(split)
 
     def count(self, split: str) -> int | None:
-        """Photos in a split when known without reading the shards (official layout), else None."""
-        return len(self._official[split]) if self.layout == OFFICIAL else None
+        """Photos in a split without reading the shards (the folder listing, or metadata.parquet), else None."""
+        if self.layout == OFFICIAL:
+            return len(self._official[split])
+        path = self.root / layout.METADATA
+        if not path.is_file():
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            groups = pq.read_table(path, columns=["group"]).column("group").to_pylist()
+        except Exception:  # noqa: BLE001 (only a progress total: the shards are the truth)
+            return None
+        return sum(g == split for g in groups)
 
     def _release_samples(self, split: str) -> Iterator[Sample]:
         try:
@@ -218,4 +230,16 @@ def _open_official(top: Path) -> Dataset:
             for photo in sorted(group_dir.rglob("*")):
                 if photo.is_file() and photo.suffix.lower() in IMAGE_SUFFIXES:
                     by_split[g.group(1)].append((photo, label, m.group(2), g.group(2)))
-    return Dataset(top, OFFICIAL, classnames, list(OFFICIAL_TEMPLATES), None, by_split)
+    return Dataset(top, OFFICIAL, classnames, _official_templates(top), None, by_split)
+
+
+def _official_templates(top: Path) -> list[str]:
+    """The paper's prompt, unless a zeroshot_classification_templates.txt sits beside the names file
+    (an export of our release keeps its templates, so both layouts give the same numbers)."""
+    for path in (top / layout.TEMPLATES, top.parent / layout.TEMPLATES):
+        if path.is_file():
+            templates = [t for t in _read_lines(path) if t.strip()]
+            if not templates or any("{c}" not in t for t in templates):
+                raise UserError("every zero-shot template needs {c}.", where=str(path))
+            return templates
+    return list(OFFICIAL_TEMPLATES)
