@@ -1,11 +1,21 @@
-"""Issue 5's acceptance, per seed: does the curate DAG rediscover the oracle's (common, counter) pairs?
+"""Does the curate DAG rediscover the oracle's (common, counter) pairs, and keep nothing else?
 
-    .venv/bin/python bench/discovery.py [--seeds 0 1 2 3 4] [--size default]
+    .venv/bin/python bench/discovery.py [--variants default null ...] [--seeds 0 1 2 3 4] [--size default]
+    .venv/bin/python bench/discovery.py --acceptance [--background-model]
 
-For each seed: build the planted world, train its reference model, compute the oracle (all reused
-when already there), serve the pool on 127.0.0.1, run `counteranimal curate` (every stage) and
-judge the proposals against the oracle (curation/world/judge.py). Prints one markdown row per
-seed for bench/RESULTS.md; the timings are context, the pass/fail columns are the result.
+For each (variant, seed): build the planted world, train its reference model, compute the oracle
+(all reused when already there), serve the pool on 127.0.0.1, run `counteranimal curate` (every
+stage, default thresholds) and judge the proposals against the oracle (curation/world/judge.py).
+With --background-model the world's second model (reference.BACKGROUND_SETTINGS: balanced split,
+every caption naming the scene) is trained too and a second run assigns backgrounds with it, the
+reference model alone deciding the pairs (what `init --world OUT --background-model NAME` writes).
+
+Seeds: TUNING_SEEDS (0–4) are the seeds thresholds and flags were chosen on; ACCEPTANCE names
+other seeds, spread over the variants, null worlds included, that nothing was tuned on.
+--prepare builds and trains the worlds only (the part that does not depend on the pair rule).
+
+Prints one markdown table per variant for bench/RESULTS.md; the timings are context, the other
+columns are the result.
 """
 from __future__ import annotations
 
@@ -13,8 +23,10 @@ import argparse
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,18 +36,42 @@ from curation import atomic, config  # noqa: E402
 from curation.world import spec  # noqa: E402
 from curation.world.candidates import write_candidate_urls  # noqa: E402
 from curation.world.judge import judge  # noqa: E402
-from curation.world.reference import ensure_trained  # noqa: E402
+from curation.world.reference import BACKGROUND_MODEL, ensure_background_model, ensure_trained  # noqa: E402
 from curation.world.run_config import run_config  # noqa: E402
 from pipeline.cli import main as cli  # noqa: E402
 from pipeline.imageserver import ImageServer  # noqa: E402
 
+TUNING_SEEDS = (0, 1, 2, 3, 4)
+# (variant, seed): the acceptance worlds, none of them a tuning seed.
+ACCEPTANCE = (("null", 101), ("default", 102), ("shared-common", 103), ("emergent", 104), ("few-captions", 105),
+              ("independent", 107), ("null", 106), ("pool-common-0.7", 108))
+# The acceptance worlds also curated with the second model as background judge under --background-model.
+ACCEPTANCE_BACKGROUND = (("few-captions", 105), ("independent", 107))
 
-def run_seed(root: Path, seed: int, size: str) -> dict:
-    world = root / f"{size}-seed{seed}"
-    _, model, checkpoint = ensure_trained(world, size, seed)
-    run = root / f"{size}-seed{seed}-run"
+
+def world_dir(root: Path, size: str, variant: str, seed: int) -> Path:
+    # The default variant keeps the folder name it had before variants existed (its cache is reused).
+    return root / (f"{size}-seed{seed}" if variant == "default" else f"{size}-{variant}-seed{seed}")
+
+
+def prepare(root: Path, size: str, variant: str, seed: int, background: bool, **overrides) -> Path:
+    world = world_dir(root, size, variant, seed)
+    started = time.monotonic()
+    ensure_trained(world, size, seed, variant, **overrides)
+    if background:
+        ensure_background_model(world)
+    print(f"prepared {world} in {time.monotonic() - started:.0f}s", flush=True)
+    return world
+
+
+def curate(world: Path, run: Path, background: bool) -> dict:
+    from curation.world import train
+
     shutil.rmtree(run, ignore_errors=True)
-    cfg = run_config(world, model, checkpoint)     # the default thresholds
+    bg = None
+    if background:
+        bg = (train.REFERENCE_MODEL, train.checkpoint_path(world, BACKGROUND_MODEL), BACKGROUND_MODEL)
+    cfg = run_config(world, train.REFERENCE_MODEL, train.checkpoint_path(world), background_model=bg)  # default thresholds
     atomic.write_text(run / "config.yaml", config.dump(cfg))
     started = time.monotonic()
     with ImageServer(world / "pool") as server:
@@ -46,25 +82,74 @@ def run_seed(root: Path, seed: int, size: str) -> dict:
     return verdict
 
 
+def row(seed: int, v: dict, label: str = "") -> str:
+    pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"
+    misses = "; ".join(f"{c} ({v['classes'][c]['cause']})" for c in v["misses"]) or "–"
+    bg = "n/a" if v["background_accuracy"] is None else f"{100 * v['background_accuracy']:.1f}"
+    return (f"| {seed}{label} | {v['significant']} | {v['found']} ({pct(v['recall'])}) | {v['non_significant']} | "
+            f"{len(v['false_positives'])}{' (' + ', '.join(v['false_positives']) + ')' if v['false_positives'] else ''}"
+            f" | {bg} | {misses} | {v['curate_s']:.0f} |")
+
+
+HEADER = ("| seed | significant classes | found (recall) | non-significant classes | false positives | "
+          "background acc % | misses (cause) | curate s |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--variants", nargs="+", default=["default"], choices=list(spec.VARIANTS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
+    ap.add_argument("--acceptance", action="store_true", help="the ACCEPTANCE worlds instead of variants x seeds")
     ap.add_argument("--size", default="default", choices=list(spec.PRESETS))
+    ap.add_argument("--pool-per-class", type=int, help="a smaller (or larger) pool than the size's")
+    ap.add_argument("--background-model", action="store_true",
+                    help="also curate with the world's second model assigning backgrounds (acceptance: the "
+                         "ACCEPTANCE_BACKGROUND worlds)")
+    ap.add_argument("--prepare", action="store_true", help="build and train the worlds only")
     ap.add_argument("--root", default=str(ROOT / ".cache" / "bench" / "discovery"))
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    rows, found, significant = [], 0, 0
-    for seed in args.seeds:
-        v = run_seed(Path(args.root), seed, args.size)
-        found, significant = found + v["found"], significant + v["significant"]
-        misses = [c for c, x in v["classes"].items() if not x["correct"]]
-        rows.append(f"| {seed} | {v['found']}/{v['significant']} ({100 * v['recall']:.0f}%) | "
-                    f"{', '.join(v['false_positives']) or 'none'} | {100 * v['background_accuracy']:.1f} | "
-                    f"{', '.join(misses) or '–'} | {v['curate_s']:.0f} |")
-    print("| seed | oracle pairs found | false positives | background acc % | misses | curate s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
-    print(f"all seeds: {found}/{significant} ({100 * found / max(1, significant):.0f}%)")
+    root = Path(args.root)
+    worlds = list(ACCEPTANCE) if args.acceptance else [(v, s) for v in args.variants for s in args.seeds]
+    with_bg = set(ACCEPTANCE_BACKGROUND if args.acceptance else worlds) if args.background_model else set()
+    overrides = {"pool_per_class": args.pool_per_class}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; commit {commit}; "
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; seeds "
+          f"{'acceptance' if args.acceptance else 'as given'} (tuning seeds: {', '.join(map(str, TUNING_SEEDS))})")
+    results: dict[str, list] = {}
+    for variant, seed in worlds:
+        world = prepare(root, args.size, variant, seed, (variant, seed) in with_bg, **overrides)
+        if args.prepare:
+            continue
+        v = curate(world, world.with_name(world.name + "-run"), background=False)
+        results.setdefault(variant, []).append((seed, "", v))
+        print(row(seed, v), flush=True)
+        if (variant, seed) in with_bg:
+            b = curate(world, world.with_name(world.name + "-bgrun"), background=True)
+            results[variant].append((seed, " (background model)", b))
+            print(row(seed, b, " (background model)"), flush=True)
+    if args.prepare:
+        return 0
+    totals = {"significant": 0, "found": 0, "non_significant": 0, "fp": 0}
+    for variant, entries in results.items():
+        print(f"\n### {variant}\n\n{HEADER}")
+        for seed, label, v in entries:
+            print(row(seed, v, label))
+            if not label:
+                totals["significant"] += v["significant"]
+                totals["found"] += v["found"]
+                totals["non_significant"] += v["non_significant"]
+                totals["fp"] += len(v["false_positives"])
+    t = totals
+    print(f"\n**Total** (reference-model runs): found {t['found']}/{t['significant']} classes with a significant oracle "
+          f"drop ({100 * t['found'] / max(1, t['significant']):.0f}%); false positives {t['fp']}/{t['non_significant']} "
+          f"classes without one ({100 * t['fp'] / max(1, t['non_significant']):.0f}%).")
+    for variant, entries in results.items():
+        for seed, label, v in entries:
+            if label:
+                ref = next(x for s, lab, x in entries if s == seed and not lab)
+                print(f"background assignment accuracy, {variant} seed {seed}: reference model "
+                      f"{100 * ref['background_accuracy']:.1f}%, second model {100 * v['background_accuracy']:.1f}%")
     return 0
 
 

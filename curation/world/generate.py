@@ -6,6 +6,8 @@
     OUT/grid/*.jpg            (c) balanced grid: every class on every background
     OUT/ground_truth.parquet  per pool and grid image: true class, background, noise kind, license
     OUT/classes.parquet       per class: ImageNet index, biased?, planted common and counter
+    OUT/train-balanced/, OUT/train-balanced.parquet   (on demand, build_balanced_train) the same
+                              recipe with every class on uniform backgrounds, for a second model
 
 Each image is a pure function of (seed, split, index). A split is written into a hidden partial
 folder and renamed when whole, so a killed build resumes where it stopped and nothing
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 CLASS_TEMPLATES = ("a photo of a {}.", "a photo of {}.")
 BACKGROUND_TEMPLATES = ("a photo of {}.", "a photo of the {}.")
 SCENE_TEMPLATE = "a photo of a {} on {}."   # some web captions name the scene too
-SPLIT_CODES = {"train": 11, "pool": 12, "grid": 13}
+BALANCED_SPLIT = "train-balanced"
+SPLIT_CODES = {"train": 11, "pool": 12, "grid": 13, BALANCED_SPLIT: 14}
 FORMAT_VERSION = 1
 
 
@@ -98,21 +101,22 @@ class World:
         return choices[int(rng.integers(len(choices)))]
 
     # -- (a) the biased training split ------------------------------------------------------
-    def train_background(self, cls: str, rng) -> str:
+    def train_background(self, cls: str, rng, balanced: bool = False) -> str:
         p = self.plant[cls]
-        if not p.biased:
+        if not p.biased or balanced:
             return self.uniform_background(rng)
         if rng.random() < self.spec.p_common:
             return p.common
         # Off-common examples never show the planted counter: the class is unseen there.
         return self.uniform_background(rng, exclude=(p.common, p.counter))
 
-    def train_items(self) -> list[Item]:
+    def train_items(self, split: str = "train") -> list[Item]:
+        """Split (a); for BALANCED_SPLIT the same recipe with every class on uniform backgrounds."""
         items, i = [], 0
         for cls in self.spec.classes:
             for _ in range(self.spec.train_per_class):
-                rng = self.rng("train", i)
-                bg = self.train_background(cls, rng)
+                rng = self.rng(split, i)
+                bg = self.train_background(cls, rng, balanced=split == BALANCED_SPLIT)
                 caption = CLASS_TEMPLATES[int(rng.integers(len(CLASS_TEMPLATES)))].format(cls)
                 if rng.random() < self.spec.scene_caption_share:
                     caption = SCENE_TEMPLATE.format(cls, bg)
@@ -121,7 +125,7 @@ class World:
                 i += 1
         for bg in self.spec.backgrounds:
             for _ in range(self.spec.train_background_per_label):
-                rng = self.rng("train", i)
+                rng = self.rng(split, i)
                 caption = BACKGROUND_TEMPLATES[int(rng.integers(len(BACKGROUND_TEMPLATES)))].format(bg)
                 items.append(Item(f"t{i:06d}", f"t{i:06d}.jpg", None, None, bg, photo=self.pick_photo(bg, rng),
                                   caption=caption))
@@ -227,9 +231,9 @@ class World:
         os.replace(partial, final)
 
     # -- tables -----------------------------------------------------------------------------
-    def train_table(self, items: list[Item]) -> pa.Table:
+    def train_table(self, items: list[Item], split: str = "train") -> pa.Table:
         return pa.table({
-            "file": [f"train/{it.file}" for it in items],
+            "file": [f"{split}/{it.file}" for it in items],
             "caption": [it.caption for it in items],
             "kind": ["animal" if it.true_class else "background" for it in items],
             "class_name": [it.true_class for it in items],
@@ -299,9 +303,11 @@ def build(out: str | Path, spec: WorldSpec, force: bool = False) -> dict:
         if not force:
             raise UserError("holds a world built with other settings; pass --force to rebuild it or use another folder",
                             where=str(out))
-        for name in ("train", "pool", "grid", ".train.partial", ".pool.partial", ".grid.partial"):
+        for name in ("train", "pool", "grid", BALANCED_SPLIT, ".train.partial", ".pool.partial", ".grid.partial",
+                     f".{BALANCED_SPLIT}.partial"):
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("world.json", "train.parquet", "ground_truth.parquet", "classes.parquet"):
+        for name in ("world.json", "train.parquet", "ground_truth.parquet", "classes.parquet",
+                     f"{BALANCED_SPLIT}.parquet"):
             (out / name).unlink(missing_ok=True)
     if marker.exists() and spec_file.exists():
         return json.loads(marker.read_text())
@@ -321,6 +327,24 @@ def build(out: str | Path, spec: WorldSpec, force: bool = False) -> dict:
     desc = world.description(counts)
     atomic.write_text(marker, json.dumps(desc, indent=2))
     return desc
+
+
+def build_balanced_train(out: str | Path) -> Path:
+    """Write (or reuse) OUT/train-balanced/ for a built world; returns its table's path.
+
+    A second model trained on it sees every class on every background, so it names backgrounds
+    without the reference model's shortcut: a background judge that is not the model judged.
+    """
+    out = Path(out)
+    table_path = out / f"{BALANCED_SPLIT}.parquet"
+    if table_path.is_file():
+        return table_path
+    world = World(WorldSpec(**read_world(out)["spec"]))
+    items = world.train_items(BALANCED_SPLIT)
+    log.info("world: writing %s (%d images)", BALANCED_SPLIT, len(items))
+    world.write_split(out, BALANCED_SPLIT, items)
+    atomic.write_parquet(table_path, world.train_table(items, BALANCED_SPLIT))
+    return table_path
 
 
 def read_world(path: str | Path) -> dict:

@@ -4,23 +4,42 @@ A class has a *significant* oracle drop when its oracle drop interval excludes z
 exceeds the selection rule's minimum range. For such a class the proposal is right when its
 common is the oracle's common (the planted common for biased classes) and its counter is the
 oracle's lowest-accuracy background — where two backgrounds' oracle accuracies lie within each
-other's intervals, either counts. A class without a significant oracle drop must not be kept.
+other's intervals, either counts. A class without a significant oracle drop must not be kept: if
+it is, it is a false positive (on a null world that is the check that can fail).
+
+Which rows are judged: the run's deciding rows, as propose decides (the consensus "all" rows when
+several models must agree, else the first model's), unless ``model_id`` names another model.
+
+For every class judged wrong the verdict says why, where the run shows it: how accurately the
+class's photos were assigned their backgrounds, how many photos the oracle counter's group held
+(assigned, and truly on it), and the rule's reason string.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curation.errors import UserError
 from curation.world.oracle import read_oracle
 
+# Below this share of a class's photos assigned their true background, a miss is put down to
+# background assignment (the bar issue 11's acceptance sets for "a background model that works").
+MIN_BACKGROUND_ACCURACY = 0.7
 
-def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 5.0) -> dict:
+
+def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 5.0, *,
+          model_id: str | None = None, min_group_size: int | None = None) -> dict:
     world_dir, run_dir = Path(world_dir), Path(run_dir)
     oracle = read_oracle(world_dir)["classes"]
     cells = {(c["class_name"], c["background"]): c for c in pq.read_table(world_dir / "oracle.parquet").to_pylist()}
-    proposals = [r for r in pq.read_table(run_dir / "proposals.parquet").to_pylist()
-                 if r["source"] == "model" and r["model_id"] != "all"]
+    rows = [r for r in pq.read_table(run_dir / "proposals.parquet").to_pylist() if r["source"] == "model"]
+    model_id = model_id or deciding_model(run_dir, rows)
+    proposals = [r for r in rows if r["model_id"] == model_id]
+    if min_group_size is None:
+        min_group_size = _config_group_size(run_dir)
+    groups = _group_truth(world_dir, run_dir)
 
     def tied(cls: str, a: str | None, b: str) -> bool:
         if a is None:
@@ -30,33 +49,134 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
 
     per_class = {}
     for r in proposals:
-        o = oracle[r["class_name"]]
+        cls = r["class_name"]
+        o = oracle[cls]
         significant = o["drop_lo"] > 0 and 100 * o["drop"] > min_range_points
         common = o["planted_common"] or o["oracle_common"]
-        right_pair = tied(r["class_name"], r["common"], common) and tied(r["class_name"], r["counter"], o["oracle_counter"])
+        right_common = tied(cls, r["common"], common)
+        right_counter = tied(cls, r["counter"], o["oracle_counter"])
         kept = r["decision"] == "kept"
-        per_class[r["class_name"]] = dict(
-            significant=significant, kept=kept, proposed=(r["common"], r["counter"]),
-            oracle=(common, o["oracle_counter"]), correct=kept and right_pair if significant else not kept)
+        v = dict(significant=significant, kept=kept, proposed=(r["common"], r["counter"]),
+                 oracle=(common, o["oracle_counter"]),
+                 correct=kept and right_common and right_counter if significant else not kept,
+                 decision=r["decision"], reason=r.get("reason"), oracle_drop=o["drop"],
+                 oracle_drop_lo=o["drop_lo"])
+        v.update(_class_groups(groups.get(cls), common, o["oracle_counter"]))
+        if not v["correct"]:
+            v["cause"], v["why"] = _why(v, right_common, right_counter, min_group_size)
+        per_class[cls] = v
     sig = [c for c, v in per_class.items() if v["significant"]]
+    non_sig = [c for c, v in per_class.items() if not v["significant"]]
+    false_positives = sorted(c for c in non_sig if per_class[c]["kept"])
+    found = sum(per_class[c]["correct"] for c in sig)
     return {
         "classes": per_class,
+        "model_id": model_id,
         "significant": len(sig),
-        "found": sum(per_class[c]["correct"] for c in sig),
-        "recall": sum(per_class[c]["correct"] for c in sig) / len(sig) if sig else None,
-        "false_positives": sorted(c for c, v in per_class.items() if not v["significant"] and v["kept"]),
+        "found": found,
+        "recall": found / len(sig) if sig else None,
+        "non_significant": len(non_sig),
+        "false_positives": false_positives,
+        "false_positive_rate": len(false_positives) / len(non_sig) if non_sig else None,
+        "kept": sum(v["kept"] for v in per_class.values()),
+        "undecided": sorted(c for c, v in per_class.items() if v["decision"] == "undecided"),
+        "misses": {c: per_class[c]["why"] for c in sig if not per_class[c]["correct"]},
+        "miss_causes": dict(Counter(per_class[c]["cause"] for c in sig if not per_class[c]["correct"])),
         "background_accuracy": background_accuracy(world_dir, run_dir),
     }
 
 
-def background_accuracy(world_dir: Path, run_dir: Path) -> float | None:
-    """Share of grouped photos whose assigned background is the true one."""
+def deciding_model(run_dir: Path, rows: list[dict]) -> str | None:
+    """The model id whose rows decide, as pipeline/propose.py's _final_rows picks them."""
+    ids = list(dict.fromkeys(r["model_id"] for r in rows))
+    try:
+        from curation import config
+
+        cfg = config.load(run_dir)
+    except (UserError, FileNotFoundError, OSError):
+        cfg = None
+    if cfg is not None:
+        if len(cfg.models) > 1 and cfg.thresholds.require_all_models and "all" in ids:
+            return "all"
+        return cfg.models[0].model_id
+    named = [i for i in ids if i != "all"]
+    if len(named) > 1:
+        raise UserError(f"holds proposals of several models ({', '.join(named)}) and no config.yaml says which "
+                        "decides; pass the model id", where=str(run_dir / "proposals.parquet"))
+    return named[0] if named else (ids[0] if ids else None)
+
+
+def _config_group_size(run_dir: Path) -> int | None:
+    try:
+        from curation import config
+
+        thresholds = config.load(run_dir).thresholds
+    except (UserError, FileNotFoundError, OSError):
+        return None
+    return thresholds.group_size() if hasattr(thresholds, "group_size") else getattr(thresholds, "min_group_size", None)
+
+
+def _group_truth(world_dir: Path, run_dir: Path) -> dict[str, list[tuple[str, str | None]]]:
+    """Per class, (assigned background, true background) of every model-grouped photo; {} when the
+    run has no groups or candidates (proposals written by hand)."""
+    if not (run_dir / "groups").exists() or not (run_dir / "candidates" / "candidates.parquet").is_file():
+        return {}
     truth = {r["uid"]: r["background"] for r in pq.read_table(world_dir / "ground_truth.parquet",
                                                               columns=["uid", "background"]).to_pylist()}
     source_id = {r["uid"]: r["source_id"] for r in pq.read_table(run_dir / "candidates" / "candidates.parquet",
                                                                  columns=["uid", "source_id"]).to_pylist()}
-    groups = [g for g in pq.read_table(run_dir / "groups", columns=["uid", "background", "method"]).to_pylist()
-              if g["method"] != "human"]
-    if not groups:
-        return None
-    return sum(truth.get(source_id[g["uid"]]) == g["background"] for g in groups) / len(groups)
+    out: dict[str, list] = {}
+    for g in pq.read_table(run_dir / "groups", columns=["uid", "class_name", "background", "method"]).to_pylist():
+        if g["method"] != "human":
+            out.setdefault(g["class_name"], []).append((g["background"], truth.get(source_id.get(g["uid"]))))
+    return out
+
+
+def _class_groups(pairs: list | None, common: str, counter: str) -> dict:
+    """The class's background accuracy, and its common and oracle-counter groups' sizes."""
+    if not pairs:
+        return dict(class_background_accuracy=None, counter_assigned=None, counter_true=None,
+                    counter_right=None, common_assigned=None)
+    return dict(
+        class_background_accuracy=sum(a == t for a, t in pairs) / len(pairs),
+        counter_assigned=sum(a == counter for a, _ in pairs),       # photos the run grouped on the counter
+        counter_true=sum(t == counter for _, t in pairs),           # photos truly on it, wherever grouped
+        counter_right=sum(a == counter == t for a, t in pairs),     # both
+        common_assigned=sum(a == common for a, _ in pairs),
+    )
+
+
+def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int | None) -> tuple[str, str]:
+    """(cause, explanation) of a wrong verdict: background | group size | rule (| false positive)."""
+    facts = []
+    if v["class_background_accuracy"] is not None:
+        facts.append(f"class background accuracy {100 * v['class_background_accuracy']:.0f}%")
+        facts.append(f"oracle counter {v['oracle'][1]}: {v['counter_assigned']} photos grouped there "
+                     f"({v['counter_right']} truly on it), {v['counter_true']} truly on it in all")
+    if v["reason"]:
+        facts.append(f"rule: {v['reason']}")
+    if not v["significant"]:
+        what = f"kept {v['proposed'][0]}→{v['proposed'][1]} without a significant oracle drop " \
+               f"({100 * v['oracle_drop']:.1f} points, interval from {100 * v['oracle_drop_lo']:.1f})"
+        return "false positive", "; ".join([what, *facts])
+    if not v["kept"]:
+        what = f"{v['decision']} (oracle drop {100 * v['oracle_drop']:.1f} points)"
+    elif not right_common:
+        what = f"wrong common {v['proposed'][0]} (oracle {v['oracle'][0]})"
+    else:
+        what = f"wrong counter {v['proposed'][1]} (oracle {v['oracle'][1]})"
+    bg_acc = v["class_background_accuracy"]
+    if bg_acc is not None and bg_acc < MIN_BACKGROUND_ACCURACY:
+        cause = "background"
+    elif min_group_size is not None and v["counter_right"] is not None and v["counter_right"] < min_group_size \
+            and (not v["kept"] or not right_counter):
+        cause = "group size"
+    else:
+        cause = "rule"
+    return cause, "; ".join([what, *facts])
+
+
+def background_accuracy(world_dir: Path, run_dir: Path) -> float | None:
+    """Share of grouped photos whose assigned background is the true one."""
+    pairs = [p for v in _group_truth(world_dir, run_dir).values() for p in v]
+    return sum(a == t for a, t in pairs) / len(pairs) if pairs else None

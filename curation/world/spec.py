@@ -2,9 +2,16 @@
 background it is planted on and the one it never appears on in training).
 
 The plant is drawn from the seed unless given: biased classes get their common backgrounds
-round-robin over a shuffled background list (so every background is common for someone), and a
-counter background that is common for another class — the background that pulls predictions
-away. Control classes have no planted bias: uniform backgrounds everywhere.
+round-robin over a shuffled background list (so every background is common for someone; with
+``n_commons`` only the list's first N, so several classes share one common), and a counter
+background that is common for another class — the background that pulls predictions away.
+Control classes have no planted bias: uniform backgrounds everywhere. With ``plant_counter`` off
+no counter is planted (off-common training photos use every other background) and whatever
+counter a class has must emerge; with ``n_control == n_classes`` (the ``null`` variant) no class
+is biased at all.
+
+Sizes (``PRESETS``: default, small) and variants (``VARIANTS``: the bias structure) compose:
+``preset("default", variant="null")`` is the default-size null world.
 """
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ class WorldSpec:
         "exact_dup": 0.04, "near_dup": 0.04, "corrupted": 0.02, "tiny": 0.02, "no_animal": 0.04, "wrong_label": 0.04})
     grid_per_cell: int = 60
     train_epochs: int = 12               # the reference model's training length for this world
+    # Variant settings (issue 11). At their defaults they are left out of to_json(), so every world
+    # built before they existed keeps its .spec.json and is not rebuilt.
+    n_commons: int | None = None         # distinct common backgrounds among biased classes; None: all
+    plant_counter: bool = True           # False: off-common training photos use every other background
 
     def validate(self, manifest: Manifest) -> "WorldSpec":
         """Resolve defaults against the manifest; UserError naming the setting when one is wrong."""
@@ -61,10 +72,18 @@ class WorldSpec:
             raise UserError(f"unknown background(s) {unknown}; the manifest has {labels}")
         if len(spec.backgrounds) < 3:
             raise UserError("a world needs at least 3 backgrounds")
-        if not 0 <= spec.n_control < spec.n_classes:
-            raise UserError(f"n_control must be between 0 and n_classes - 1 ({spec.n_classes - 1}), got {spec.n_control}")
+        # n_control == n_classes is a null world: nothing planted, every class balanced.
+        if not 0 <= spec.n_control <= spec.n_classes:
+            raise UserError(f"n_control must be between 0 and n_classes ({spec.n_classes}), got {spec.n_control}")
         if not 0 < spec.p_common <= 1 or not 0 < spec.pool_common_share <= 1:
             raise UserError("p_common and pool_common_share must be in (0, 1]")
+        if not 0 <= spec.scene_caption_share <= 1:
+            raise UserError(f"scene_caption_share must be in [0, 1], got {spec.scene_caption_share}")
+        if spec.n_commons is not None and not 1 <= spec.n_commons <= len(spec.backgrounds):
+            raise UserError(f"n_commons must be between 1 and the number of backgrounds ({len(spec.backgrounds)}), "
+                            f"got {spec.n_commons}")
+        if spec.plant and spec.n_control == spec.n_classes:
+            raise UserError("plant fixes a biased class, but n_control equals n_classes (a null world has none)")
         for name in ("image_size", "train_per_class", "pool_per_class", "grid_per_cell", "train_epochs"):
             if getattr(spec, name) < 1:
                 raise UserError(f"{name} must be positive")
@@ -81,7 +100,18 @@ class WorldSpec:
         return spec
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        data = dataclasses.asdict(self)
+        for name, default in VARIANT_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return json.dumps(data, sort_keys=True)
+
+    @property
+    def is_null(self) -> bool:
+        return self.n_control == self.n_classes
+
+
+VARIANT_DEFAULTS = {"n_commons": None, "plant_counter": True}
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,7 @@ def draw_plant(spec: WorldSpec) -> dict[str, Plant]:
     control = set(free[len(free) - spec.n_control:]) if spec.n_control else set()
     biased = [c for c in order if c not in control]
     bgs = [spec.backgrounds[i] for i in rng.permutation(len(spec.backgrounds))]
+    bgs = bgs[:spec.n_commons] if spec.n_commons else bgs
     common = {c: bgs[i % len(bgs)] for i, c in enumerate(biased)}
     for c, (com, _) in spec.plant.items():
         common[c] = com
@@ -111,7 +142,11 @@ def draw_plant(spec: WorldSpec) -> dict[str, Plant]:
             out[c] = Plant(c, False, None, None)
             continue
         if c in spec.plant:
-            out[c] = Plant(c, True, *spec.plant[c])
+            com, cnt = spec.plant[c]
+            out[c] = Plant(c, True, com, cnt if spec.plant_counter else None)
+            continue
+        if not spec.plant_counter:
+            out[c] = Plant(c, True, common[c], None)
             continue
         others = sorted({common[o] for o in biased if o != c} - {common[c]})
         choices = others or [b for b in spec.backgrounds if b != common[c]]
@@ -126,10 +161,43 @@ PRESETS = {
     # large enough (150 per class) that the rarer backgrounds form groups a drop can be measured on.
     "small": dict(n_classes=12, n_control=3, image_size=128, train_per_class=100, train_background_per_label=100,
                   pool_per_class=150, pool_common_share=0.6, grid_per_cell=24, train_epochs=8),
+    # For tests of variants (a null world, say): builds and trains in well under a minute.
+    "tiny": dict(n_classes=6, n_control=2, image_size=64, train_per_class=40, train_background_per_label=40,
+                 pool_per_class=40, grid_per_cell=16, train_epochs=4),
 }
 
 
-def preset(name: str, **overrides) -> WorldSpec:
+# Variants: the bias structure, on top of a size. Each changes one thing against "default" (the
+# "independent" one several at once, like a world built by someone else); "null" plants nothing.
+# "n_control": "all" means every class (resolved once the class list is known).
+VARIANTS = {
+    "default": {},
+    # Four classes on each of three common backgrounds: a common is no longer unique to a class.
+    "shared-common": dict(n_commons=3),
+    # No planted counter: off-common training photos may be on any other background.
+    "emergent": dict(plant_counter=False),
+    # Few training captions name the scene, so the reference model names backgrounds badly.
+    "few-captions": dict(scene_caption_share=0.1),
+    "no-captions": dict(scene_caption_share=0.0),
+    # The pool's share on a biased class's common: fewer (0.7) or more (0.3) photos elsewhere.
+    "pool-common-0.7": dict(pool_common_share=0.7),
+    "pool-common-0.3": dict(pool_common_share=0.3),
+    # Several of the above at once: shared commons, emergent counters, few scene captions.
+    "independent": dict(n_commons=3, plant_counter=False, scene_caption_share=0.2, pool_common_share=0.5),
+    # Nothing planted: every class is trained balanced across backgrounds.
+    "null": dict(n_control="all"),
+}
+
+
+def preset(name: str, variant: str | None = None, **overrides) -> WorldSpec:
+    """The WorldSpec of size ``name`` with ``variant``'s bias structure; ``overrides`` (not None) win."""
     if name not in PRESETS:
         raise UserError(f"unknown world size {name!r}; known: {', '.join(PRESETS)}")
-    return WorldSpec(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+    if variant is not None and variant not in VARIANTS:
+        raise UserError(f"unknown world variant {variant!r}; known: {', '.join(VARIANTS)}")
+    data = {**PRESETS[name], **VARIANTS.get(variant or "default", {}),
+            **{k: v for k, v in overrides.items() if v is not None}}
+    if data.get("n_control") == "all":
+        classes = data.get("classes")
+        data["n_control"] = len(classes) if classes else data.get("n_classes", WorldSpec.n_classes)
+    return WorldSpec(**data)

@@ -5,6 +5,11 @@ only the animal or only the background, so the model picks up the background sho
 web-trained CLIP does. The checkpoint is a plain open_clip state dict: after importing
 curation.clip_models (which registers our configs), `open_clip.create_model_and_transforms(name,
 pretrained=<file>)` loads it, and so does `curation.clip_models.load(name, <file>)`.
+
+A second model for the same world (``TrainSettings.name``, e.g. ``background``) is written beside
+it as OUT/model/<name>.pt, same config: trained on the balanced split (``balanced``) and/or with
+``scene_caption_share`` of the animal captions naming the background, it judges backgrounds
+without the reference model's shortcut, and serves as "another model" for evaluation.
 """
 from __future__ import annotations
 
@@ -12,16 +17,19 @@ import json
 import logging
 import math
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
 from curation import atomic, clip_models
-from curation.world.generate import read_world
+from curation.errors import UserError
+from curation.world.generate import build_balanced_train, read_world
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +47,49 @@ class TrainSettings:
     warmup_steps: int = 20
     threads: int = 1               # one thread: fastest on a shared machine (no spin-waiting), and reproducible
     seed: int = 0
+    name: str | None = None         # checkpoint name (OUT/model/<name>.pt); None: the model's name
+    balanced: bool = False          # train on OUT/train-balanced (every class on every background)
+    scene_caption_share: float | None = None   # re-caption animal photos; None: the split's own captions
+
+    @property
+    def checkpoint_name(self) -> str:
+        return self.name or self.model
+
+    @property
+    def is_reference(self) -> bool:
+        return self.checkpoint_name == REFERENCE_MODEL
 
 
 def checkpoint_path(world_dir: str | Path, model: str = REFERENCE_MODEL) -> Path:
+    """OUT/model/<model>.pt; ``model`` is the reference model's config name or a second model's name."""
     return Path(world_dir) / "model" / f"{model}.pt"
+
+
+def model_info(world_dir: str | Path, name: str) -> dict:
+    """The .json written beside OUT/model/<name>.pt (config name, settings, losses); UserError if none."""
+    path = checkpoint_path(world_dir, name)
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise UserError(f"has no model named {name!r} ({path} is missing)", where=str(world_dir),
+                        hint=f"Train it: `counteranimal world train {world_dir} --name {name} --balanced "
+                             "--scene-caption-share 1.0`.")
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def recaption(rows: list[dict], share: float, seed: int) -> list[str]:
+    """Captions with ``share`` of the animal photos captioned with their scene, the rest by class only."""
+    from curation.world.generate import CLASS_TEMPLATES, SCENE_TEMPLATE
+
+    rng = np.random.default_rng([seed, 21])
+    out = []
+    for r in rows:
+        draw, template = rng.random(), int(rng.integers(len(CLASS_TEMPLATES)))
+        if r["kind"] != "animal":
+            out.append(r["caption"])
+        elif draw < share:
+            out.append(SCENE_TEMPLATE.format(r["class_name"], r["background"]))
+        else:
+            out.append(CLASS_TEMPLATES[template].format(r["class_name"]))
+    return out
 
 
 def load_images(paths: list[Path], preprocess) -> torch.Tensor:
@@ -52,6 +99,11 @@ def load_images(paths: list[Path], preprocess) -> torch.Tensor:
 
 def train(world_dir: str | Path, settings: TrainSettings = TrainSettings()) -> dict:
     """Train on OUT/train; write OUT/model/<model>.pt (+ .json with settings and losses)."""
+    if not settings.is_reference and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", settings.checkpoint_name):
+        raise UserError(f"model name {settings.checkpoint_name!r} must be letters, digits, '.', '_' or '-' "
+                        "(it names the checkpoint file)")
+    if settings.scene_caption_share is not None and not 0 <= settings.scene_caption_share <= 1:
+        raise UserError(f"scene_caption_share must be in [0, 1], got {settings.scene_caption_share}")
     with clip_models.torch_threads(settings.threads):
         return _train(world_dir, settings)
 
@@ -68,7 +120,11 @@ def _train(world_dir: Path, settings: TrainSettings) -> dict:
 
     clip = clip_models.load(settings.model, settings.pretrained)
     model, tokenizer = clip.model, clip.tokenizer
-    table = pq.read_table(world_dir / "train.parquet").to_pylist()
+    split = build_balanced_train(world_dir) if settings.balanced else world_dir / "train.parquet"
+    table = pq.read_table(split).to_pylist()
+    if settings.scene_caption_share is not None:
+        for r, caption in zip(table, recaption(table, settings.scene_caption_share, settings.seed)):
+            r["caption"] = caption
     images = load_images([world_dir / r["file"] for r in table], clip.preprocess)
     captions = sorted({r["caption"] for r in table})
     caption_ids = torch.tensor([captions.index(r["caption"]) for r in table])
@@ -121,10 +177,11 @@ def _train(world_dir: Path, settings: TrainSettings) -> dict:
                  time.time() - started)
     model.eval()
 
-    path = checkpoint_path(world_dir, settings.model)
+    path = checkpoint_path(world_dir, settings.checkpoint_name)
     with atomic.atomic_path(path) as tmp:
         torch.save({"state_dict": model.state_dict()}, tmp)
-    info = {"model": settings.model, "checkpoint": str(path), "settings": asdict(settings),
+    info = {"model": settings.model, "name": settings.checkpoint_name, "checkpoint": str(path),
+            "train_split": split.name, "settings": asdict(settings),
             "epoch_losses": [round(v, 4) for v in losses], "train_images": len(table),
             "seconds": round(time.time() - started, 1), "torch": torch.__version__,
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}

@@ -21,6 +21,25 @@ def _count(minimum: int):
     return parse
 
 
+def _share(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+_share.__name__ = "share"
+
+# The variant names, without importing numpy at --help time (curation.world.spec is light, but
+# keep the import inside functions like the other commands).
+VARIANTS = ("default", "shared-common", "emergent", "few-captions", "no-captions", "pool-common-0.7",
+            "pool-common-0.3", "independent", "null")
+
+
 def register(sub) -> None:
     p = sub.add_parser("world", help="build the planted world and train its reference model",
                        description="A world of real animal cut-outs on real background photos with a planted "
@@ -31,14 +50,28 @@ def register(sub) -> None:
     b = wsub.add_parser("build", help="generate the training split, candidate pool, grid and ground truth")
     b.add_argument("out", help="world directory to create (re-running resumes)")
     b.add_argument("--seed", type=_count(0), default=0, help="draws the plant and every image (default: %(default)s)")
-    b.add_argument("--size", default="default", choices=["default", "small"],
-                   help="default: the demo and bench world; small: the test world")
+    b.add_argument("--size", default="default", choices=["default", "small", "tiny"],
+                   help="default: the demo and bench world; small: the test world; tiny: variant tests")
+    b.add_argument("--variant", default="default", choices=list(VARIANTS),
+                   help="the bias structure: shared-common (3 commons shared by the biased classes), emergent "
+                        "(no planted counter), few-captions / no-captions (10%% / 0%% of captions name the scene), "
+                        "pool-common-0.7 / -0.3 (the pool's share on the common), independent (several at once), "
+                        "null (nothing planted: every class trained balanced). Flags below override it.")
     b.add_argument("--classes", help="comma-separated class names from curation/data/world_manifest.yaml")
     b.add_argument("--n-classes", type=int, help="use the manifest's first N classes")
     b.add_argument("--n-control", type=int, help="classes with no planted bias")
     b.add_argument("--p-common", type=float, help="training: probability a biased class is on its common background")
     b.add_argument("--plant", action="append", default=[], metavar="CLASS=COMMON:COUNTER",
                    help="fix a class's planted backgrounds (repeatable); others are drawn from the seed")
+    b.add_argument("--n-commons", type=_count(1), help="distinct common backgrounds, assigned round-robin to the "
+                   "biased classes (default: every background)")
+    b.add_argument("--plant-counter", action=argparse.BooleanOptionalAction, default=None,
+                   help="--no-plant-counter: off-common training photos may use every other background, so a "
+                        "counter must emerge (default: planted)")
+    b.add_argument("--scene-caption-share", type=_share, help="training: share of animal captions that name the "
+                   "background (default 0.5)")
+    b.add_argument("--pool-common-share", type=_share, help="pool: share of a biased class's photos on its common "
+                   "(default 0.4)")
     b.add_argument("--grid-per-cell", type=int, help="grid images per class x background")
     b.add_argument("--pool-per-class", type=int, help="clean pool images per class (noise comes on top)")
     b.add_argument("--force", action="store_true", help="rebuild a folder that holds a world with other settings")
@@ -50,6 +83,12 @@ def register(sub) -> None:
     t.add_argument("--pretrained", help="start from these weights: an open_clip tag or a checkpoint file")
     t.add_argument("--epochs", type=_count(1), help="training epochs (default: the world's train_epochs: 12, or 8 for --size small)")
     t.add_argument("--threads", type=_count(1), help="torch CPU threads (default: 1)")
+    t.add_argument("--name", help="train a second model, written as OUT/model/NAME.pt beside the reference one "
+                   "(e.g. a background judge for `init --background-model NAME`)")
+    t.add_argument("--balanced", action="store_true", help="train on a balanced split (every class on every "
+                   "background, written once as OUT/train-balanced/); needs --name")
+    t.add_argument("--scene-caption-share", type=_share, help="re-caption this share of the animal photos with "
+                   "their background (1.0: all); needs --name")
     t.set_defaults(func=run_train)
 
     o = wsub.add_parser("oracle", help="score the grid with a model: accuracy per class x background")
@@ -84,16 +123,19 @@ def run_build(args) -> int:
             raise UserError(f"--plant {item!r}: expected CLASS=COMMON:COUNTER, e.g. flamingo=water:sky")
         plant[cls.strip()] = [common.strip(), counter.strip()]
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    world_spec = spec.preset(args.size, seed=args.seed, classes=classes, n_classes=args.n_classes,
-                             n_control=args.n_control, p_common=args.p_common, plant=plant or None,
-                             grid_per_cell=args.grid_per_cell, pool_per_class=args.pool_per_class)
+    world_spec = spec.preset(args.size, variant=args.variant, seed=args.seed, classes=classes,
+                             n_classes=args.n_classes, n_control=args.n_control, p_common=args.p_common,
+                             plant=plant or None, grid_per_cell=args.grid_per_cell,
+                             pool_per_class=args.pool_per_class, n_commons=args.n_commons,
+                             plant_counter=args.plant_counter, scene_caption_share=args.scene_caption_share,
+                             pool_common_share=args.pool_common_share)
     desc = generate.build(args.out, world_spec, force=args.force)
     biased = {c: p for c, p in desc["plant"].items() if p["biased"]}
     print(f"world {args.out}: {len(desc['classes'])} classes ({len(biased)} biased), {len(desc['backgrounds'])} "
           f"backgrounds; {desc['counts']['train']} training, {desc['counts']['pool']} pool, "
           f"{desc['counts']['grid']} grid images.")
     for c, p in biased.items():
-        print(f"  {c}: common {p['common']}, counter {p['counter']}")
+        print(f"  {c}: common {p['common']}, counter {p['counter'] or '(none planted)'}")
     print(f"Next: counteranimal world train {args.out}")
     return 0
 
@@ -102,12 +144,21 @@ def run_train(args) -> int:
     from curation.world import oracle, train
 
     settings = train.TrainSettings(**{k: v for k, v in {
-        "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs, "threads": args.threads}.items()
-        if v is not None})
+        "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs, "threads": args.threads,
+        "name": args.name, "balanced": args.balanced or None,
+        "scene_caption_share": args.scene_caption_share}.items() if v is not None})
+    if settings.is_reference and (settings.balanced or settings.scene_caption_share is not None):
+        raise UserError("--balanced and --scene-caption-share train a second model; give it a --name (e.g. "
+                        "--name background) so the reference model, whose shortcut is being measured, stays")
     info = train.train(args.out, settings)
-    print(f"trained {info['model']} in {info['seconds']:.0f}s: {info['checkpoint']}")
-    result = oracle.compute(args.out, info["model"], info["checkpoint"], reference=True, threads=settings.threads)
+    print(f"trained {info['model']} ({info['name']}) in {info['seconds']:.0f}s: {info['checkpoint']}")
+    # The reference model's oracle is the world's oracle.json; another model's is oracle-<model>-<name>.json.
+    result = oracle.compute(args.out, info["model"], info["checkpoint"], reference=settings.is_reference,
+                            threads=settings.threads)
     print_oracle(result)
+    if not settings.is_reference:
+        print(f"Use it to assign backgrounds: counteranimal init RUN --world {args.out} --background-model "
+              f"{info['name']}")
     return 0
 
 
