@@ -93,6 +93,8 @@ class _Source:
     def url(self, rel: str) -> str:
         if self.http:
             return self.base + urllib.request.quote(rel)
+        if "://" not in self.src:            # a local path: no need to start Beam's filesystems
+            return str(Path(self.src, *rel.split("/")))
         from apache_beam.io.filesystems import FileSystems
 
         return FileSystems.join(self.base, *rel.split("/"))
@@ -106,6 +108,9 @@ class _Source:
     def stream(self, rel: str, offset: int, started):
         """Yield the file's bytes from ``offset``; calls started(total size or None, restart from 0?)."""
         url = self.url(rel)
+        if not self.http and "://" not in self.src:
+            yield from self._local(url, offset, started)
+            return
         if not self.http:
             from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
@@ -149,6 +154,18 @@ class _Source:
                 yield from iter(lambda: resp.read(CHUNK), b"")
             except (OSError, HTTPException) as exc:   # IncompleteRead, reset, timeout
                 raise _Retry(f"connection dropped: {exc}") from None
+
+
+    @staticmethod
+    def _local(path: str, offset: int, started):
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise UserError(f"cannot open {path}: {exc.strerror or exc}.") from None
+        with f:
+            started(os.fstat(f.fileno()).st_size, False)
+            f.seek(offset)
+            yield from iter(lambda: f.read(CHUNK), b"")
 
 
 def download(src: str, dest: str | os.PathLike, *, workers: int = 4, retries: int = 3, timeout: float = 60.0,
