@@ -27,6 +27,7 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "jinja2>=3.1",
+        "markupsafe>=2.1",
         "matplotlib>=3.8",
     ],
     extras_require={

@@ -1,51 +1,50 @@
 """RUN/report/index.html: one self-contained page that says what a run found and what it lost.
 
-Two steps, both plain functions: ``gather`` reads whatever artifacts the run has (every one but
-the config is optional; absent ones are listed, not guessed), and ``render`` turns that into HTML
-with inline CSS, inline SVG charts and base64 thumbnails, so the page opens anywhere offline.
-``write`` does both and puts the page in place atomically.
+Three steps, kept apart:
+
+* ``gather`` reads whatever artifacts the run has (every one but the config is optional; absent
+  ones are listed, not guessed) into a ``RunData``;
+* each section's data function turns that into plain dicts and lists (no HTML);
+* templates under ``curation/templates/`` (Jinja2, autoescaped) render them, and charts come from
+  ``curation.plots`` as inline SVG, thumbnails as data URIs, CSS inline: the page opens anywhere
+  offline.
+
+The page's sections are ``SECTIONS``: (anchor, title, data function, partial). To add one, write a
+data function ``f(page) -> dict | None`` (None leaves the section out), a partial
+``templates/report_<name>.html.j2`` that reads ``d`` (the dict), and one ``Section`` entry; if it
+reads a new artifact, add it to ``_ARTIFACTS`` and it appears as ``data.<attr>``.
+``write`` does all of it and puts the page in place atomically.
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
-import html
+import io
 import json
 import re
+import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import jinja2
 import pyarrow as pa
 import pyarrow.parquet as pq
+from markupsafe import Markup, escape
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import schemas
-from curation import atomic, config, report_charts
+from curation import atomic, config, plots
 from curation.errors import UserError
 
 THUMBS_PER_SIDE = 12
+THUMB_SIZE = 96
 TOP_REASONS = 5
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 # -- gather ------------------------------------------------------------------------------------
-
-@dataclass
-class RunData:
-    run: Path
-    config: config.RunConfig
-    manifest: dict
-    candidates: pa.Table | None = None
-    source_rejects: pa.Table | None = None
-    samples: pa.Table | None = None
-    scores: pa.Table | None = None
-    groups: pa.Table | None = None
-    proposals: pa.Table | None = None
-    group_stats: pa.Table | None = None
-    attributes: pa.Table | None = None
-    verdicts: pa.Table | None = None
-    truth: dict[str, str] | None = None          # uid -> true background
-    truth_source: str | None = None
-    missing: list[tuple[str, str]] = field(default_factory=list)   # (artifact, what makes it)
-
 
 # (attribute, path under RUN, schema, folder?, what writes it)
 _ARTIFACTS = [
@@ -62,6 +61,23 @@ _ARTIFACTS = [
 _SCORE_COLUMNS = ["uid", "model_id", "class_idx", "correct", "p_true", "top1_name", "background"]
 
 
+@dataclass
+class RunData:
+    """The run's artifacts; each of ``_ARTIFACTS`` is ``data.<attr>`` (None when absent)."""
+    run: Path
+    config: config.RunConfig
+    manifest: dict
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    truth: dict[str, str] | None = None          # uid -> true background
+    truth_source: str | None = None
+    missing: list[tuple[str, str]] = field(default_factory=list)   # (artifact, what makes it)
+
+    def __getattr__(self, name: str):
+        if name != "tables" and any(name == a[0] for a in _ARTIFACTS):
+            return self.tables.get(name)
+        raise AttributeError(name)
+
+
 def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
     """Read the run's artifacts; only config.yaml is required."""
     run = Path(run)
@@ -75,7 +91,7 @@ def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
         table = schemas.read_folder(path, name) if is_folder else schemas.read(path, name)
         if attr == "scores":   # embeddings are large and not needed here
             table = table.select(_SCORE_COLUMNS)
-        setattr(data, attr, table)
+        data.tables[attr] = table
     truth_path = Path(truth) if truth else run / "truth.parquet"
     if truth_path.exists():
         data.truth = _truth_by_uid(_read_plain(truth_path, ["uid", "background"]), data.candidates)
@@ -117,7 +133,15 @@ def _read_plain(path: Path, required: list[str]) -> pa.Table:
     return table
 
 
-# -- the views the page is made of ----------------------------------------------------------------
+# -- which proposals lead, and whose figures they show --------------------------------------------
+
+# Columns of proposals.parquet v2 a v1 run lacks; rows are read with .get, and these default to None.
+_V2_COLUMNS = ("n_groups", "test", "drop_held_out", "drop_held_out_lo", "drop_held_out_hi", "needs",
+               "needs_background", "needs_n", "strict_decision", "flags_policy")
+_ORDER = {"kept": 0, "undecided": 1, "dropped": 2}
+# A consensus row's own words; everything else in it (the pair and every figure) is one model's.
+_CONSENSUS_OWN = ("class_idx", "class_name", "source", "model_id", "decision", "reason")
+
 
 @dataclass(frozen=True)
 class View:
@@ -129,27 +153,61 @@ class View:
         return f"{self.model_id} ({self.source} labels)"
 
     def reference_model(self, data: RunData) -> str:
-        """The single model whose scores and accuracies illustrate this view."""
+        """The single model whose scores and accuracies illustrate this view (and whose figures the
+        consensus rows show): the model itself, or for 'all' the config's first (decision) model."""
         return self.model_id if self.model_id != "all" else data.config.models[0].model_id
 
 
+def proposal_rows(data: RunData) -> list[dict]:
+    """Every proposals row as a dict, v2 columns present (None) even for a run written before them."""
+    if data.proposals is None:
+        return []
+    return [{**{c: None for c in _V2_COLUMNS}, **r} for r in data.proposals.to_pylist()]
+
+
 def primary_proposals(data: RunData) -> tuple[list[dict], list[dict], View | None]:
-    """(rows shown in the main table, kept first; the other rows; which view they are).
+    """(rows shown in the main table: kept, then undecided, then dropped; the other rows; their view).
 
     Model rows lead (they cover every class; human rows, where present, are shown beside them);
     the cross-model consensus ('all') wins over a single model; otherwise the config's first model.
+    A consensus row shows one model's pair and figures (``figures``: the reference model), never a
+    mix of several models' numbers.
     """
-    if data.proposals is None or data.proposals.num_rows == 0:
+    rows = proposal_rows(data)
+    if not rows:
         return [], [], None
-    rows = data.proposals.to_pylist()
     source = "model" if any(r["source"] == "model" for r in rows) else "human"
     models = [r["model_id"] for r in rows if r["source"] == source]
     configured = [m.model_id for m in data.config.models]
     model = "all" if "all" in models else next((m for m in configured if m in models), models[0])
-    main = [r for r in rows if r["source"] == source and r["model_id"] == model]
-    main.sort(key=lambda r: (r["decision"] != "kept", -(r["drop"] if r["drop"] is not None else -9), r["class_name"]))
-    others = [r for r in rows if not (r["source"] == source and r["model_id"] == model)]
-    return main, others, View(model or "", source)
+    view = View(model or "", source)
+    with_figures = _figures_of(rows, view.reference_model(data))
+    main = [r for r in with_figures if r["source"] == source and r["model_id"] == model]
+    others = [r for r in with_figures if not (r["source"] == source and r["model_id"] == model)]
+    return _sorted(main), others, view
+
+
+def _figures_of(rows: list[dict], reference: str) -> list[dict]:
+    """Each row with ``figures`` (the model its numbers are from); consensus rows take the pair and
+    figures of the reference model's row for the same class and source, where there is one."""
+    by_class = {(r["class_idx"], r["source"]): r for r in rows if r["model_id"] == reference}
+    out = []
+    for r in rows:
+        own = by_class.get((r["class_idx"], r["source"])) if r["model_id"] == "all" else None
+        if own is None:
+            out.append(dict(r, figures=r["model_id"] if r["model_id"] != "all" else None))
+            continue
+        merged = {k: v for k, v in own.items() if k not in _CONSENSUS_OWN}
+        merged.update({k: r[k] for k in _CONSENSUS_OWN}, figures=reference)
+        if r["decision"] == "undecided" and not merged.get("needs"):
+            merged.update({k: r.get(k) for k in ("needs", "needs_background", "needs_n")})
+        out.append(merged)
+    return out
+
+
+def _sorted(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (_ORDER.get(r["decision"], 3), -(r["drop"] if r["drop"] is not None else -9),
+                                       r["class_name"]))
 
 
 def assigned_backgrounds(data: RunData) -> dict[str, tuple[int, str, str]]:
@@ -188,6 +246,8 @@ def human_backgrounds(data: RunData) -> dict[str, str]:
                 out.setdefault(r["uid"], r["background"])
     return out
 
+
+# -- the funnel ---------------------------------------------------------------------------------
 
 @dataclass
 class Step:
@@ -243,8 +303,7 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
         steps.append(Step("proposed", None))
     else:
         pairs = {r["class_idx"]: (r["common"], r["counter"]) for r in kept_rows}
-        why_dropped = {r["class_idx"]: _reason_kind(r["reason"]) for r in primary_proposals(data)[0]
-                       if r["decision"] != "kept"}
+        why_not = {r["class_idx"]: _reason_kind(r) for r in primary_proposals(data)[0] if r["decision"] != "kept"}
         lost = Counter()
         for uid, (class_idx, _, bg) in assigned.items():
             if clean is not None and uid not in clean:
@@ -254,7 +313,7 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
             elif class_idx in pairs:
                 lost["background neither common nor counter"] += 1
             else:
-                lost[f"class dropped: {why_dropped.get(class_idx, 'no proposal row')}"] += 1
+                lost[f"class not kept: {why_not.get(class_idx, 'no proposal row')}"] += 1
         steps.append(Step("proposed", len(proposed), sum(lost.values()), _top(lost),
                           f"photos in the common or counter group of {len(pairs)} kept class(es)"))
     steps.append(_verified_step(data, proposed))
@@ -296,11 +355,14 @@ def _top(counter) -> list[tuple[str, int]]:
     return items
 
 
-def _reason_kind(reason: str) -> str:
-    """A proposal's reason in a few words, to tally why classes were dropped."""
+def _reason_kind(row: dict) -> str:
+    """Why a class was not kept, in a few words, to tally in the funnel."""
+    if row["decision"] == "undecided":
+        return "undecided, more photos needed"
+    reason = row.get("reason") or ""
     for pattern, kind in [(r"not significant", "drop not significant"), (r"range .*≤", "accuracy range too small"),
                           (r"fewer than two", "too few background groups"), (r"disagree", "models disagree")]:
-        if re.search(pattern, reason or ""):
+        if re.search(pattern, reason):
             return kind
     return (reason or "no reason given")[:40]
 
@@ -318,39 +380,286 @@ def confusion(assigned: dict[str, str], truth: dict[str, str], order: list[str])
     return labels, dict(cells), n
 
 
+# -- the page and its sections --------------------------------------------------------------------
+
+@dataclass
+class Page:
+    """What every section's data function gets: the run and the page-wide choices made once."""
+    data: RunData
+    main: list[dict]
+    others: list[dict]
+    view: View | None
+    kept: list[dict]
+    steps: list[Step]
+    per_side: int
+
+    @property
+    def model(self) -> str:
+        return self.view.reference_model(self.data) if self.view else self.data.config.models[0].model_id
+
+
+def build_page(data: RunData, per_side: int = THUMBS_PER_SIDE) -> Page:
+    main, others, view = primary_proposals(data)
+    kept = [r for r in main if r["decision"] == "kept"]
+    return Page(data, main, others, view, kept, funnel(data, kept), per_side)
+
+
+def summary_cards(page: Page) -> list[dict]:
+    data, counts = page.data, {s.name: s.count for s in page.steps}
+    cards = [dict(label="classes", value=f"{len(data.config.classes)}", note=f"{len(data.config.backgrounds)} backgrounds"),
+             dict(label="clean photos", value=_n(counts.get("clean")),
+                  note=f"of {counts['candidates']:,} candidates" if counts.get("candidates") is not None
+                  else "no candidates table")]
+    if page.main:
+        undecided = sum(r["decision"] == "undecided" for r in page.main)
+        cards.append(dict(label="kept pairs", value=f"{len(page.kept)}",
+                          note=f"of {len(page.main)} classes proposed" + (f"; {undecided} undecided" if undecided else "")))
+    measured = [r for r in page.kept if r["acc_common"] is not None and r["acc_counter"] is not None]
+    if measured:   # the paper's headline numbers: mean of per-class accuracies
+        common = sum(r["acc_common"] for r in measured) / len(measured)
+        counter = sum(r["acc_counter"] for r in measured) / len(measured)
+        note = f"common → counter, in-sample drop {_pct(common - counter)} points"
+        held = [r["drop_held_out"] for r in measured if r.get("drop_held_out") is not None]
+        if held:
+            note += f"; held-out drop {_pct(sum(held) / len(held))} points ({len(held)} of {len(measured)} classes)"
+        cards.append(dict(label="class-balanced accuracy", value=f"{_pct(common)} → {_pct(counter)}", note=note))
+    return cards
+
+
+def funnel_section(page: Page) -> dict:
+    top = max((s.count for s in page.steps if s.count), default=1)
+    return {"steps": [dict(name=s.name, count=s.count, lost=s.lost, reasons=s.reasons, note=s.note,
+                           width=100 * s.count / top if s.count and top else 0.0) for s in page.steps]}
+
+
+def _interval_kind(rows: list[dict], rule: str) -> str:
+    """What the drop interval of these rows is (proposals v2 says it through ``test``)."""
+    if any(r.get("test") for r in rows):
+        return "simultaneous"
+    if any(r.get("n_groups") is not None for r in rows) or rule == "paper":
+        return "newcombe"
+    return "newcombe-v1"
+
+
+INTERVAL_WORDS = {
+    "simultaneous": "95% simultaneous over every pair of the class's groups, so it holds for the pair picked "
+                    "(selection-adjusted)",
+    "newcombe": "95% Newcombe for the two groups, not adjusted for their having been picked",
+    "newcombe-v1": "95% Newcombe for the two groups, not adjusted for their having been picked (this run's "
+                   "proposals predate selection-adjusted intervals: re-run propose for them)",
+}
+
+INTERVAL_SHORT = {"simultaneous": "95% selection-adjusted interval", "newcombe": "95% Newcombe interval",
+                  "newcombe-v1": "95% Newcombe interval"}
+
+
+def _table(rows: list[dict], css: str = "pairs", show_model: bool = False) -> dict:
+    return dict(rows=rows, css=css, show_model=show_model,
+                held_out=any(r.get("drop_held_out") is not None for r in rows))
+
+
+def pairs_section(page: Page) -> dict | None:
+    if not page.main:
+        return None
+    cfg, view = page.data.config, page.view
+    t = cfg.thresholds
+    rule = (f"Rule {t.rule}: range > {t.min_accuracy_range:g} points, groups ≥ {t.group_size()} photos"
+            + ("" if t.rule == "paper" else
+               f", common ≥ {100 * t.min_common_share:g}% of the class, drop significant at α = {t.alpha:g} "
+               f"({t.correction} correction)") + ".")
+    policies = sorted({r["flags_policy"] for r in page.main if r.get("flags_policy")})
+    if policies:
+        rule += f" Photos flagged by clean: {', '.join(policies)}."
+    kind = _interval_kind(page.main, t.rule)
+    held = any(r.get("drop_held_out") is not None for r in page.main)
+    in_sample = ("common minus counter accuracy measured on the very groups chosen for being best and worst, "
+                 "so the choice inflates it; interval: " + INTERVAL_WORDS[kind] + ".")
+    held_out = ("the pair chosen on one half of the photos and measured on the other, both ways, averaged "
+                "(cross-fitted, out-of-sample: what a fresh sample of the same groups would show); 95% interval."
+                if held else None)
+    no_held_out = ("the paper rule has no held-out estimate" if t.rule == "paper" else
+                   "its proposals predate it" if kind == "newcombe-v1" else "no class could be split in two folds")
+    strict_also = None
+    judged = [r for r in page.kept if r.get("strict_decision")]
+    if judged:
+        also = sum(r["strict_decision"] == "kept" for r in judged)
+        strict_also = f"The default strict rule would also keep {also} of these {len(judged)} kept pairs."
+    chart = plots.drop_chart(page.main, t.min_accuracy_range, interval=INTERVAL_SHORT[kind],
+                             held_out_interval="95% interval")
+    others = list(page.others)
+    human = [r for r in others if r["source"] == "human" and r["model_id"] == view.model_id]
+    if human and view.source == "model":   # the same rule on the photos annotators verified
+        others = [r for r in others if r not in human]
+    else:
+        human = []
+    needs = [dict(class_name=r["class_name"], needs=r.get("needs") or r.get("reason") or "more photos")
+             for r in page.main if r["decision"] == "undecided"]
+    return dict(subtitle=str(view), rule=rule, in_sample=in_sample, held_out=held_out, no_held_out=no_held_out,
+                strict_also=strict_also, chart=chart, needs=needs, table=_table(page.main),
+                human=_table(_sorted(human), css="pairs human") if human else None, human_model=view.model_id,
+                others=_table(others, show_model=True) if others else None)
+
+
+def accuracy_section(page: Page) -> dict | None:
+    data = page.data
+    if data.group_stats is None or not data.group_stats.num_rows:
+        return None
+    rows = data.group_stats.to_pylist()
+    model, source = page.model, page.view.source if page.view else "model"
+    metric = "top1" if any(r["metric"] == "top1" for r in rows) else rows[0]["metric"]
+    pick = [r for r in rows if r["model_id"] == model and r["metric"] == metric and r["source"] == source] or \
+        [r for r in rows if r["model_id"] == rows[0]["model_id"] and r["metric"] == metric]
+    cells = {(r["class_name"], r["background"]): r for r in pick}
+    order = [b for b in data.config.backgrounds if any(bg == b for _, bg in cells)]
+    order += sorted({bg for _, bg in cells} - set(order))
+    classes = [r["class_name"] for r in page.main if any(c == r["class_name"] for c, _ in cells)]
+    classes += sorted({c for c, _ in cells} - set(classes))
+    pairs = {r["class_name"]: (r["common"], r["counter"]) for r in page.kept}
+    out = []
+    for c in classes:
+        row = []
+        for b in order:
+            r = cells.get((c, b))
+            if r is None:
+                row.append(None)
+                continue
+            mark = "common" if c in pairs and b == pairs[c][0] else "counter" if c in pairs and b == pairs[c][1] else ""
+            row.append(dict(background=b, acc=r["acc"], acc_lo=r["acc_lo"], acc_hi=r["acc_hi"], n=r["n"], k=r["k"],
+                            mark=mark, colour=plots.heat_colour(r["acc"])))
+        out.append(dict(class_name=c, cells=row))
+    return dict(model=pick[0]["model_id"] if pick else model, metric=metric, backgrounds=order, rows=out)
+
+
+def grids_section(page: Page) -> dict | None:
+    if not page.kept:
+        return None
+    data = page.data
+    assigned = assigned_backgrounds(data)
+    confidence: dict[str, float] = {}
+    if data.groups is not None:
+        for uid, conf in zip(data.groups.column("uid").to_pylist(), data.groups.column("confidence").to_pylist()):
+            confidence[uid] = max(confidence.get(uid, -1.0), conf if conf is not None else -1.0)
+    scored = {}
+    if data.scores is not None:
+        scored = {r["uid"]: r for r in data.scores.to_pylist() if r["model_id"] == page.model}
+    located = {}
+    if data.samples is not None:
+        located = {r["uid"]: (r["shard"], r["key"]) for r in data.samples.select(["uid", "shard", "key", "status"])
+                   .to_pylist() if r["status"] == "ok"}
+    wanted: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for uid, (class_idx, _, bg) in assigned.items():
+        if uid in located:
+            wanted[(class_idx, bg)].append(uid)
+    # The most confidently grouped photos show the background best.
+    chosen = {key: sorted(uids, key=lambda u: (-confidence.get(u, -1.0), u))[:page.per_side]
+              for key, uids in wanted.items()}
+    needed = {u for r in page.kept for side in ("common", "counter") for u in chosen.get((r["class_idx"], r[side]), [])}
+    thumbs = thumbnails(data.run / "shards", {u: located[u] for u in needed})
+    pairs = []
+    for r in page.kept:
+        sides = []
+        for side in ("common", "counter"):
+            shots = []
+            for u in chosen.get((r["class_idx"], r[side]), []):
+                s = scored.get(u)
+                shots.append(dict(uid=u, uri=thumbs.get(u), correct=None if s is None else bool(s["correct"]),
+                                  tip=u if s is None else f"{u}: predicted {s['top1_name']}, p(true) {s['p_true']:.2f}"))
+            sides.append(dict(side=side, background=r[side], n=r[f"n_{side}"], acc=r[f"acc_{side}"], thumbs=shots))
+        pairs.append(dict(class_idx=r["class_idx"], class_name=r["class_name"], common=r["common"],
+                          counter=r["counter"], drop=r["drop"], drop_lo=r["drop_lo"], drop_hi=r["drop_hi"],
+                          drop_held_out=r.get("drop_held_out"), sides=sides))
+    return dict(per_side=page.per_side, model=page.model, pairs=pairs)
+
+
+def attributes_section(page: Page, shown: int = 2) -> dict | None:
+    """Seed 2's detector per class: the attributes with the highest and the lowest δ."""
+    data = page.data
+    if data.attributes is None or not data.attributes.num_rows:
+        return None
+    rows = data.attributes.to_pylist()
+    pick = [r for r in rows if r["model_id"] == page.model] or [r for r in rows if r["model_id"] == rows[0]["model_id"]]
+    by_class: dict[str, list[dict]] = {}
+    for r in sorted(pick, key=lambda r: r["rank"]):
+        by_class.setdefault(r["class_name"], []).append(r)
+    order = [r["class_name"] for r in page.main if r["class_name"] in by_class]
+    order += sorted(set(by_class) - set(order))
+    out = [dict(class_name=c, high=by_class[c][:shown], low=by_class[c][::-1][:shown] if len(by_class[c]) > shown else [])
+           for c in order]
+    return dict(model=pick[0]["model_id"] if pick else page.model, extra=list(data.config.prompts.attributes), rows=out)
+
+
+def confusion_section(page: Page) -> dict:
+    data = page.data
+    if data.groups is None:
+        return dict(methods=[], tables=[])
+    methods = Counter(data.groups.column("method").to_pylist()).most_common()
+    assigned = model_backgrounds(data)
+    refs = []
+    if data.truth:
+        refs.append(("ground truth", Path(data.truth_source).name, data.truth))
+    humans = human_backgrounds(data)
+    if humans:
+        refs.append(("human labels", None, humans))
+    tables = []
+    for name, file, truth in refs:
+        labels, cells, n = confusion(assigned, truth, data.config.backgrounds)
+        rows = []
+        for t in labels:
+            total = sum(cells.get((t, a), 0) for a in labels)
+            if not total:
+                continue
+            row = [dict(assigned=a, n=cells.get((t, a), 0), diag=t == a,
+                        colour=plots.confusion_colour(cells.get((t, a), 0) / total, t == a)
+                        if cells.get((t, a), 0) else "transparent") for a in labels]
+            rows.append(dict(true=t, cells=row, recall=cells.get((t, t), 0) / total))
+        tables.append(dict(name=name, file=file, n=n, right=sum(v for (t, a), v in cells.items() if t == a),
+                           labels=labels, rows=rows))
+    return dict(methods=methods, tables=tables)
+
+
+def settings_section(page: Page) -> dict:
+    cfg, manifest = page.data.config, page.data.manifest
+    rows = [("models", [m.model_id for m in cfg.models], True), ("label space", cfg.label_space, False),
+            ("backgrounds", ", ".join(cfg.backgrounds), False), ("class prompts", " | ".join(cfg.prompts.classes), False),
+            ("config digest", [cfg.digest()], True)]
+    stages = manifest.get("stages") or {}
+    timings = [(name, s.get("seconds", "–"), s.get("finished_at", "")) for name, s in stages.items()]
+    return dict(rows=rows, timings=timings)
+
+
+@dataclass(frozen=True)
+class Section:
+    anchor: str                                # the section's id on the page
+    title: str
+    gather: Callable[[Page], dict | None]      # plain data for the partial; None leaves the section out
+    partial: str                               # templates/<partial>, which reads the data as ``d``
+
+
+# The page, top to bottom. Add a section here (one entry, one data function, one partial).
+SECTIONS: list[Section] = [
+    Section("funnel", "Funnel: where the photos went", funnel_section, "report_funnel.html.j2"),
+    Section("pairs", "Proposed pairs", pairs_section, "report_pairs.html.j2"),
+    Section("accuracy", "Accuracy per class and background", accuracy_section, "report_accuracy.html.j2"),
+    Section("grids", "Kept pairs: common and counter photos", grids_section, "report_grids.html.j2"),
+    Section("attributes", "What the model leans on: δ per attribute", attributes_section, "report_attributes.html.j2"),
+    Section("confusion", "Background assignment", confusion_section, "report_confusion.html.j2"),
+    Section("settings", "Settings", settings_section, "report_settings.html.j2"),
+]
+
+
 # -- render ------------------------------------------------------------------------------------
 
 def render(data: RunData, per_side: int = THUMBS_PER_SIDE, now: str | None = None) -> str:
-    main, others, view = primary_proposals(data)
-    kept = [r for r in main if r["decision"] == "kept"]
-    steps = funnel(data, kept)
+    page = build_page(data, per_side)
+    sections = []
+    for s in SECTIONS:
+        d = s.gather(page)
+        if d is not None:
+            sections.append(dict(anchor=s.anchor, title=s.title, subtitle=d.get("subtitle"), data=d, partial=s.partial))
     now = now or _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    cfg = data.config
-    parts = [
-        f"<header><h1>{_e(cfg.name)} <span class=muted>— curation report</span></h1>"
-        f"<p class=muted>Run <code>{_e(data.run.resolve())}</code> · generated {_e(now)}</p></header>",
-        _summary(data, main, kept, steps),
-        _missing(data),
-        _section("funnel", "Funnel: where the photos went", _funnel_html(steps)),
-    ]
-    if main:
-        parts.append(_section("pairs", f"Proposed pairs <span class=muted>· {_e(view)}</span>",
-                              _pairs_html(main, others, view, cfg)))
-    if data.group_stats is not None and data.group_stats.num_rows:
-        parts.append(_section("accuracy", "Accuracy per class and background", _heatmap_html(data, main, view)))
-    if kept:
-        parts.append(_section("grids", "Kept pairs: common and counter photos", _grids_html(data, kept, view,
-                                                                                             per_side)))
-    if data.attributes is not None and data.attributes.num_rows:
-        parts.append(_section("attributes", "What the model leans on: δ per attribute", _attributes_html(data, main, view)))
-    parts.append(_section("confusion", "Background assignment", _confusion_html(data)))
-    parts.append(_section("settings", "Settings", _settings_html(data)))
-    body = "\n".join(p for p in parts if p)
-    return (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width, initial-scale=1'>"
-            f"<title>{_e(cfg.name)} — counteranimal report</title><style>{_CSS}</style></head>"
-            f"<body><main>{body}</main><footer class=muted>counteranimal report · one self-contained file; "
-            f"nothing is loaded from the network.</footer></body></html>\n")
+    return _environment().get_template("report.html.j2").render(
+        name=data.config.name, run=str(data.run.resolve()), now=now, cards=summary_cards(page),
+        missing=data.missing, sections=sections)
 
 
 def write(run: str | Path, truth: str | Path | None = None, per_side: int = THUMBS_PER_SIDE) -> Path:
@@ -361,326 +670,63 @@ def write(run: str | Path, truth: str | Path | None = None, per_side: int = THUM
     return path
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(pct=_pct, num=_n, code=_code)
+    return env
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
 
 
-def _code(text: str) -> str:
-    """Escape ``text``, showing `backticked` parts as code."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
-
-
-def _section(anchor: str, title: str, inner: str) -> str:
-    return f"<section id={anchor}><h2>{title}</h2>{inner}</section>"
-
-
-def _summary(data: RunData, main: list[dict], kept: list[dict], steps: list[Step]) -> str:
-    counts = {s.name: s.count for s in steps}
-    cards = [("classes", f"{len(data.config.classes)}", f"{len(data.config.backgrounds)} backgrounds"),
-             ("clean photos", _n(counts.get("clean")),
-              f"of {counts['candidates']:,} candidates" if counts.get("candidates") is not None else "no candidates table")]
-    if main:
-        cards.append(("kept pairs", f"{len(kept)}", f"of {len(main)} classes proposed"))
-    measured = [r for r in kept if r["acc_common"] is not None and r["acc_counter"] is not None]
-    if measured:   # the paper's headline numbers: mean of per-class accuracies
-        common = sum(r["acc_common"] for r in measured) / len(measured)
-        counter = sum(r["acc_counter"] for r in measured) / len(measured)
-        cards.append(("class-balanced accuracy", f"{_pct(common)} → {_pct(counter)}",
-                      f"common → counter, drop {_pct(common - counter)} points"))
-    html_cards = "".join(f"<div class=card><div class=label>{_e(a)}</div><div class=big>{_e(b)}</div>"
-                         f"<div class=muted>{_e(c)}</div></div>" for a, b, c in cards)
-    return f"<div class=cards>{html_cards}</div>"
-
-
 def _n(x: int | None) -> str:
     return "–" if x is None else f"{x:,}"
 
 
-def _missing(data: RunData) -> str:
-    if not data.missing:
-        return ""
-    items = "".join(f"<li><code>{_e(a)}</code> — made by {_code(m)}</li>" for a, m in data.missing)
-    return (f"<aside class=missing id=missing><strong>Not in this run yet</strong> (the sections that need these "
-            f"are left out):<ul>{items}</ul></aside>")
+def _code(text: str) -> Markup:
+    """Escape ``text``, showing `backticked` parts as code."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
-def _funnel_html(steps: list[Step]) -> str:
-    top = max((s.count for s in steps if s.count), default=1)
-    rows = []
-    for s in steps:
-        if s.count is None:
-            rows.append(f"<tr class=absent><th>{_e(s.name)}</th><td colspan=3 class=muted>stage not run yet</td></tr>")
+# -- thumbnails ----------------------------------------------------------------------------------
+
+def thumbnails(shards: Path, located: dict[str, tuple[str, str]], size: int = THUMB_SIZE) -> dict[str, str]:
+    """uid -> JPEG data URI of a square ``size`` px thumbnail, read from RUN/shards/<shard> member KEY.jpg.
+
+    Photos whose shard or member is missing, or that do not decode, are left out (the page shows
+    a 'missing' tile for them).
+    """
+    by_shard: dict[str, dict[str, str]] = defaultdict(dict)
+    for uid, (shard, key) in located.items():
+        if shard and key:
+            by_shard[shard][key] = uid
+    out: dict[str, str] = {}
+    for shard, keys in sorted(by_shard.items()):
+        path = shards / shard
+        if not path.is_file():
             continue
-        width = 100 * s.count / top if top else 0
-        reasons = "".join(f"<li>{_e(r)} <b>{v:,}</b></li>" for r, v in s.reasons)
-        lost = (f"<span class=lost>−{s.lost:,}</span><ul class=reasons>{reasons}</ul>" if s.lost
-                else "<span class=muted>none lost</span>")
-        rows.append(f"<tr><th>{_e(s.name)}</th><td class=num>{s.count:,}</td>"
-                    f"<td class=barcell><div class=fbar style='width:{width:.1f}%'></div>"
-                    f"<div class=muted small>{_e(s.note)}</div></td><td>{lost}</td></tr>")
-    return (f"<table class=funnel><thead><tr><th>step</th><th class=num>photos</th><th></th>"
-            f"<th>lost on the way in, top reasons</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def _pairs_html(main: list[dict], others: list[dict], view: View, cfg) -> str:
-    t = cfg.thresholds
-    rule = (f"Rule <b>{_e(t.rule)}</b>: range &gt; {t.min_accuracy_range:g} points"
-            + ("" if t.rule == "paper" else
-               f", groups ≥ {t.group_size()} photos, common ≥ {100 * t.min_common_share:g}% of the class, "
-               f"drop significant at α = {t.alpha:g} ({_e(t.correction)} correction)") + ".")
-    chart = report_charts.drop_chart(main, t.min_accuracy_range)
-    table = _proposal_table(main)
-    extra = ""
-    human = [r for r in others if r["source"] == "human" and r["model_id"] == view.model_id]
-    if human and view.source == "model":   # the same rule on the photos annotators verified
-        human.sort(key=lambda r: (r["decision"] != "kept", -(r["drop"] if r["drop"] is not None else -9)))
-        others = [r for r in others if r not in human]
-        extra += (f"<h3>After human review <span class=muted>· {_e(view.model_id)} on human-verified "
-                  f"backgrounds</span></h3>{_proposal_table(human, table_class='pairs human')}")
-    if others:
-        extra += (f"<details><summary>{len(others)} more rows (other models or label sources)</summary>"
-                 f"{_proposal_table(others, show_model=True)}</details>")
-    return f"<p class=muted>{rule} Intervals are 95% (Wilson; Newcombe for the drop).</p>{chart}{table}{extra}"
-
-
-def _proposal_table(rows: list[dict], show_model: bool = False, table_class: str = "pairs") -> str:
-    head = ("<tr>" + ("<th>model</th><th>source</th>" if show_model else "") +
-            "<th>class</th><th>common</th><th>counter</th><th class=num>n</th><th class=num>acc common</th>"
-            "<th class=num>acc counter</th><th class=num>drop</th><th class=num>p adj.</th><th>decision</th>"
-            "<th>reason</th></tr>")
-    body = []
-    for r in rows:
-        n = "–" if r["n_common"] is None else f"{r['n_common']} / {r['n_counter']}"
-        pv = "–" if r["p_adjusted"] is None else f"{r['p_adjusted']:.2g}"
-        model = f"<td>{_e(r['model_id'])}</td><td>{_e(r['source'])}</td>" if show_model else ""
-        body.append(
-            f"<tr class='{_e(r['decision'])}' data-class='{_e(r['class_name'])}'>{model}"
-            f"<td><b>{_e(r['class_name'])}</b></td><td>{_e(r['common'] or '–')}</td><td>{_e(r['counter'] or '–')}</td>"
-            f"<td class=num>{n}</td><td class=num>{_ci(r['acc_common'], r['acc_common_lo'], r['acc_common_hi'])}</td>"
-            f"<td class=num>{_ci(r['acc_counter'], r['acc_counter_lo'], r['acc_counter_hi'])}</td>"
-            f"<td class=num><b>{_ci(r['drop'], r['drop_lo'], r['drop_hi'])}</b></td><td class=num>{pv}</td>"
-            f"<td><span class='pill {_e(r['decision'])}'>{_e(r['decision'])}</span></td>"
-            f"<td class=reason>{_e(r['reason'])}</td></tr>")
-    return f"<table class='{table_class}'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _ci(x, lo, hi) -> str:
-    if x is None:
-        return "–"
-    ci = "" if lo is None else f" <span class=ci>[{_pct(lo, 0)}, {_pct(hi, 0)}]</span>"
-    return f"{_pct(x)}{ci}"
-
-
-def _heatmap_html(data: RunData, main: list[dict], view: View | None) -> str:
-    rows = data.group_stats.to_pylist()
-    model = view.reference_model(data) if view else data.config.models[0].model_id
-    source = view.source if view else "model"
-    metric = "top1" if any(r["metric"] == "top1" for r in rows) else rows[0]["metric"]
-    pick = [r for r in rows if r["model_id"] == model and r["metric"] == metric and r["source"] == source] or \
-        [r for r in rows if r["model_id"] == rows[0]["model_id"] and r["metric"] == metric]
-    shown = pick[0]["model_id"] if pick else model
-    cells = {(r["class_name"], r["background"]): r for r in pick}
-    order = [b for b in data.config.backgrounds if any(bg == b for _, bg in cells)]
-    order += sorted({bg for _, bg in cells} - set(order))
-    classes = [r["class_name"] for r in main if any(c == r["class_name"] for c, _ in cells)]
-    classes += sorted({c for c, _ in cells} - set(classes))
-    pairs = {r["class_name"]: (r["common"], r["counter"]) for r in main if r["decision"] == "kept"}
-    head = "".join(f"<th class=rot><div>{_e(b)}</div></th>" for b in order)
-    body = []
-    for c in classes:
-        tds = []
-        for b in order:
-            r = cells.get((c, b))
-            if r is None:
-                tds.append("<td class=empty></td>")
-                continue
-            mark = ""
-            if c in pairs and b == pairs[c][0]:
-                mark = " common"
-            elif c in pairs and b == pairs[c][1]:
-                mark = " counter"
-            tds.append(f"<td class='heat{mark}' style='background:{report_charts.heat_colour(r['acc'])}' "
-                       f"title='{_e(c)} on {_e(b)}: {r['k']}/{r['n']} correct, 95% CI "
-                       f"[{_pct(r['acc_lo'])}, {_pct(r['acc_hi'])}]'>{_pct(r['acc'], 0)}"
-                       f"<small>n={r['n']}</small></td>")
-        body.append(f"<tr><th>{_e(c)}</th>{''.join(tds)}</tr>")
-    return (f"<p class=muted>Accuracy (%) of <code>{_e(shown)}</code> ({_e(metric)}) on each background group; "
-            f"n = photos. Outlined: <span class='key common'>common</span> and <span class='key counter'>counter"
-            f"</span> of kept pairs. Hover a cell for its interval.</p>"
-            f"<div class=scroll><table class=heatmap><thead><tr><th></th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>")
-
-
-def _attributes_html(data: RunData, main: list[dict], view: View | None, shown: int = 2) -> str:
-    """Seed 2's detector per class: the attributes with the highest and the lowest δ."""
-    rows = data.attributes.to_pylist()
-    model = view.reference_model(data) if view else data.config.models[0].model_id
-    pick = [r for r in rows if r["model_id"] == model] or [r for r in rows if r["model_id"] == rows[0]["model_id"]]
-    by_class: dict[str, list[dict]] = {}
-    for r in sorted(pick, key=lambda r: r["rank"]):
-        by_class.setdefault(r["class_name"], []).append(r)
-    order = [r["class_name"] for r in main if r["class_name"] in by_class]
-    order += sorted(set(by_class) - set(order))
-
-    def cell(items: list[dict]) -> str:
-        return "<br>".join(f"{_e(r['attribute'])} <b>{100 * r['delta']:+.0f}</b> pts "
-                           f"<span class=muted>({r['n_present']} vs {r['n_absent']} photos, p={r['p_value']:.2g})</span>"
-                           for r in items)
-
-    body = "".join(f"<tr><th>{_e(c)}</th><td>{cell(by_class[c][:shown])}</td>"
-                   f"<td>{cell(by_class[c][::-1][:shown]) if len(by_class[c]) > shown else ''}</td></tr>"
-                   for c in order)
-    extra = data.config.prompts.attributes
-    return (f"<p class=muted>δ(class, attribute) = accuracy with the attribute − accuracy without it, for "
-            f"<code>{_e(pick[0]['model_id'] if pick else model)}</code>; attributes are the backgrounds"
-            + (f" and the config's extra attributes ({_e(', '.join(extra))})" if extra else "")
-            + ". A large positive δ is what the model leans on; a large negative δ, what it fails on. "
-            "All ranks: <code>attributes.parquet</code>.</p>"
-            f"<div class=scroll><table class=attrs><thead><tr><th>class</th><th>highest δ</th><th>lowest δ</th>"
-            f"</tr></thead><tbody>{body}</tbody></table></div>")
-
-
-def _grids_html(data: RunData, kept: list[dict], view: View, per_side: int) -> str:
-    assigned = assigned_backgrounds(data)
-    confidence = {}
-    if data.groups is not None:
-        for uid, conf in zip(data.groups.column("uid").to_pylist(), data.groups.column("confidence").to_pylist()):
-            confidence[uid] = max(confidence.get(uid, -1.0), conf if conf is not None else -1.0)
-    model = view.reference_model(data)
-    scored = {}
-    if data.scores is not None:
-        for r in data.scores.to_pylist():
-            if r["model_id"] == model:
-                scored[r["uid"]] = r
-    located = {}
-    if data.samples is not None:
-        for r in data.samples.select(["uid", "shard", "key", "status"]).to_pylist():
-            if r["status"] == "ok":
-                located[r["uid"]] = (r["shard"], r["key"])
-    wanted: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for uid, (class_idx, _, bg) in assigned.items():
-        if uid in located:
-            wanted[(class_idx, bg)].append(uid)
-    chosen = {}
-    for key, uids in wanted.items():   # the most confidently grouped photos show the background best
-        chosen[key] = sorted(uids, key=lambda u: (-confidence.get(u, -1.0), u))[:per_side]
-    needed = {u for r in kept for side in ("common", "counter") for u in chosen.get((r["class_idx"], r[side]), [])}
-    thumbs = report_charts.thumbnails(data.run / "shards", {u: located[u] for u in needed})
-    out = [f"<p class=muted>Up to {per_side} photos per group, most confidently assigned first. Border: "
-           f"<span class='key ok'>model right</span> <span class='key wrong'>model wrong</span> "
-           f"(<code>{_e(model)}</code>).</p>"]
-    for r in kept:
-        sides = []
-        for side, acc in (("common", r["acc_common"]), ("counter", r["acc_counter"])):
-            uids = chosen.get((r["class_idx"], r[side]), [])
-            n = r[f"n_{side}"]
-            imgs = "".join(_thumb(u, thumbs.get(u), scored.get(u)) for u in uids) or \
-                "<p class=muted>no stored photos</p>"
-            stat = "" if n is None or acc is None else f" <span class=muted>· {n:,} photos, {_pct(acc)}% right</span>"
-            sides.append(f"<div class='side {side}'><h4>{side}: {_e(r[side])}{stat}</h4>"
-                         f"<div class=grid>{imgs}</div></div>")
-        drop = "" if r["drop"] is None else f", drop {_pct(r['drop'])} [{_pct(r['drop_lo'])}, {_pct(r['drop_hi'])}]"
-        out.append(f"<div class=pair id='pair-{r['class_idx']}'><h3>{_e(r['class_name'])} "
-                   f"<span class=muted>{_e(r['common'])} → {_e(r['counter'])}{drop}</span></h3>"
-                   f"<div class=sides>{''.join(sides)}</div></div>")
-    return "".join(out)
-
-
-def _thumb(uid: str, uri: str | None, score: dict | None) -> str:
-    cls = "" if score is None else (" ok" if score["correct"] else " wrong")
-    tip = uid if score is None else (f"{uid}: predicted {score['top1_name']}, p(true) {score['p_true']:.2f}")
-    if uri is None:
-        return f"<div class='thumb missingimg{cls}' title='{_e(tip)}'>image<br>missing</div>"
-    return f"<img class='thumb{cls}' src='{uri}' alt='{_e(uid)}' title='{_e(tip)}' width=96 height=96>"
-
-
-def _confusion_html(data: RunData) -> str:
-    if data.groups is None:
-        return "<p class=muted>No background groups yet.</p>"
-    methods = Counter(data.groups.column("method").to_pylist())
-    parts = [f"<p>Assigned by: {', '.join(f'{_e(k)} {v:,}' for k, v in methods.most_common())}.</p>"]
-    assigned = model_backgrounds(data)
-    refs = []
-    if data.truth:
-        refs.append((f"ground truth <code>{_e(Path(data.truth_source).name)}</code>", data.truth))
-    humans = human_backgrounds(data)
-    if humans:
-        refs.append(("human labels", humans))
-    if not refs:
-        parts.append("<p class=muted>No ground truth (<code>--truth FILE</code> or <code>RUN/truth.parquet</code>) "
-                     "and no human labels yet, so assignment accuracy cannot be measured.</p>")
-    for name, truth in refs:
-        labels, cells, n = confusion(assigned, truth, data.config.backgrounds)
-        if not n:
-            parts.append(f"<p class=muted>The {name} shares no photos with the groups.</p>")
-            continue
-        right = sum(v for (t, a), v in cells.items() if t == a)
-        parts.append(f"<h3>Assigned vs {name}: {100 * right / n:.1f}% agree <span class=muted>"
-                     f"({right:,} of {n:,} photos)</span></h3>" + report_charts.confusion_table(labels, cells))
-    return "".join(parts)
-
-
-def _settings_html(data: RunData) -> str:
-    cfg = data.config
-    models = ", ".join(f"<code>{_e(m.model_id)}</code>" for m in cfg.models)
-    rows = [("models", models), ("label space", _e(cfg.label_space)),
-            ("backgrounds", _e(", ".join(cfg.backgrounds))),
-            ("class prompts", _e(" | ".join(cfg.prompts.classes))),
-            ("config digest", f"<code>{_e(cfg.digest())}</code>")]
-    stages = data.manifest.get("stages") or {}
-    timing = "".join(f"<tr><td>{_e(name)}</td><td class=num>{_e(s.get('seconds', '–'))}</td>"
-                     f"<td class=muted>{_e(s.get('finished_at', ''))}</td></tr>" for name, s in stages.items())
-    table = "".join(f"<tr><th>{a}</th><td>{b}</td></tr>" for a, b in rows)
-    out = f"<table class=kv>{table}</table>"
-    if timing:
-        out += (f"<h3>Stage timings</h3><table class=timings><thead><tr><th>stage</th><th class=num>seconds</th>"
-                f"<th>finished</th></tr></thead><tbody>{timing}</tbody></table>")
-    else:
-        out += "<p class=muted>No manifest.json: stage timings unknown.</p>"
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    base = member.name.rsplit("/", 1)[-1]
+                    key, _, ext = base.partition(".")
+                    if key in keys and ext.lower() in ("jpg", "jpeg", "png", "webp") and keys[key] not in out:
+                        uri = _thumb_uri(tar.extractfile(member).read(), size)
+                        if uri:
+                            out[keys[key]] = uri
+        except (tarfile.TarError, OSError):
+            continue   # a damaged shard: its photos show as missing
     return out
 
 
-_CSS = """
-:root{--ink:#1f2430;--muted:#6b7280;--line:#e5e7eb;--bg:#fafaf7;--kept:#0f766e;--drop:#9ca3af;--common:#2563eb;
---counter:#d97706;--ok:#16a34a;--wrong:#dc2626}
-*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--ink);
-font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1180px;margin:0 auto;padding:28px 32px 8px}footer{max-width:1180px;margin:0 auto;padding:16px 32px 40px}
-h1{font-size:26px;margin:0 0 2px}h2{font-size:19px;margin:34px 0 10px;padding-bottom:6px;border-bottom:2px solid var(--line)}
-h3{font-size:16px;margin:18px 0 8px}h4{font-size:14px;margin:0 0 6px}code{font-size:13px;background:#eef0f3;padding:1px 4px;
-border-radius:4px}.muted{color:var(--muted);font-weight:normal}small,.small{font-size:12px}
-.cards{display:flex;gap:14px;flex-wrap:wrap;margin:18px 0}.card{flex:1 1 200px;background:#fff;border:1px solid var(--line);
-border-radius:10px;padding:12px 16px}.card .label{font-size:12px;text-transform:uppercase;letter-spacing:.05em;
-color:var(--muted)}.card .big{font-size:26px;font-weight:650}
-.missing{background:#fff7ed;border:1px solid #fed7aa;border-radius:10px;padding:10px 16px;margin:14px 0}
-.missing ul{margin:6px 0 0;padding-left:20px}
-table{border-collapse:collapse;background:#fff;width:100%}th,td{padding:6px 9px;border-bottom:1px solid var(--line);
-text-align:left;vertical-align:top}thead th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.ci{color:var(--muted);font-size:12px}
-.funnel th{width:110px}.funnel .barcell{width:45%}.fbar{height:14px;border-radius:3px;background:var(--kept);opacity:.8}
-.funnel tr.absent th{color:var(--muted)}.lost{color:var(--wrong);font-weight:600}
-.reasons{margin:2px 0 0;padding-left:18px;font-size:13px;color:#374151}
-.pairs tr.dropped td{color:#4b5563}.pairs tr.dropped{background:#fbfbfb}.reason{font-size:12.5px;color:#4b5563;max-width:330px}
-.pill{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.pill.kept{background:var(--kept)}.pill.dropped{background:var(--drop)}
-details{margin:12px 0}summary{cursor:pointer;color:var(--muted)}
-svg.chart{display:block;margin:8px 0 18px;background:#fff;border:1px solid var(--line);border-radius:10px}
-.scroll{overflow-x:auto}.heatmap{width:auto}.heatmap td.heat{text-align:center;min-width:54px;font-weight:600;
-font-variant-numeric:tabular-nums}.heatmap td small{display:block;font-weight:normal;font-size:10.5px;opacity:.75}
-.heatmap td.common{outline:3px solid var(--common);outline-offset:-3px}.heatmap td.counter{outline:3px solid var(--counter);
-outline-offset:-3px}.heatmap th.rot{font-size:12px;text-transform:none;letter-spacing:0}
-.key{padding:0 6px;border-radius:4px;border:2px solid}.key.common{border-color:var(--common)}
-.key.counter{border-color:var(--counter)}.key.ok{border-color:var(--ok)}.key.wrong{border-color:var(--wrong)}
-.pair{background:#fff;border:1px solid var(--line);border-radius:10px;padding:4px 16px 14px;margin:14px 0}
-.sides{display:flex;gap:18px;flex-wrap:wrap}.side{flex:1 1 480px}.side.common h4{color:var(--common)}
-.side.counter h4{color:var(--counter)}.grid{display:flex;flex-wrap:wrap;gap:5px}
-.thumb{width:96px;height:96px;border-radius:6px;border:3px solid #d1d5db;object-fit:cover;background:#eee}
-.thumb.ok{border-color:var(--ok)}.thumb.wrong{border-color:var(--wrong)}
-.missingimg{display:flex;align-items:center;justify-content:center;text-align:center;font-size:11px;color:var(--muted)}
-.confusion{width:auto}.confusion td{text-align:center;min-width:44px;font-variant-numeric:tabular-nums}
-.confusion td.diag{font-weight:700}.kv{width:auto}.kv th{color:var(--muted);font-weight:500}.timings{width:auto}
-"""
+def _thumb_uri(data: bytes, size: int) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=82, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

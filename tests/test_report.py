@@ -12,12 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image, ImageDraw, ImageStat
 
 import schemas
-from curation import atomic, config, propose, report, stats
+from curation import atomic, config, plots, propose, report, stats
 from pipeline import cli
 
 MODEL = "tiny/planted"
@@ -55,7 +56,7 @@ def _config(run: Path) -> None:
         "name": "planted-test",
         "classes": [{"name": c, "imagenet_idx": i} for c, i in CLASS_IDX.items()],
         "backgrounds": list(BACKGROUND_RGB),
-        "label_space": "classes",
+        "label_space": "imagenet1k",     # the classes keep their ImageNet indices
         "models": [{"name": "ViT-B-32", "id": MODEL}],
         "thresholds": {"rule": "strict", "min_group_size": 10},
     })
@@ -126,8 +127,8 @@ def build_full_run(run: Path) -> dict:
                            background_p=[1 / 6] * 6, p_subject=0.9, embedding=[0.0] * 8))
         groups.append(dict(uid=uid, class_idx=CLASS_IDX[cls], class_name=cls, background=assigned,
                            confidence=rng.random(), method="zero-shot", model_id=MODEL, zero_shot=assigned))
-        per_photo.append((CLASS_IDX[cls], cls, assigned, correct))
-    counts = propose.count_groups(per_photo)
+        per_photo.append((CLASS_IDX[cls], cls, assigned, correct, i % 2))
+    counts = _counts_with_folds(per_photo)
     rows = propose.propose(counts, propose.Rule(min_group_size=10), model_id=MODEL)
     group_stats = []
     for g in counts:
@@ -147,6 +148,17 @@ def build_full_run(run: Path) -> dict:
         {"stages": {"fetch": {"counts": {"ok": len(world["ok"])}, "seconds": 1.5, "finished_at": "2025-01-01T00:00:00"}}}))
     world.update(proposals=rows, wrong_bg=wrong_bg, groups=groups, deltas=deltas)
     return world
+
+
+def _counts_with_folds(per_photo: list[tuple]) -> list[propose.GroupCount]:
+    """Counts per (class, background) with the two folds the held-out drop is measured on."""
+    counts = propose.count_groups([p[:4] for p in per_photo])
+    out = []
+    for g in counts:
+        mine = [p for p in per_photo if (p[0], p[2]) == (g.class_idx, g.background)]
+        folds = tuple((sum(p[4] == f for p in mine), sum(p[4] == f and p[3] for p in mine)) for f in (0, 1))
+        out.append(propose.GroupCount(g.class_idx, g.class_name, g.background, g.n, g.k, g.p_sum, folds=folds))
+    return out
 
 
 # -- headless Chromium --------------------------------------------------------------------------------
@@ -198,6 +210,10 @@ def dom_after_load(page: Path, tmp: Path) -> str:
 
 # -- tests ----------------------------------------------------------------------------------------------
 
+def _section(text: str, anchor: str) -> str:
+    return text.split(f'<section id="{anchor}">', 1)[1].split("</section>", 1)[0]
+
+
 def test_full_report_renders_in_chromium(tmp_path):
     run = tmp_path / "run"
     world = build_full_run(run)
@@ -219,7 +235,7 @@ def test_full_report_renders_in_chromium(tmp_path):
     assert {r["class_name"] for r in kept} == {"ice bear", "flamingo", "vulture"}, world["proposals"]
 
     # Every thumbnail is a real 96 px JPEG, and each kept pair shows min(12, stored) per side.
-    srcs = re.findall(r"<img [^>]*src='([^']+)'", text)
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', text)
     stored = {}
     for g in world["groups"]:
         stored[(g["class_name"], g["background"])] = stored.get((g["class_name"], g["background"]), 0) + 1
@@ -231,38 +247,57 @@ def test_full_report_renders_in_chromium(tmp_path):
             assert im.format == "JPEG" and im.size == (96, 96)
 
     # Funnel numbers and reasons come from the artifacts.
-    assert f"{len(world['photos']):,}</td>" in text                     # candidates
-    assert "http_404 <b>" + f"{len(world['failed'])}</b>" in text
-    assert "too_small <b>" + f"{len(world['too_small'])}</b>" in text
-    assert "duplicate_url <b>3</b>" in text
+    funnel = _section(text, "funnel")
+    assert f'<td class="num">{len(world["photos"]):,}</td>' in funnel                     # candidates
+    assert f"http_404 <b>{len(world['failed'])}</b>" in funnel
+    assert f"too_small <b>{len(world['too_small'])}</b>" in funnel
+    assert "duplicate_url <b>3</b>" in funnel
+
+    # Each drop figure says which estimate it is; the held-out drop stands beside the in-sample one.
+    pairs = _section(text, "pairs")
+    assert "<b>drop, in-sample</b>" in pairs and "<b>drop, held-out</b>" in pairs and "selection-adjusted" in pairs
+    assert '<span class="est">in-sample</span>' in pairs and '<span class="est">held-out</span>' in pairs
+    for r in kept:
+        row = pairs.split(f'data-class="{r["class_name"]}"', 1)[1].split("</tr>", 1)[0]
+        in_sample = re.search(r'data-estimate="in-sample"><b>([-\d.]+) ', row).group(1)
+        held_out = re.search(r'data-estimate="held-out">([-\d.–]+)', row).group(1)
+        assert in_sample == f"{100 * r['drop']:.1f}"
+        assert r["drop_held_out"] is not None and held_out == f"{100 * r['drop_held_out']:.1f}"
+    assert pairs.count('id="drop-bar-kept-') == len(kept) and 'id="drop-bar-dropped-' in pairs
+    assert pairs.count('id="drop-held-out-') == sum(r["drop_held_out"] is not None for r in world["proposals"])
+    assert "held-out drop: 95% interval" in pairs                # the chart's legend names both estimates
 
     # Background confusion against the ground truth: the known mistakes give a known agreement.
     n_ok = len(world["ok"])
     agree = 100 * (n_ok - len(world["wrong_bg"])) / n_ok
-    assert "<code>ground_truth.parquet</code>: " + f"{agree:.1f}% agree" in text and f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in text
+    confusion = _section(text, "confusion")
+    assert f"<code>ground_truth.parquet</code>: {agree:.1f}% agree" in confusion
+    assert f"({n_ok - len(world['wrong_bg'])} of {n_ok} photos)" in confusion
 
-    assert "<td>fetch</td><td class=num>1.5</td>" in text                # stage timings from manifest.json
+    assert '<td>fetch</td><td class="num">1.5</td>' in text                # stage timings from manifest.json
 
     # Seed 2's δ: each class's highest-ranked attribute, with its δ in points.
-    section = text.split("id=attributes", 1)[1].split("</section>", 1)[0]
+    section = _section(text, "attributes")
     for r in kept:
         top = next(d for d in world["deltas"] if d["class_name"] == r["class_name"] and d["rank"] == 1)
-        row = section.split(f"<th>{r['class_name']}</th>", 1)[1].split("</tr>", 1)[0]
-        assert row.startswith(f"<td>{top['attribute']} <b>{100 * top['delta']:+.0f}</b> pts"), row
+        row = section.split(f'<tr data-class="{r["class_name"]}">', 1)[1].split("</tr>", 1)[0]
+        assert f'<td class="high">{top["attribute"]} <b>{100 * top["delta"]:+.0f}</b> pts' in row, row
 
     shot = screenshot(page, tmp_path)
     assert_not_blank(shot)
     shutil.copy(tmp_path / "shot.png", tmp_path / "full.png")
 
+    # The pair table is there in the browser's DOM, kept classes first, each with its decision.
     dom = dom_after_load(page, tmp_path)
-    rows = re.findall(r"<tr class=\"(kept|dropped)\" data-class=\"([^\"]+)\"", dom)
-    assert [c for d, c in rows if d == "kept"] and {c for _, c in rows} == set(CLASS_IDX), rows
+    table = dom.split('<table class="pairs">', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r'<tr class="(kept|dropped|undecided)" data-class="([^"]+)"', table)
+    assert {c for _, c in rows} == set(CLASS_IDX), rows
     assert rows[: len(kept)] == [("kept", r["class_name"]) for r in rows_sorted(kept)], "kept classes come first"
     assert ("dropped", "zebra") in rows
     m = re.search(r'data-decoded="(\d+)" data-images="(\d+)"', dom)
     assert m, "load script did not run: the page did not load"
     assert int(m.group(1)) == int(m.group(2)) == expected, "some thumbnails did not decode in the browser"
-    assert dom.count("<svg") >= 1 and dom.count("class=\"bar kept\"") == len(kept)
+    assert dom.count("<svg") >= 1 and dom.count('id="drop-bar-kept-') == len(kept)
 
 
 def rows_sorted(kept: list[dict]) -> list[dict]:
@@ -277,8 +312,8 @@ def test_early_run_says_what_is_missing(tmp_path):
     for artifact in ("scores/", "groups/", "proposals.parquet", "group_stats.parquet", "annotation/verdicts.parquet"):
         assert f"<code>{artifact}</code>" in text, artifact
     assert text.count("stage not run yet") == 3            # grouped, proposed, verified
-    assert f"<td class=num>{len(world['ok']):,}</td>" in text   # clean photos
-    assert "<img" not in text and "id=pairs" not in text
+    assert f'<td class="num">{len(world["ok"]):,}</td>' in text   # clean photos
+    assert "<img" not in text and 'id="pairs"' not in text
     assert f"flagged for review: label_noise {len(world['noisy'])}" in text
     assert "<code>counteranimal annotate pull</code>" in text
     shot = screenshot(page, tmp_path)
@@ -302,9 +337,15 @@ def test_report_needs_a_config(tmp_path, capsys):
     assert "config.yaml" in capsys.readouterr().err
 
 
+def test_command_default_matches_the_report():
+    from pipeline.commands import report as command
+    assert command.PER_SIDE == report.THUMBS_PER_SIDE
+
+
 def test_human_labels_verdicts_and_model_consensus(tmp_path):
     """Human groups and verdicts feed the funnel's last step and a second confusion table; human
-    proposal rows get their own table; with several models the consensus rows lead."""
+    proposal rows get their own table; with several models the consensus rows lead, showing the
+    decision model's figures only."""
     run = tmp_path / "run"
     world = build_full_run(run)
     kept = {r["class_name"] for r in world["proposals"] if r["decision"] == "kept"}
@@ -325,22 +366,94 @@ def test_human_labels_verdicts_and_model_consensus(tmp_path):
                 + [verdict(u, "tie") for u in tied] + [verdict(u, "verified", "no") for u in not_class])
     atomic.write_parquet(run / "annotation" / "verdicts.parquet",
                          schemas.conform(pa.Table.from_pylist(verdicts), "verdicts"))
-    other = [dict(r, model_id="other") for r in world["proposals"]]
-    consensus = propose.agree_across_models({MODEL: world["proposals"], "other": other})
+    # A second model, named to sort first, with other figures: the consensus rows must not show them.
+    other = [dict(r, model_id="a-other", acc_common=0.5, drop=0.123, drop_lo=0.01, drop_hi=0.3, drop_held_out=0.111)
+             for r in world["proposals"]]
+    consensus = propose.agree_across_models({MODEL: world["proposals"], "a-other": other})
     by_humans = [dict(r, model_id="all", source="human") for r in consensus]
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(
         pa.Table.from_pylist(world["proposals"] + other + consensus + by_humans), "proposals"))
 
     text = report.write(run).read_text()
-    assert "Proposed pairs <span class=muted>· all (model labels)</span>" in text
-    assert "<h3>After human review" in text and text.count("<table class='pairs human'>") == 1
+    assert 'Proposed pairs <span class="muted">· all (model labels)</span>' in text
+    assert "<h3>After human review" in text and text.count('<table class="pairs human">') == 1
     assert f"<summary>{2 * len(CLASS_IDX)} more rows" in text
+    main = text.split('<table class="pairs">', 1)[1].split("</table>", 1)[0]
+    for r in world["proposals"]:
+        row = main.split(f'data-class="{r["class_name"]}"', 1)[1].split("</tr>", 1)[0]
+        assert f'data-estimate="in-sample"><b>{100 * r["drop"]:.1f} ' in row, row
+        assert "12.3" not in row and "11.1" not in row and "50.0" not in row, row
+        assert f"figures: {MODEL}" in row
     labelled = relabelled + verified + not_class
     agree = len(labelled) - len(wrong)
     assert f"Assigned vs human labels: {100 * agree / len(labelled):.1f}% agree" in text
     assert f"({agree} of {len(labelled)} photos)" in text
-    step = re.search(r"<tr><th>verified</th><td class=num>([\d,]+)</td>.*?</tr>", text)
+    step = re.search(r'<tr><th>verified</th><td class="num">([\d,]+)</td>.*?</tr>', text, re.S)
     assert step and int(step.group(1)) == len(relabelled) + len(verified)
     assert "too few votes yet <b>3</b>" in step.group(0) and "annotators split (tie) <b>2</b>" in step.group(0)
     assert "not the class (annotators: no) <b>1</b>" in step.group(0) and "awaiting human review" in step.group(0)
     assert "<code>annotation/verdicts.parquet</code>" not in text
+
+
+def test_undecided_classes_say_what_to_collect(tmp_path):
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    rows = [dict(r) for r in world["proposals"]]
+    zebra = next(r for r in rows if r["class_name"] == "zebra")
+    zebra.update(decision="undecided", needs="collect ≈23 more photos of zebra on sand (now 16) to tell them apart",
+                 needs_background="sand", needs_n=23, reason="undecided: groups too small")
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
+    text = report.write(run).read_text()
+    pairs = _section(text, "pairs")
+    needs = pairs.split('<div class="needs" id="undecided">', 1)[1].split("</div>", 1)[0]
+    assert "Undecided — collect more photos" in needs
+    assert '<li data-class="zebra"><b>zebra</b>: collect ≈23 more photos of zebra on sand (now 16)' in needs
+    assert '<tr class="undecided" data-class="zebra">' in pairs and 'id="drop-bar-undecided-' in pairs
+    assert "undecided, more photos needed" in _section(text, "funnel")
+    assert "1 undecided" in text.split('<section id="funnel">', 1)[0]          # the summary card
+
+
+def test_a_run_written_before_proposals_v2_still_renders(tmp_path):
+    """An old proposals.parquet (v1: no held-out, test or needs columns) renders, saying its drop
+    interval is not adjusted for the choice and that it has no held-out estimate."""
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    v1 = ["class_idx", "class_name", "source", "model_id", "common", "counter", "n_common", "n_counter",
+          "acc_common", "acc_common_lo", "acc_common_hi", "acc_counter", "acc_counter_lo", "acc_counter_hi",
+          "drop", "drop_lo", "drop_hi", "p_value", "p_adjusted", "decision", "reason"]
+    pq.write_table(pa.Table.from_pylist([{k: r[k] for k in v1} for r in world["proposals"]]), run / "proposals.parquet")
+    text = report.write(run).read_text()
+    pairs = _section(text, "pairs")
+    assert "predate selection-adjusted intervals" in pairs and "No held-out drop in this run" in pairs
+    assert '<span class="est">held-out</span>' not in pairs and 'id="drop-held-out-' not in pairs
+    assert pairs.count('<tr class="kept"') == 3
+
+
+def test_sections_are_one_list(tmp_path, monkeypatch):
+    """A section is one (data function, partial) entry: adding one adds it to the page; a data
+    function returning None leaves its section out."""
+    run = tmp_path / "run"
+    build_early_run(run)
+    extra = report.Section("extra", "An added section", lambda page: {"rows": [("answer", "42", False)], "timings": []},
+                           "report_settings.html.j2")
+    monkeypatch.setattr(report, "SECTIONS", report.SECTIONS + [extra])
+    text = report.write(run).read_text()
+    assert '<section id="extra"><h2>An added section</h2>' in text and "<th>answer</th><td>42</td>" in text
+    assert [m for m in re.findall(r'<section id="(\w+)">', text)] == ["funnel", "confusion", "settings", "extra"]
+
+
+def test_charts_are_deterministic_svg_and_png(tmp_path):
+    rows = [dict(class_name="ice bear", decision="kept", drop=0.6, drop_lo=0.3, drop_hi=0.8, drop_held_out=0.5,
+                 drop_held_out_lo=0.2, drop_held_out_hi=0.75),
+            dict(class_name="zebra", decision="dropped", drop=0.02, drop_lo=-0.2, drop_hi=0.25)]
+    one, two = plots.drop_chart(rows, 5.0), plots.drop_chart(rows, 5.0)
+    assert one == two and one.startswith('<svg class="chart drops"') and "<metadata>" not in one
+    assert "ice bear" in one and 'id="drop-held-out-0"' in one      # text stays text (svg.fonttype none)
+    assert plots.drop_chart([dict(class_name="x", decision="dropped", drop=None)], 5.0) is None
+    with plots.style():
+        fig = plots.figure(300, 200)
+        fig.add_subplot().plot([0, 1], [0, 1])
+    svg_path, png_path = plots.save(fig, tmp_path / "line")
+    assert svg_path.read_text().startswith("<?xml") and "<svg" in svg_path.read_text()
+    with Image.open(png_path) as im:
+        assert im.format == "PNG" and im.size == (600, 400)
