@@ -2,7 +2,8 @@
 
 Automatic rejections (status ``rejected``, with a reason): undecodable, truncated, too_small,
 aspect_ratio, missing_in_shard (checked per image), then duplicate / near_duplicate (across the
-whole run, ``duplicate_of`` names the kept image).
+whole run, ``duplicate_of`` names the kept image; a near duplicate is a pHash match confirmed by
+colour thumbnails, matched directly to a kept image, never through a chain: curation/dedupe.py).
 
 The paper's manual rules become model signals, added to ``flags`` for human review, never drops:
 label_noise (the model does not rank the class in its top k and none of the photo's nearest photos
@@ -59,7 +60,8 @@ def check_shard(shard: str, wanted: dict[str, str], samples: Iterable[tuple[str,
 
 def _missing(uid: str, shard: str, key: str | None, detail: str) -> dict:
     return {"uid": uid, "shard": shard, "key": key, "reason": "missing_in_shard", "detail": detail,
-            "width": None, "height": None, "bytes": None, "sha256": None, "phash": None, "phash_crops": None}
+            "width": None, "height": None, "bytes": None, "sha256": None, "phash": None, "phash_crops": None,
+            "thumbnails": None}
 
 
 def checks_table(rows: list[dict]) -> pa.Table:
@@ -100,8 +102,9 @@ def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
         else:
             hashes = (check["phash"], *(check["phash_crops"] or [])) if check["phash"] is not None else ()
             passed.append(dedupe.Candidate(row["uid"], row["class_idx"], check["sha256"], hashes,
-                                           check["width"] * check["height"]))
-    dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits)
+                                           check["width"] * check["height"], check.get("thumbnails")))
+    dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits,
+                                             spec.near_duplicate_max_cell_difference)
     for row in rows:
         dup = dropped.get(row["uid"])
         if dup is not None:

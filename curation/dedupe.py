@@ -1,16 +1,29 @@
 """Exact and near duplicates across the whole run, within and across classes.
 
-Exact: same content hash. Near: two images whose perceptual hashes (each image has several: the
-whole picture and central crops, so a slightly cropped copy still matches) come within
-``max_bits`` Hamming distance, found without comparing all pairs: split the 64 bits into
-max_bits+1 bands; two hashes that differ in at most max_bits bits agree exactly on at least one
-band (pigeonhole), so only hashes sharing a band are compared. Near-duplicate pairs are joined\ntransitively (union-find). In each group one image is
-kept: the one with the most pixels, ties broken by uid, so the choice does not depend on input order.
+Exact: same content hash; the image with the most pixels (ties: smallest uid) is kept.
+
+Near: a candidate pair comes within ``max_bits`` Hamming distance on the perceptual hashes (each
+image has several: the whole picture and central crops, so a slightly cropped copy still matches),
+found without comparing all pairs: the 64 bits are split into max_bits+1 bands, and two hashes
+that differ in at most max_bits bits agree exactly on at least one band (pigeonhole), so only
+hashes sharing a band are compared. The grey 8x8 DCT hash mostly sees the background, so two
+different animals on one background photo often come within 4 bits; a candidate is therefore a
+near duplicate only when its colour thumbnails agree too (``thumb_distance`` at most
+``max_difference``), which a different animal covering part of the frame cannot.
+
+No transitive chains: images are visited in preference order (most pixels, then uid), and each is
+kept unless it matches an already kept image directly; then it is a near duplicate of that image
+(the closest, when several). A, B, C with A~B and B~C but not A~C keep A and C. The outcome does
+not depend on input order.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
+
+from curation.image_checks import THUMB_BYTES, THUMB_CROPS, THUMB_SIDE
 
 
 @dataclass(frozen=True)
@@ -20,6 +33,7 @@ class Candidate:
     sha256: str
     phashes: tuple[int, ...]    # whole image first, then central crops; empty when undecodable
     pixels: int
+    thumbnails: bytes | None = None   # image_checks.thumbnails; None: it cannot be a near duplicate
 
 
 @dataclass(frozen=True)
@@ -32,95 +46,93 @@ def _preference(c: Candidate) -> tuple:
     return (-c.pixels, c.uid)
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def _bands(h: int, n: int) -> list[tuple[int, int]]:
+def _band_splitter(n: int):
+    """A function from a 64-bit hash to its n (band number, band value) keys."""
     edges = [round(i * 64 / n) for i in range(n + 1)]
-    return [(i, (h >> edges[i]) & ((1 << (edges[i + 1] - edges[i])) - 1)) for i in range(n)]
+    cuts = [(i, edges[i], (1 << (edges[i + 1] - edges[i])) - 1) for i in range(n)]
+    return lambda h: [(i, (h >> shift) & mask) for i, shift, mask in cuts]
 
 
-def near_links(hashes: dict[str, tuple[int, ...]], max_bits: int) -> list[tuple[str, str]]:
-    """Pairs of uids whose union joins the same groups as all pairs within max_bits bits would.
-
-    Only distinct hash values are compared; uids sharing a value are chained (u1-u2, u2-u3, ...)
-    rather than paired all with all, so a thousand copies of one picture cost a thousand links,
-    not half a million comparisons.
-    """
-    owners: dict[int, list[str]] = defaultdict(list)
-    for uid, hs in hashes.items():
-        for h in set(hs):
-            owners[h].append(uid)
-    links = set()
-    for uids in owners.values():
-        for a, b in zip(uids, uids[1:]):
-            if a != b:
-                links.add((min(a, b), max(a, b)))
-    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for h in owners:
-        for band in _bands(h, max_bits + 1):
-            buckets[band].append(h)
-    for members in buckets.values():
-        for i, ha in enumerate(members):
-            for hb in members[i + 1:]:
-                if (ha ^ hb).bit_count() <= max_bits:
-                    a, b = owners[ha][0], owners[hb][0]
-                    if a != b:
-                        links.add((min(a, b), max(a, b)))
-    return sorted(links)
+def standardised(thumbnails: bytes) -> np.ndarray:
+    """(levels, cells, 3) thumbnails with each channel standardised per level: a copy's brightness,
+    contrast and colour shifts are (nearly) per-channel affine, so they cancel; the +4 keeps flat
+    images from amplifying JPEG noise."""
+    if len(thumbnails) != THUMB_BYTES:
+        raise ValueError(f"thumbnails hold {len(thumbnails)} bytes, expected {THUMB_BYTES}")
+    x = np.frombuffer(thumbnails, np.uint8).reshape(len(THUMB_CROPS), THUMB_SIDE * THUMB_SIDE, 3).astype(np.float32)
+    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 4.0)
 
 
-def find_duplicates(candidates: list[Candidate], max_bits: int) -> tuple[dict[str, Duplicate], set[str]]:
-    """Return ({uid: Duplicate} for every image not kept, {kept uids whose group spans classes})."""
-    by_uid = {c.uid: c for c in candidates}
+def thumb_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two images' ``standardised`` thumbnails are at their best crop alignment.
+
+    A copy cropped by c per side lines up with the original's crop at c: each image's whole
+    thumbnail is compared with every crop level of the other. At each alignment the distance is
+    the second-largest of the 64 cells' differences (mean over channels), so one cell spoilt by a
+    JPEG block does not break a copy, while a different animal, which covers many cells, does."""
+    return float(thumb_distances(a, b[None])[0])
+
+
+def thumb_distances(a: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """thumb_distance of ``a`` to each of ``others`` (k, levels, cells, 3), in one pass."""
+    whole_a = np.broadcast_to(a[:1], a.shape)[None]
+    whole_b = np.broadcast_to(others[:, :1], others.shape)
+    cells = np.concatenate([np.abs(a[None] - whole_b), np.abs(whole_a - others)], axis=1).mean(axis=-1)
+    return np.partition(cells, -2, axis=-1)[..., -2].min(axis=-1)
+
+
+def find_duplicates(candidates: list[Candidate], max_bits: int,
+                    max_difference: float) -> tuple[dict[str, Duplicate], set[str]]:
+    """Return ({uid: Duplicate} for every image not kept, {kept uids with a duplicate of another class})."""
     dropped: dict[str, Duplicate] = {}
-    groups = _UnionFind()
     exact: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
         exact[c.sha256].append(c)
     for same in exact.values():
         keep = min(same, key=_preference)
         for c in same:
-            groups.union(keep.uid, c.uid)
             if c is not keep:
                 dropped[c.uid] = Duplicate("duplicate", keep.uid)
-    survivors = {c.uid: c.phashes for c in candidates if c.uid not in dropped and c.phashes}
-    members: dict[str, list[str]] = defaultdict(list)
-    near = _UnionFind()
-    for a, b in near_links(survivors, max_bits):
-        near.union(a, b)
-        groups.union(a, b)
-    for uid in survivors:
-        members[near.find(uid)].append(uid)
-    for uids in members.values():
-        if len(uids) < 2:
-            continue
-        keep = min((by_uid[u] for u in uids), key=_preference)
-        for u in uids:
-            if u != keep.uid:
-                dropped[u] = Duplicate("near_duplicate", keep.uid)
-    # An exact duplicate of an image that lost a near-duplicate group points at the final keeper.
+    survivors = sorted((c for c in candidates if c.uid not in dropped), key=_preference)
+    width = max((len(c.phashes) for c in survivors), default=1) or 1
+    kept: list[Candidate] = []
+    kept_hashes = np.zeros((len(survivors), width), np.uint64)   # row k: kept[k]'s hashes, padded with its first
+    thumbs: dict[int, np.ndarray] = {}           # kept index -> standardised thumbnails, made when first needed
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)   # hash band -> kept indices
+    bands = _band_splitter(max_bits + 1)
+    for c in survivors:
+        keys = {key for h in c.phashes for key in bands(h)}
+        if c.phashes and c.thumbnails is not None:
+            near = {k for key in keys for k in buckets.get(key, ())}
+            near_k = np.fromiter(sorted(near), np.int64, len(near))
+            mine = np.array(c.phashes, np.uint64)
+            bits = np.bitwise_count(kept_hashes[near_k][:, :, None] ^ mine[None, None, :]).min(axis=(1, 2))
+            matched = [int(k) for k in near_k[bits <= max_bits] if kept[k].thumbnails is not None]
+            if matched:
+                mine = standardised(c.thumbnails)
+                for k in matched:
+                    if k not in thumbs:
+                        thumbs[k] = standardised(kept[k].thumbnails)
+                dist = thumb_distances(mine, np.stack([thumbs[k] for k in matched]))
+                best = int(np.argmin(dist))          # first minimum: the most preferred of the closest
+                if dist[best] <= max_difference:
+                    dropped[c.uid] = Duplicate("near_duplicate", kept[matched[best]].uid)
+                    continue
+        k = len(kept)
+        kept.append(c)
+        if c.phashes:
+            kept_hashes[k] = [*c.phashes, *[c.phashes[0]] * (width - len(c.phashes))]
+        for key in keys:
+            buckets[key].append(k)
+    # An exact duplicate of an image that is itself a near duplicate points at that image's keeper.
     for uid, dup in list(dropped.items()):
         target = dup.duplicate_of
         while target in dropped:
             target = dropped[target].duplicate_of
         dropped[uid] = Duplicate(dup.reason, target)
+    class_of = {c.uid: c.class_idx for c in candidates}
     classes: dict[str, set[int]] = defaultdict(set)
-    for c in candidates:
-        classes[groups.find(c.uid)].add(c.class_idx)
-    across = {c.uid for c in candidates if c.uid not in dropped and len(classes[groups.find(c.uid)]) > 1}
+    for uid, dup in dropped.items():
+        classes[dup.duplicate_of].add(class_of[uid])
+    across = {uid for uid, cls in classes.items() if cls - {class_of[uid]}}
     return dropped, across

@@ -77,9 +77,14 @@ def plan(run_dir: Path) -> tuple[list[tuple[str, dict[str, str]]], int]:
 
 
 def _covers(path: Path, uids: set[str]) -> bool:
+    """The checks file holds exactly these uids and was written with the current image_checks
+    schema (older ones lack what dedupe now needs, e.g. v1 had no thumbnails)."""
     try:
+        found = pq.read_schema(path)
+        if schemas.version_of(found) != schemas.version_of(schemas.SCHEMAS["image_checks"]):
+            return False
         return set(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
-    except (OSError, pa.ArrowInvalid):
+    except (OSError, pa.ArrowInvalid, KeyError, TypeError):
         return False
 
 

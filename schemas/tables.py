@@ -147,7 +147,7 @@ PROPOSALS = _schema("proposals", 2, [
 ])
 
 # RUN/clean/NNNNN.parquet — per shard, what the clean stage saw in each stored image (before dedupe).
-IMAGE_CHECKS = _schema("image_checks", 1, [
+IMAGE_CHECKS = _schema("image_checks", 2, [
     pa.field("uid", pa.string(), nullable=False),
     pa.field("shard", pa.string(), nullable=False),
     pa.field("key", pa.string()),
@@ -159,6 +159,9 @@ IMAGE_CHECKS = _schema("image_checks", 1, [
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.uint64()),           # 64-bit DCT perceptual hash
     pa.field("phash_crops", pa.list_(pa.uint64())),  # pHash of central crops (4, 8, 12% off each side)
+    # v2: 8x8 RGB thumbnails of the image and of central crops 1-12% off each side (13 x 192 bytes),
+    # which confirm a pHash near-duplicate match (curation/dedupe.py)
+    pa.field("thumbnails", pa.binary()),
 ])
 
 # RUN/scores/NNNNN.parquet — per shard, one row per (sample, model): CLIP zero-shot results.

@@ -59,49 +59,52 @@ def test_rerun_changes_nothing_and_a_lost_shard_check_is_redone(cleaned, tmp_pat
     assert schemas.read_folder(run / "samples", "samples").equals(first)
 
 
-def _groups(uids, pairs) -> set[frozenset]:
-    parent = {u: u for u in uids}
+def _greedy_brute_force(cands, max_bits):
+    """The rule dedupe implements, by comparing every pair: in preference order, each image is a near
+    duplicate of the first kept image within max_bits (thumbnails always agreeing), else kept."""
+    kept, dropped = [], {}
+    for c in sorted(cands, key=lambda c: (-c.pixels, c.uid)):
+        match = next((k for k in kept
+                      if min((x ^ y).bit_count() for x in c.phashes for y in k.phashes) <= max_bits), None)
+        if match is None:
+            kept.append(c)
+        else:
+            dropped[c.uid] = dedupe.Duplicate("near_duplicate", match.uid)
+    return dropped
 
-    def find(u):
-        while parent[u] != u:
-            u = parent[u]
-        return u
-    for a, b in pairs:
-        parent[find(a)] = find(b)
-    groups: dict = {}
-    for u in uids:
-        groups.setdefault(find(u), set()).add(u)
-    return {frozenset(g) for g in groups.values()}
+
+THUMBS = bytes(image_checks.THUMB_BYTES)   # identical (flat) thumbnails: every pHash candidate is confirmed
 
 
-def test_near_links_join_exactly_the_brute_force_groups():
+def test_hash_bands_find_every_pair_the_brute_force_finds():
     rng = random.Random(3)
     base = [rng.getrandbits(64) for _ in range(40)]
-    hashes = {}
+    cands = []
     for i, h in enumerate(base):
-        hashes[f"a{i}"] = (h,)
+        cands.append(dedupe.Candidate(f"a{i}", 1, f"sa{i}", (h,), 100, THUMBS))
         flipped = h
         for bit in rng.sample(range(64), rng.randrange(0, 7)):     # 0..6 bits away
             flipped ^= 1 << bit
-        hashes[f"b{i}"] = (flipped, rng.getrandbits(64))
-    for i in range(5):                       # copies sharing a hash value: chained, not paired all with all
-        hashes[f"c{i}"] = (base[0],)
+        cands.append(dedupe.Candidate(f"b{i}", 1, f"sb{i}", (flipped, rng.getrandbits(64)), 100, THUMBS))
+    for i in range(5):                       # more copies sharing one hash value
+        cands.append(dedupe.Candidate(f"c{i}", 1, f"sc{i}", (base[0],), 100, THUMBS))
     for max_bits in (0, 2, 4, 6):
-        brute = sorted((a, b) for a in hashes for b in hashes
-                       if a < b and min((x ^ y).bit_count() for x in hashes[a] for y in hashes[b]) <= max_bits)
-        links = dedupe.near_links(hashes, max_bits)
-        assert set(links) <= set(brute)
-        assert _groups(hashes, links) == _groups(hashes, brute)
-    assert len(dedupe.near_links({f"u{i}": (7,) for i in range(1000)}, 4)) == 999
+        dropped, _ = dedupe.find_duplicates(cands, max_bits, max_difference=0.0)
+        assert dropped == _greedy_brute_force(cands, max_bits)
+    assert len(dedupe.find_duplicates([dedupe.Candidate(f"u{i}", 1, f"s{i}", (7,), 1, THUMBS) for i in range(1000)],
+                                      4, 0.0)[0]) == 999
 
 
 def test_dedupe_keeps_the_same_image_whatever_the_input_order():
-    cands = [dedupe.Candidate("u3", 1, "s1", (0b1111,), 100), dedupe.Candidate("u1", 1, "s1", (0b1111,), 100),
-             dedupe.Candidate("u2", 2, "s2", (0xFF00, 0b1110), 400), dedupe.Candidate("u4", 1, "s4", (0,), 100)]
-    first = dedupe.find_duplicates(cands, max_bits=1)
+    cands = [dedupe.Candidate("u3", 1, "s1", (0b1111,), 100, THUMBS),
+             dedupe.Candidate("u1", 1, "s1", (0b1111,), 100, THUMBS),
+             dedupe.Candidate("u2", 2, "s2", (0xFF00, 0b1110), 400, THUMBS),
+             dedupe.Candidate("u4", 1, "s4", (0,), 100, THUMBS),
+             dedupe.Candidate("u5", 1, "s5", (0b1111,), 100, None)]      # no thumbnails: never a near duplicate
+    first = dedupe.find_duplicates(cands, max_bits=1, max_difference=0.3)
     for _ in range(5):
         random.shuffle(cands)
-        assert dedupe.find_duplicates(cands, max_bits=1) == first
+        assert dedupe.find_duplicates(cands, max_bits=1, max_difference=0.3) == first
     dropped, across = first
     # u1/u3 are exact copies; u2 (more pixels) is a near copy of them (through its second hash), so it is kept.
     assert dropped == {"u1": dedupe.Duplicate("near_duplicate", "u2"), "u3": dedupe.Duplicate("duplicate", "u2")}
