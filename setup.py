@@ -31,7 +31,8 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        # datasets and mlcroissant: the release tests read a release with HF datasets and validate its Croissant
+        "test": ["pytest>=8", "pytest-timeout", "datasets>=3", "mlcroissant>=1.0"],
         "annotation": ["label-studio-sdk>=2.0", "httpx>=0.24"],
     },
     entry_points={"console_scripts": ["counteranimal=pipeline.cli:main"]},
