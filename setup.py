@@ -34,6 +34,8 @@ setup(
         # datasets and mlcroissant: the release tests read a release with HF datasets and validate its Croissant
         "test": ["pytest>=8", "pytest-timeout", "datasets>=3", "mlcroissant>=1.0"],
         "annotation": ["label-studio-sdk>=2.0", "httpx>=0.24"],
+        # cluster: Beam's Google Cloud and AWS file systems and runners (the worker image installs it)
+        "cluster": ["apache-beam[gcp,aws]==2.77.0"],
     },
     entry_points={"console_scripts": ["counteranimal=pipeline.cli:main"]},
 )
