@@ -84,7 +84,7 @@ def templates_for(data: Data, settings: Settings) -> tuple[list, list]:
 
 
 def encode(clip, sites, data: Data, settings: Settings, cache_dir: Path) -> dict:
-    """Pre-projection features of every photo and prompt, cached by model, weights, photos and prompts."""
+    """Pre-projection features of every photo and prompt, cached in OUT by model, weights and photos/prompts."""
     class_t, bg_t = templates_for(data, settings)
     class_prompts = [t(c) for c in data.classes for t in class_t]
     bg_prompts = [t(b) for b in data.backgrounds for t in bg_t]
@@ -92,41 +92,48 @@ def encode(clip, sites, data: Data, settings: Settings, cache_dir: Path) -> dict
     if settings.pretrained and Path(settings.pretrained).is_file():
         st = Path(settings.pretrained).stat()
         weights_id = f"{Path(settings.pretrained).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    key = hashlib.sha1(json.dumps([settings.model, weights_id, data.key, class_prompts, bg_prompts]).encode()).hexdigest()[:16]
-    cache = cache_dir / f"features-{key}.pt"
-    if cache.is_file():
-        return torch.load(cache, weights_only=True)
-    from tqdm import tqdm
+
+    def cached(what, parts, compute):
+        key = hashlib.sha1(json.dumps([settings.model, weights_id, *parts]).encode()).hexdigest()[:16]
+        path = cache_dir / f"features-{what}-{key}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        value = compute()
+        with atomic.atomic_path(path) as tmp:
+            torch.save(value, tmp)
+        return value
 
     model, device = clip.model, clip.device
-    order = list(range(len(data.uids)))
-    chunks, batch = [], []
-    bar = tqdm(total=len(order), desc="mitigate: encoding photos", unit="img", disable=not settings.progress)
 
-    def flush():
-        if batch:
-            pixels = torch.stack(batch).to(device=device, dtype=clip.dtype)
-            chunks.append(features.image_features(model, sites[0], pixels))
-            bar.update(len(batch))
-            batch.clear()
+    def images() -> torch.Tensor:
+        from tqdm import tqdm
 
-    for image in data.images(order):
-        batch.append(clip.preprocess(image))
-        if len(batch) == 64:
-            flush()
-    flush()
-    bar.close()
+        chunks, batch = [], []
+        bar = tqdm(total=len(data.uids), desc="mitigate: encoding photos", unit="img", disable=not settings.progress)
+
+        def flush():
+            if batch:
+                pixels = torch.stack(batch).to(device=device, dtype=clip.dtype)
+                chunks.append(features.image_features(model, sites[0], pixels))
+                bar.update(len(batch))
+                batch.clear()
+
+        for image in data.images(range(len(data.uids))):
+            batch.append(clip.preprocess(image))
+            if len(batch) == 64:
+                flush()
+        flush()
+        bar.close()
+        return torch.cat(chunks)
 
     def text(prompts: list[str], per: int) -> torch.Tensor:
         out = [features.text_features(model, sites[1], clip.tokenizer(prompts[i:i + 256]).to(device))
                for i in range(0, len(prompts), 256)]
         return torch.cat(out).reshape(len(prompts) // per, per, -1)
 
-    feats = {"images": torch.cat(chunks), "class_prompts": text(class_prompts, len(class_t)),
-             "background_prompts": text(bg_prompts, len(bg_t))}
-    with atomic.atomic_path(cache) as tmp:
-        torch.save(feats, tmp)
-    return feats
+    return {"images": cached("images", [data.key, data.uids], images),
+            "class_prompts": cached("text", [class_prompts], lambda: text(class_prompts, len(class_t))),
+            "background_prompts": cached("text", [bg_prompts], lambda: text(bg_prompts, len(bg_t)))}
 
 
 class Sampler:
