@@ -79,20 +79,39 @@ def curate(world: Path, run: Path, background: bool) -> dict:
         assert cli(["curate", str(run)]) == 0
     verdict = judge(world, run, cfg.thresholds.min_accuracy_range)
     verdict["curate_s"] = time.monotonic() - started
+    verdict["grid_background_accuracy"] = _grid_background_accuracy(world, BACKGROUND_MODEL if background else None)
     return verdict
 
 
-def row(seed: int, v: dict, label: str = "") -> str:
+def _grid_background_accuracy(world: Path, name: str | None) -> float:
+    """The background-assigning model's own background accuracy on the balanced grid (its oracle)."""
+    import json
+
+    from curation.world import oracle, train
+
+    stem = "oracle" if name is None else f"oracle-{oracle.model_slug(train.REFERENCE_MODEL, str(train.checkpoint_path(world, name)))}"
+    return json.loads((world / f"{stem}.json").read_text())["summary"]["background_accuracy"]
+
+
+def row(seed, v: dict, label: str = "") -> str:
     pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"
     misses = "; ".join(f"{c} ({v['classes'][c]['cause']})" for c in v["misses"]) or "–"
     bg = "n/a" if v["background_accuracy"] is None else f"{100 * v['background_accuracy']:.1f}"
+    fps = f"{len(v['false_positives'])}" + (f" ({', '.join(v['false_positives'])})" if v["false_positives"] else "")
     return (f"| {seed}{label} | {v['significant']} | {v['found']} ({pct(v['recall'])}) | {v['non_significant']} | "
-            f"{len(v['false_positives'])}{' (' + ', '.join(v['false_positives']) + ')' if v['false_positives'] else ''}"
-            f" | {bg} | {misses} | {v['curate_s']:.0f} |")
+            f"{fps} | {len(v['undecided'])} | {bg} | {misses} | {v['curate_s']:.0f} |")
 
 
-HEADER = ("| seed | significant classes | found (recall) | non-significant classes | false positives | "
-          "background acc % | misses (cause) | curate s |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+def total_row(entries: list[dict]) -> str:
+    sig, found = sum(v["significant"] for v in entries), sum(v["found"] for v in entries)
+    non, fp = sum(v["non_significant"] for v in entries), sum(len(v["false_positives"]) for v in entries)
+    und = sum(len(v["undecided"]) for v in entries)
+    return (f"| **total** | {sig} | {found} ({100 * found / max(1, sig):.0f}%) | {non} | {fp} "
+            f"({100 * fp / max(1, non):.0f}%) | {und} | | | {sum(v['curate_s'] for v in entries):.0f} |")
+
+
+HEADER = ("| seed | significant classes | found (recall) | non-significant classes | false positives | undecided | "
+          "background acc % | misses (cause) | curate s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def main() -> int:
@@ -130,26 +149,27 @@ def main() -> int:
             print(row(seed, b, " (background model)"), flush=True)
     if args.prepare:
         return 0
-    totals = {"significant": 0, "found": 0, "non_significant": 0, "fp": 0}
+    everything = []
     for variant, entries in results.items():
         print(f"\n### {variant}\n\n{HEADER}")
         for seed, label, v in entries:
             print(row(seed, v, label))
-            if not label:
-                totals["significant"] += v["significant"]
-                totals["found"] += v["found"]
-                totals["non_significant"] += v["non_significant"]
-                totals["fp"] += len(v["false_positives"])
-    t = totals
-    print(f"\n**Total** (reference-model runs): found {t['found']}/{t['significant']} classes with a significant oracle "
-          f"drop ({100 * t['found'] / max(1, t['significant']):.0f}%); false positives {t['fp']}/{t['non_significant']} "
-          f"classes without one ({100 * t['fp'] / max(1, t['non_significant']):.0f}%).")
+        ref = [v for _, label, v in entries if not label]
+        everything += ref
+        print(total_row(ref))
+    print(f"\n### all variants (reference-model runs)\n\n{HEADER}\n{total_row(everything)}")
+    good = [v for v in everything if (v["background_accuracy"] or 0) >= 0.7]
+    sig, found = sum(v["significant"] for v in good), sum(v["found"] for v in good)
+    print(f"\nWorlds whose background assignment is at least 70% accurate: {len(good)} of {len(everything)}; "
+          f"found {found}/{sig} ({100 * found / max(1, sig):.0f}%) of their classes with a significant oracle drop.")
     for variant, entries in results.items():
         for seed, label, v in entries:
             if label:
                 ref = next(x for s, lab, x in entries if s == seed and not lab)
                 print(f"background assignment accuracy, {variant} seed {seed}: reference model "
-                      f"{100 * ref['background_accuracy']:.1f}%, second model {100 * v['background_accuracy']:.1f}%")
+                      f"{100 * ref['background_accuracy']:.1f}% of the pool's grouped photos "
+                      f"({100 * ref['grid_background_accuracy']:.1f}% on the grid), second model "
+                      f"{100 * v['background_accuracy']:.1f}% ({100 * v['grid_background_accuracy']:.1f}% on the grid)")
     return 0
 
 

@@ -51,7 +51,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
     for r in proposals:
         cls = r["class_name"]
         o = oracle[cls]
-        significant = o["drop_lo"] > 0 and 100 * o["drop"] > min_range_points
+        significant = is_significant(o, min_range_points)
         common = o["planted_common"] or o["oracle_common"]
         right_common = tied(cls, r["common"], common)
         right_counter = tied(cls, r["counter"], o["oracle_counter"])
@@ -84,6 +84,11 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
         "miss_causes": dict(Counter(per_class[c]["cause"] for c in sig if not per_class[c]["correct"])),
         "background_accuracy": background_accuracy(world_dir, run_dir),
     }
+
+
+def is_significant(oracle_class: dict, min_range_points: float = 5.0) -> bool:
+    """Whether a class's oracle drop (an oracle.json class entry) is one the run must find."""
+    return oracle_class["drop_lo"] > 0 and 100 * oracle_class["drop"] > min_range_points
 
 
 def deciding_model(run_dir: Path, rows: list[dict]) -> str | None:

@@ -201,17 +201,21 @@ def run_judge(args) -> int:
     cfg = config.load(run)
     verdict = judge(world, run, cfg.thresholds.min_accuracy_range)
     print("A proposed background counts as the oracle's when their accuracies on the grid are within each "
-          "other's 95% intervals.")
+          f"other's 95% intervals. Judged: model {verdict['model_id']}'s rows.")
     print(f"  {'class':24s} {'oracle common→counter':26s} {'proposed common→counter':26s} verdict")
     for cls, v in verdict["classes"].items():
-        proposed = "→".join(str(x) for x in v["proposed"]) + ("" if v["kept"] else " (dropped)")
+        proposed = "→".join(str(x) for x in v["proposed"]) + ("" if v["kept"] else f" ({v['decision']})")
         kind = "shortcut" if v["significant"] else "no shortcut"
         print(f"  {cls:24s} {'→'.join(map(str, v['oracle'])):26s} {proposed:26s} "
               f"{'right' if v['correct'] else 'wrong'} ({kind})")
+    for cls, v in verdict["classes"].items():
+        if not v["correct"]:
+            print(f"  {cls} ({v['cause']}): {v['why']}")
     acc = verdict["background_accuracy"]
+    fps, non = verdict["false_positives"], verdict["non_significant"]
     print(f"{verdict['found']} of {verdict['significant']} classes with a real shortcut found with the oracle's pair; "
-          f"false positives: {', '.join(verdict['false_positives']) or 'none'}; background assignment accuracy "
-          + ("n/a" if acc is None else f"{acc:.1%}") + ".")
+          f"false positives: {(', '.join(fps) + ' of') if fps else 'none of'} the {non} classes without a significant "
+          f"oracle drop; background assignment accuracy " + ("n/a" if acc is None else f"{acc:.1%}") + ".")
     return 0
 
 

@@ -1,0 +1,76 @@
+"""`world judge` on a null world: its checks can fail (proposals written by hand, judged for real)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyarrow as pa
+
+import schemas
+from curation import atomic, config
+from curation.world.judge import is_significant, judge
+from curation.world.run_config import run_config
+from tests.support.null_world import null_world  # noqa: F401  (session fixture)
+
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+def write_run(null_world, run, decide) -> None:
+    """A run folder with the world's config and one proposals row per class: decide(cls, oracle entry)
+    gives (decision, common, counter)."""
+    cfg = run_config(null_world.dir, null_world.model, null_world.checkpoint)
+    atomic.write_text(run / "config.yaml", config.dump(cfg))
+    rows = []
+    for i, (cls, o) in enumerate(null_world.oracle["classes"].items()):
+        decision, common, counter = decide(cls, o)
+        rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="reference", common=common,
+                         counter=counter, decision=decision, reason=f"hand-made {decision}"))
+        rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="other", common=common,
+                         counter=counter, decision="kept", reason="another model's row, not deciding"))
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
+
+
+def test_null_world_has_classes_without_a_significant_oracle_drop(null_world):
+    assert not any(o["biased"] for o in null_world.oracle["classes"].values())
+    flat = [c for c, o in null_world.oracle["classes"].items() if not is_significant(o)]
+    assert flat, "the null world's oracle gives every class a significant drop: judge's false-positive check is vacuous"
+
+
+def test_a_kept_class_without_a_significant_drop_is_a_false_positive(null_world, tmp_path):
+    classes = null_world.oracle["classes"]
+    flat = sorted(c for c, o in classes.items() if not is_significant(o))
+    sig = sorted(c for c, o in classes.items() if is_significant(o))
+    wrong = sig[0] if sig else None
+
+    def decide(cls, o):
+        if cls == flat[0]:
+            return "kept", o["oracle_common"], o["oracle_counter"]          # a pair the oracle does not support
+        if cls == wrong:                                                     # a real drop, dropped
+            return "dropped", o["oracle_common"], o["oracle_counter"]
+        if sig and cls == sig[-1] and cls != wrong:
+            return "kept", o["oracle_common"], o["oracle_counter"]          # the oracle's own pair
+        return ("undecided" if cls in flat else "dropped"), None, None
+
+    run = tmp_path / "run"
+    write_run(null_world, run, decide)
+    v = judge(null_world.dir, run)
+    assert v["model_id"] == "reference"                           # the other model's rows do not decide
+    assert v["false_positives"] == [flat[0]]
+    assert v["non_significant"] == len(flat) and v["false_positive_rate"] == 1 / len(flat)
+    assert v["classes"][flat[0]]["cause"] == "false positive" and "hand-made kept" in v["classes"][flat[0]]["why"]
+    assert v["undecided"] == flat[1:]
+    assert v["significant"] == len(sig)
+    if wrong:
+        assert wrong in v["misses"] and v["classes"][wrong]["cause"] == "rule"
+        assert v["misses"][wrong].startswith("dropped (oracle drop") and "hand-made dropped" in v["misses"][wrong]
+    if len(sig) > 1:
+        assert v["classes"][sig[-1]]["correct"] and sig[-1] not in v["misses"]
+        assert v["found"] == 1
+
+    # Nothing kept: no false positive, and the judge says so on the command line.
+    write_run(null_world, run, lambda cls, o: ("dropped", None, None))
+    assert judge(null_world.dir, run)["false_positives"] == []
+    done = subprocess.run(CLI + ["world", "judge", str(null_world.dir), str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"false positives: none of the {len(flat)} classes without a significant oracle drop" in done.stdout
