@@ -59,6 +59,19 @@ def test_rerun_changes_nothing_and_a_lost_shard_check_is_redone(cleaned, tmp_pat
     assert schemas.read_folder(run / "samples", "samples").equals(first)
 
 
+def test_checks_from_an_older_image_checks_schema_are_redone(cleaned, tmp_path):
+    import pyarrow.parquet as pq
+    from schemas.tables import VERSION_KEY
+
+    planted, _ = cleaned
+    run = tmp_path / "run"
+    shutil.copytree(planted.run, run)
+    path = run / "clean" / "00000.parquet"
+    table = pq.read_table(path).drop_columns(["thumbnails"])     # as image_checks v1 wrote it
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, VERSION_KEY: b"1"}), path)
+    assert [w[0] for w in clean_stage.plan(run)[0]] == ["00000.tar"]
+
+
 def _greedy_brute_force(cands, max_bits):
     """The rule dedupe implements, by comparing every pair: in preference order, each image is a near
     duplicate of the first kept image within max_bits (thumbnails always agreeing), else kept."""
