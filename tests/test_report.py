@@ -457,3 +457,24 @@ def test_charts_are_deterministic_svg_and_png(tmp_path):
     assert svg_path.read_text().startswith("<?xml") and "<svg" in svg_path.read_text()
     with Image.open(png_path) as im:
         assert im.format == "PNG" and im.size == (600, 400)
+
+
+def test_paper_rule_says_its_interval_and_what_the_strict_rule_keeps(tmp_path):
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    cfg = config.load(run)
+    atomic.write_text(run / "config.yaml", config.dump(cfg.model_copy(update={
+        "thresholds": cfg.thresholds.model_copy(update={"rule": "paper", "min_group_size": 10})})))
+    counts = _counts_with_folds([(CLASS_IDX[g["class_name"]], g["class_name"], g["background"], s["correct"], i % 2)
+                                 for i, (g, s) in enumerate(zip(world["groups"], schemas.read_folder(
+                                     run / "scores", "scores").to_pylist()))])
+    rows = propose.propose(counts, propose.Rule(kind="paper", min_group_size=10), model_id=MODEL)
+    kept = [r for r in rows if r["decision"] == "kept"]
+    assert kept and all(r["strict_decision"] for r in kept)
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
+    pairs = _section(report.write(run).read_text(), "pairs")
+    assert "Rule paper: range &gt; 5 points, groups ≥ 10 photos." in pairs
+    assert "95% Newcombe for the two groups, not adjusted for their having been picked" in pairs
+    also = sum(r["strict_decision"] == "kept" for r in kept)
+    assert f"The default strict rule would also keep {also} of these {len(kept)} kept pairs." in pairs
+    assert "No held-out drop in this run (the paper rule has no held-out estimate)" in pairs
