@@ -296,10 +296,10 @@ def _needs(row: dict, groups: list[GroupCount], rule: Rule, tested: int) -> None
 def agree_across_models(rows_by_model: dict[str, list[dict]]) -> list[dict]:
     """One consensus row per class (model_id 'all'): kept only if every model kept the same pair.
 
-    The numbers are the first model's (the decision model's), never a mix of several models'; the
-    reason names each model's verdict.
+    The numbers are the first model's in the mapping's order (the caller passes the config's order,
+    so it is the decision model), never a mix of several models'; the reason names each verdict.
     """
-    models = sorted(rows_by_model)
+    models = list(rows_by_model)
     per_class: dict[int, dict[str, dict]] = defaultdict(dict)
     for model in models:
         for r in rows_by_model[model]:

@@ -276,7 +276,10 @@ def select_pairs(cells: dict[tuple, tuple], cfg: RunConfig) -> tuple[list[dict],
             GroupCount(class_idx, class_name, bg, n, k, p, folds=((n0, k0), (n1, k1))))
     policy = cfg.thresholds.flagged
     for source in ("model", "human"):
-        models = sorted({m for (s, _, m, metric) in by_key if s == source and metric == "top1"})
+        scored = {m for (s, _, m, metric) in by_key if s == source and metric == "top1"}
+        # Config order: the first model is the decision model, whose figures a consensus row shows.
+        models = [m.model_id for m in cfg.models if m.model_id in scored] + sorted(
+            scored - {m.model_id for m in cfg.models})
         per_model = {}
         for m in models:
             if source == "human" or policy == "include":
