@@ -187,7 +187,7 @@ def distances(rows: list[dict], spec: CleanSpec) -> dict[str, list[float]]:
     def dist(a, b):
         for u in (a, b):
             if u not in std:
-                std[u] = dedupe.standardised(by[u]["thumbnails"])
+                std[u] = dedupe.prepared(by[u]["thumbnails"])
         return dedupe.thumb_distance(std[a], std[b])
 
     out = {"copy": [], "look_alike": [], "other": []}

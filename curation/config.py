@@ -202,10 +202,11 @@ class CleanSpec(_Strict):
     min_side: int = Field(default=64, ge=1)                 # shorter side in pixels, as stored
     max_aspect_ratio: float = Field(default=4.0, ge=1.0)    # longer side / shorter side
     # Near duplicates (curation/dedupe.py): a pair within near_duplicate_bits pHash bits is a candidate; it is
-    # a near duplicate only when its colour thumbnails also agree: at the best crop alignment, no more than one
-    # of their 64 standardised cells differs by more than near_duplicate_max_cell_difference (bench/dedupe.py).
+    # a near duplicate only when its 8x8 colour thumbnails also agree: at the best crop alignment, after a colour
+    # fit within a copy's jitter, no more than one of the 64 cells differs by more than
+    # near_duplicate_max_cell_difference (in units of the image's spread; bench/dedupe.py measures it).
     near_duplicate_bits: int = Field(default=4, ge=0, le=16)
-    near_duplicate_max_cell_difference: float = Field(default=0.3, ge=0)
+    near_duplicate_max_cell_difference: float = Field(default=0.25, ge=0)
     # Review flags (curation/clean.py review_flags), never drops; bench/flags.py measures them on planted worlds.
     # label_noise: neither the model nor the photo's neighbours support its class — its class ranks below
     # label_noise_top_k in zero-shot AND at most label_noise_max_neighbor_share of its label_noise_neighbors

@@ -53,32 +53,45 @@ def _band_splitter(n: int):
     return lambda h: [(i, (h >> shift) & mask) for i, shift, mask in cuts]
 
 
-def standardised(thumbnails: bytes) -> np.ndarray:
-    """(levels, cells, 3) thumbnails with each channel standardised per level: a copy's brightness,
-    contrast and colour shifts are (nearly) per-channel affine, so they cancel; the +4 keeps flat
-    images from amplifying JPEG noise."""
+MAX_GAIN = 0.10      # a copy's colours may be scaled by 1 ± this per channel (brightness, contrast, saturation) ...
+MAX_OFFSET = 12.0    # ... and shifted by this many levels: what re-encoding and a mild colour shift do, not a new scene
+
+
+def prepared(thumbnails: bytes) -> np.ndarray:
+    """image_checks.thumbnails as float (crop levels, cells, channels)."""
     if len(thumbnails) != THUMB_BYTES:
         raise ValueError(f"thumbnails hold {len(thumbnails)} bytes, expected {THUMB_BYTES}")
-    x = np.frombuffer(thumbnails, np.uint8).reshape(len(THUMB_CROPS), THUMB_SIDE * THUMB_SIDE, 3).astype(np.float32)
-    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 4.0)
+    return np.frombuffer(thumbnails, np.uint8).reshape(len(THUMB_CROPS), THUMB_SIDE * THUMB_SIDE, 3).astype(np.float32)
 
 
 def thumb_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """How far apart two images' ``standardised`` thumbnails are at their best crop alignment.
+    """How far apart two images' ``prepared`` thumbnails are at their best crop alignment (symmetric).
 
     A copy cropped by c per side lines up with the original's crop at c: each image's whole
-    thumbnail is compared with every crop level of the other. At each alignment the distance is
-    the second-largest of the 64 cells' differences (mean over channels), so one cell spoilt by a
-    JPEG block does not break a copy, while a different animal, which covers many cells, does."""
+    thumbnail is compared with every crop level of the other. At each alignment one image's colours
+    are fitted to the other's per channel, within MAX_GAIN and MAX_OFFSET (a copy's colour jitter,
+    not a different background), and the distance is the second-largest of the 64 cells' residuals
+    (mean over channels, in units of the image's spread + 8 levels): one cell spoilt by a JPEG block
+    does not break a copy, while a different animal, which covers many cells, does."""
     return float(thumb_distances(a, b[None])[0])
 
 
 def thumb_distances(a: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """thumb_distance of ``a`` to each of ``others`` (k, levels, cells, 3), in one pass."""
-    whole_a = np.broadcast_to(a[:1], a.shape)[None]
-    whole_b = np.broadcast_to(others[:, :1], others.shape)
-    cells = np.concatenate([np.abs(a[None] - whole_b), np.abs(whole_a - others)], axis=1).mean(axis=-1)
-    return np.partition(cells, -2, axis=-1)[..., -2].min(axis=-1)
+    """thumb_distance of ``a`` to each of ``others`` (k, levels, cells, channels), in one pass."""
+    y = np.concatenate([np.broadcast_to(others[:, :1], others.shape), others], axis=1)
+    x = np.broadcast_to(np.concatenate([a, np.broadcast_to(a[:1], a.shape)])[None], y.shape)
+    return np.maximum(_fitted_residual(x, y), _fitted_residual(y, x)).min(axis=1)
+
+
+def _fitted_residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(k, alignments): second-largest cell residual of y fitted to x per channel, within the jitter limits."""
+    xm, ym = x.mean(axis=2, keepdims=True), y.mean(axis=2, keepdims=True)
+    xc, yc = x - xm, y - ym
+    gain = np.clip((xc * yc).sum(axis=2, keepdims=True) / ((yc * yc).sum(axis=2, keepdims=True) + 1e-6),
+                   1 - MAX_GAIN, 1 + MAX_GAIN)
+    fitted = ym + np.clip(xm - ym, -MAX_OFFSET, MAX_OFFSET) + gain * yc
+    cells = np.abs(x - fitted).mean(axis=3) / (x.std(axis=(2, 3))[..., None] + 8.0)
+    return np.partition(cells, -2, axis=2)[..., -2]
 
 
 def find_duplicates(candidates: list[Candidate], max_bits: int,
@@ -97,7 +110,7 @@ def find_duplicates(candidates: list[Candidate], max_bits: int,
     width = max((len(c.phashes) for c in survivors), default=1) or 1
     kept: list[Candidate] = []
     kept_hashes = np.zeros((len(survivors), width), np.uint64)   # row k: kept[k]'s hashes, padded with its first
-    thumbs: dict[int, np.ndarray] = {}           # kept index -> standardised thumbnails, made when first needed
+    thumbs: dict[int, np.ndarray] = {}           # kept index -> prepared thumbnails, made when first needed
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)   # hash band -> kept indices
     bands = _band_splitter(max_bits + 1)
     for c in survivors:
@@ -109,10 +122,10 @@ def find_duplicates(candidates: list[Candidate], max_bits: int,
             bits = np.bitwise_count(kept_hashes[near_k][:, :, None] ^ mine[None, None, :]).min(axis=(1, 2))
             matched = [int(k) for k in near_k[bits <= max_bits] if kept[k].thumbnails is not None]
             if matched:
-                mine = standardised(c.thumbnails)
+                mine = prepared(c.thumbnails)
                 for k in matched:
                     if k not in thumbs:
-                        thumbs[k] = standardised(kept[k].thumbnails)
+                        thumbs[k] = prepared(kept[k].thumbnails)
                 dist = thumb_distances(mine, np.stack([thumbs[k] for k in matched]))
                 best = int(np.argmin(dist))          # first minimum: the most preferred of the closest
                 if dist[best] <= max_difference:

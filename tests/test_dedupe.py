@@ -43,7 +43,7 @@ def phash_bits(a: dedupe.Candidate, b: dedupe.Candidate) -> int:
 
 
 def distance(a: dedupe.Candidate, b: dedupe.Candidate) -> float:
-    return dedupe.thumb_distance(dedupe.standardised(a.thumbnails), dedupe.standardised(b.thumbnails))
+    return dedupe.thumb_distance(dedupe.prepared(a.thumbnails), dedupe.prepared(b.thumbnails))
 
 
 def find(cands, max_difference=SPEC.near_duplicate_max_cell_difference):
