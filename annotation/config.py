@@ -3,6 +3,11 @@
 One form per photo: the image; "is this a {class}?" (yes / no / unsure); the background, from
 the run's vocabulary plus "other"; and flags (several animals, animal not prominent, bad photo).
 Choice aliases are the stable values stored in results; the visible text can change freely.
+
+Fast by keyboard: y / n / u answer the class question, 1-9, 0 and then a, s, d, f, g, … pick the
+background (one key or one click each), x / c / v tick the flags, Ctrl+Enter submits. The class
+question is never pre-filled (a task carries no prediction for it); only the background may be,
+and only when the curator sets annotation.prefill_background.
 """
 from __future__ import annotations
 
@@ -25,24 +30,36 @@ def vocabulary(cfg: RunConfig) -> list[str]:
     return [*cfg.backgrounds, *([] if OTHER in cfg.backgrounds else [OTHER])]
 
 
+IS_CLASS_KEYS = {"yes": "y", "no": "n", "unsure": "u"}
+FLAG_KEYS = {"several_animals": "x", "not_prominent": "c", "bad_photo": "v"}
+BACKGROUND_KEYS = "1234567890asdfgjklqwertiopzbm"    # none of y n u x c v h (Label Studio's own)
+
+
+def background_keys(cfg: RunConfig) -> dict[str, str]:
+    return {b: k for b, k in zip(vocabulary(cfg), BACKGROUND_KEYS)}
+
+
 def labeling_config(cfg: RunConfig) -> str:
-    def choice(alias: str, text: str) -> str:
-        return f'    <Choice value={quoteattr(text)} alias={quoteattr(alias)}/>'
+    def choice(alias: str, text: str, key: str | None = None) -> str:
+        hotkey = f" hotkey={quoteattr(key)}" if key else ""
+        return f'    <Choice value={quoteattr(text)} alias={quoteattr(alias)}{hotkey}/>'
+
+    keys = background_keys(cfg)
 
     lines = [
         "<View>",
         f'  <Image name="{IMAGE}" value="$image" zoom="true" maxWidth="720px"/>',
         '  <Header value="$question"/>',
         f'  <Choices name="{IS_CLASS}" toName="{IMAGE}" choice="single-radio" showInline="true" required="true">',
-        *(choice(a, t) for a, t in IS_CLASS_CHOICES.items()),
+        *(choice(a, t, IS_CLASS_KEYS[a]) for a, t in IS_CLASS_CHOICES.items()),
         "  </Choices>",
         '  <Header value="Background (where the animal is)"/>',
         f'  <Choices name="{BACKGROUND}" toName="{IMAGE}" choice="single-radio" showInline="true" required="true">',
-        *(choice(b, b) for b in vocabulary(cfg)),
+        *(choice(b, b, keys.get(b)) for b in vocabulary(cfg)),
         "  </Choices>",
         '  <Header value="Problems (tick any)"/>',
         f'  <Choices name="{FLAGS}" toName="{IMAGE}" choice="multiple" showInline="true">',
-        *(choice(a, t) for a, t in FLAG_CHOICES.items()),
+        *(choice(a, t, FLAG_KEYS[a]) for a, t in FLAG_CHOICES.items()),
         "  </Choices>",
         "</View>",
     ]
@@ -58,19 +75,19 @@ def _choices(name: str, values: list[str]) -> dict:
     return {"from_name": name, "to_name": IMAGE, "type": "choices", "value": {"choices": values}}
 
 
-def prediction_result(background: str | None, is_class: str | None) -> list[dict]:
-    """A prediction's result regions: the model's background and class verdict, where known."""
+def prediction_result(background: str | None) -> list[dict]:
+    """A prediction's result regions: the model's background only. The class question is never
+    pre-filled: shown the model's "no" where it fails, annotators would say "no" where the drop is."""
+    return [_choices(BACKGROUND, [background])] if background is not None else []
+
+
+def annotation_result(background: str | None, is_class: str | None, flags: list[str] = ()) -> list[dict]:
+    """What an annotator's submission looks like (tests, simulated annotators)."""
     result = []
     if is_class is not None:
         result.append(_choices(IS_CLASS, [is_class]))
     if background is not None:
         result.append(_choices(BACKGROUND, [background]))
-    return result
-
-
-def annotation_result(background: str | None, is_class: str | None, flags: list[str] = ()) -> list[dict]:
-    """What an annotator's submission looks like (used by tests and the benchmark)."""
-    result = prediction_result(background, is_class)
     if flags:
         result.append(_choices(FLAGS, list(flags)))
     return result

@@ -50,6 +50,7 @@ def raw_annotations(exported: list[dict], emails: dict[int, str]) -> pa.Table:
         uid = (task.get("data") or {}).get("uid")
         if not uid:
             continue
+        shown = bool(task.get("predictions") or task.get("total_predictions"))
         for a in task.get("annotations") or []:
             values = lsconfig.parse_result(a.get("result"))
             who = a.get("completed_by")
@@ -57,7 +58,8 @@ def raw_annotations(exported: list[dict], emails: dict[int, str]) -> pa.Table:
             rows.append(dict(annotation_id=a["id"], task_id=task["id"], uid=uid, annotator=who,
                              skipped=bool(a.get("was_cancelled")), background=values["background"],
                              is_class=values["is_class"], flags=values["flags"], lead_time=a.get("lead_time"),
-                             created_at=a.get("created_at"), updated_at=a.get("updated_at"), on_server=True))
+                             created_at=a.get("created_at"), updated_at=a.get("updated_at"), on_server=True,
+                             prediction_shown=shown))
     if not rows:
         return schemas.SCHEMAS["annotations"].empty_table()
     return schemas.conform(pa.Table.from_pylist(rows), "annotations", "exported annotations")

@@ -158,7 +158,9 @@ def task_payload(conn: Connection, run: Path, row: dict) -> dict:
     data = {"image": image_url(conn, run, row["image"]), "uid": row["uid"], "class_name": row["class_name"],
             "question": lsconfig.question(row["class_name"])}
     task = {"data": data}
-    result = lsconfig.prediction_result(row["model_background"], row["model_is_class"])
+    # Never the class verdict (annotators would echo the model's "no" where the drop is measured);
+    # the background only when the curator asked for it (annotation.prefill_background).
+    result = lsconfig.prediction_result(row["model_background"]) if row.get("prefilled") else []
     if result:
         task["predictions"] = [{"result": result, "score": float(row["score"]) if row["score"] is not None else None,
                                 "model_version": row["model_id"] or "model"}]
@@ -171,8 +173,8 @@ def push(run: Path, cfg: RunConfig, conn: Connection, say: Callable[[str], None]
     run = Path(run)
     started = time.monotonic()
     check_files_root(conn, run)
-    selected = tasklib.extract_images(run, tasklib.select(run, cfg))
     with run_lock(run):
+        selected = tasklib.extract_images(run, tasklib.select(run, cfg, say))
         project_id = ensure_project(conn, run, cfg)
         attempt = 0
         while True:
@@ -212,6 +214,8 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
             r["task_id"], r["status"] = min(t["id"] for t in found), "pushed"
         elif r["status"] != "no_image":
             recreated += r["uid"] in previously
+            # Not on the server (never imported, or deleted by hand): import it (again).
+            r["task_id"], r["status"] = None, "pending"
     duplicates = sum(len(ts) - 1 for ts in by_uid.values() if len(ts) > 1)
     if duplicates:
         log.warning("%d uids have more than one task in project %d; pull merges their annotations",
@@ -219,7 +223,7 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
     _write_ledger(run, rows + earlier)
 
     # Tasks that exist but lost their prediction (an import cut short) get it back.
-    fix = [r for r in rows if r["status"] == "pushed"
+    fix = [r for r in rows if r["status"] == "pushed" and r.get("prefilled")
            and not by_uid[r["uid"]][0].get("total_predictions") and r["model_background"] is not None]
     if fix:
         request = [{**task_payload(conn, run, r)["predictions"][0], "task": r["task_id"]} for r in fix]
@@ -248,7 +252,9 @@ def _push_once(conn: Connection, run: Path, cfg: RunConfig, project_id: int, sel
     return {"project_id": project_id, "selected": len(rows), "added": added, "already": len(rows) - added -
             status["no_image"], "no_image": status["no_image"], "recreated": recreated,
             "duplicates_on_server": duplicates, "predictions_restored": len(fix), "kept_earlier": len(earlier),
-            "roles": dict(Counter(r["role"] for r in rows))}
+            "roles": dict(Counter(r["role"] for r in rows)), "budget": cfg.annotation.budget,
+            "round": max((r["batch"] or 0 for r in rows), default=0),
+            "this_round": sum(1 for r in rows if (r["batch"] or 0) == max((x["batch"] or 0 for x in rows), default=0))}
 
 
 def _previous_rows(run: Path) -> list[dict]:

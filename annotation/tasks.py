@@ -1,14 +1,18 @@
-"""Which photos go to annotators, with the model's guesses, and their images on local disk.
+"""Which photos go to annotators, and their images on local disk.
 
-Only photos that decide the benchmark are verified: members of the proposed common and counter
-groups, photos the clean stage flagged for review, and a small seeded random calibration set
-drawn from RUN/annotation/gold.parquet (known answers) to measure annotator accuracy.
+The active loop (annotation/loop.py) decides: round 0 is a stratified sample of every
+(class, model-assigned background) group, the least sure assignments and the flagged photos;
+later rounds go where labels would most change a class's pair, within annotation.budget. A small
+seeded random calibration set from RUN/annotation/gold.parquet (known answers) rides along each
+round to measure annotator accuracy. The ledger (RUN/annotation/tasks.parquet) keeps every photo
+ever chosen; a new round is added only once the last one is labelled and pulled.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +24,7 @@ from curation import atomic
 from curation.config import RunConfig
 from curation.errors import UserError
 
-ROLES = ("common", "counter", "flagged", "calibration")
+ROLES = ("coverage", "active", "calibration")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -32,61 +36,79 @@ def image_dir(run: Path) -> Path:
     return annotation_dir(run) / "images"
 
 
-def select(run: Path, cfg: RunConfig) -> pa.Table:
-    """The annotation_tasks table for a run (status 'pending'; images not extracted yet)."""
-    run = Path(run)
-    proposals_path = run / "proposals.parquet"
-    if not proposals_path.exists():
-        raise UserError("no proposals to verify", where=str(proposals_path),
-                        hint="Run the curation pipeline (`counteranimal curate RUN`) first.")
-    proposals = schemas.read(proposals_path, "proposals").to_pylist()
-    pairs: dict[int, dict[str, str]] = {}     # class_idx -> background -> role
-    for p in proposals:
-        if p["source"] != "model" or not p["common"] or not p["counter"]:
-            continue
-        if p["decision"] != "kept" and not cfg.annotation.include_dropped:
-            continue
-        roles = pairs.setdefault(p["class_idx"], {})
-        roles.setdefault(p["common"], "common")
-        roles.setdefault(p["counter"], "counter")
+def select(run: Path, cfg: RunConfig, say=lambda s: None) -> pa.Table:
+    """The ledger after this push: every photo chosen before, plus the next round when one is due."""
+    from annotation import loop
 
+    run = Path(run)
+    if not (run / "groups").is_dir() or not any((run / "groups").glob("model-*.parquet")):
+        raise UserError("no background groups to verify", where=str(run / "groups"),
+                        hint="Run the curation pipeline (`counteranimal curate RUN`) first.")
+    previous = _previous(run)
+    if any(r["status"] == "pending" for r in previous):
+        return _table(previous)              # a push cut short: finish sending what it chose
+    pop = loop.population(run, cfg)
+    state = loop.load_state(run, cfg, pop, previous)
+    if state.outstanding:
+        say(f"annotate push: {state.outstanding} tasks of round {_last_batch(previous)} are not labelled and pulled "
+            "yet; no new round until they are (`annotate pull`)")
+        return _table(previous)
+    batch = loop.next_batch(pop, state, previous, cfg)
+    if not batch:
+        return _table(previous)
+    round_no = _last_batch(previous) + 1 if previous else 0
     samples = {r["uid"]: r for r in schemas.read_folder(run / "samples", "samples").to_pylist()}
     model_groups = _model_groups(run)
     correct = _model_correct(run, cfg)
     gold = _gold(run)
+    rows = list(previous)
+    chosen = {r["uid"] for r in rows}
 
-    rows: dict[str, dict] = {}
-
-    def add(uid: str, role: str, class_idx: int, class_name: str) -> None:
-        if uid in rows:
+    def add(uid: str, role: str, class_idx: int, class_name: str, stratum: str | None) -> None:
+        if uid in chosen:
             return
-        s = samples.get(uid, {})
+        chosen.add(uid)
+        sm = samples.get(uid, {})
         g = model_groups.get(uid, {})
         known = gold.get(uid, {})
-        rows[uid] = dict(uid=uid, class_idx=class_idx, class_name=class_name, role=role,
-                         shard=s.get("shard"), key=s.get("key"), image=None,
+        rows.append(dict(uid=uid, class_idx=class_idx, class_name=class_name, role=role,
+                         shard=sm.get("shard"), key=sm.get("key"), image=None,
                          model_background=g.get("background"), model_is_class=correct.get(uid),
-                         score=g.get("confidence"), model_id=g.get("model_id"), flags=s.get("flags") or [],
+                         score=g.get("confidence"), model_id=g.get("model_id"), flags=sm.get("flags") or [],
                          gold_background=known.get("background"), gold_is_class=known.get("is_class"),
-                         task_id=None, status="pending")
+                         task_id=None, status="pending", stratum=stratum, batch=round_no,
+                         prefilled=bool(cfg.annotation.prefill_background and g.get("background"))))
 
-    for uid, g in sorted(model_groups.items(), key=lambda kv: (kv[1]["class_idx"], kv[0])):
-        role = pairs.get(g["class_idx"], {}).get(g["background"])
-        if role and samples.get(uid, {}).get("status", "ok") == "ok":
-            add(uid, role, g["class_idx"], g["class_name"])
-    for uid, s in sorted(samples.items()):
-        if s["status"] == "ok" and s.get("flags") and s["class_idx"] in pairs:
-            add(uid, "flagged", s["class_idx"], s["class_name"])
-
-    want = round(cfg.annotation.calibration_share * len(rows))
-    candidates = [u for u in gold if u not in rows and u in samples and samples[u]["status"] == "ok"]
+    for photo, role in batch:
+        add(photo.uid, role, photo.class_idx, photo.class_name, photo.stratum)
+    want = round(cfg.annotation.calibration_share * len(batch))
+    room = None if cfg.annotation.budget is None else cfg.annotation.budget - len(rows)
+    want = want if room is None else max(0, min(want, room))
+    candidates = [u for u in gold if u not in chosen and u in samples and samples[u]["status"] == "ok"]
     # Rank by a seeded hash: stable across re-runs, so calibration tasks already pushed stay chosen.
     candidates.sort(key=lambda u: hashlib.sha1(f"{cfg.annotation.seed}:{u}".encode()).hexdigest())
     for uid in candidates[:want]:
-        add(uid, "calibration", samples[uid]["class_idx"], samples[uid]["class_name"])
+        add(uid, "calibration", samples[uid]["class_idx"], samples[uid]["class_name"], None)
+    roles = Counter(r["role"] for r in rows if r["batch"] == round_no)
+    say(f"annotate push: round {round_no}: {sum(roles.values())} photos chosen "
+        f"({', '.join(f'{n} {r}' for r, n in sorted(roles.items()))})")
+    return _table(rows)
 
-    table = pa.Table.from_pylist(list(rows.values())) if rows else schemas.SCHEMAS["annotation_tasks"].empty_table()
-    return schemas.conform(table, "annotation_tasks", "selected tasks")
+
+def _previous(run: Path) -> list[dict]:
+    path = annotation_dir(run) / "tasks.parquet"
+    return schemas.read(path, "annotation_tasks").to_pylist() if path.exists() else []
+
+
+def _last_batch(rows: list[dict]) -> int:
+    return max((r["batch"] or 0 for r in rows), default=0)
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    if not rows:
+        return schemas.SCHEMAS["annotation_tasks"].empty_table()
+    return schemas.conform(pa.Table.from_pylist(rows, schema=schemas.SCHEMAS["annotation_tasks"]),
+                           "annotation_tasks", "selected tasks")
 
 
 def _model_groups(run: Path) -> dict[str, dict]:

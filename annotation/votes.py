@@ -81,7 +81,8 @@ def verdicts(annotations: pa.Table, tasks: pa.Table, min_votes: int) -> pa.Table
         rows.append(dict(uid=t["uid"], class_idx=t["class_idx"], class_name=t["class_name"], role=t["role"],
                          n_votes=len(vs), background=background, background_agreement=bg_share,
                          is_class=is_class, is_class_agreement=cls_share, flags=flags,
-                         model_background=t["model_background"], status=status))
+                         model_background=t["model_background"], status=status, stratum=t.get("stratum"),
+                         prediction_shown=any(bool(v.get("prediction_shown")) for v in vs) or bool(t.get("prefilled"))))
     if not rows:
         return schemas.SCHEMAS["verdicts"].empty_table()
     return schemas.conform(pa.Table.from_pylist(rows), "verdicts", "verdicts")

@@ -1,10 +1,13 @@
-"""Benchmark: push 5,000 tasks to a local Label Studio and pull 5,000 annotations back.
+"""Benchmarks of the human step. Two of them:
+
+``timing`` (the default): push 5,000 tasks to a local Label Studio and pull 5,000 annotations back.
+``verify``: the active verification loop on curated planted worlds — see verify_main() below.
 
 Starts its own server (own data dir, free port), builds a run of ~5,000 photos to verify, then
 times, in one process run: the first push (selection, image extraction, batched imports), a
 second push (idempotent, nothing to add), creating one annotation per task through the API (as an
 annotator would, not a goal), and the pull (export, aggregation, writes). Goals: push ≤ 60 s,
-pull ≤ 30 s. Usage: .venv/bin/python bench/annotate.py [--tasks 5000] [--keep]
+pull ≤ 30 s. Usage: .venv/bin/python bench/annotate.py [timing] [--tasks 5000] [--keep]
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ GOALS = {"push": 60.0, "pull": 30.0}
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "verify":
+        return verify_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "timing":
+        sys.argv.pop(1)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (server data, run)")
@@ -41,7 +48,7 @@ def main() -> int:
     per_group = max(1, round((args.tasks - 3) / 6))     # 3 classes x (common + counter) + 1 flagged each
     t = time.monotonic()
     run = make_run(base / "run", per_group=per_group, overlap=1, calibration_share=0.0, gold=False,
-                   shard_size=1000, batch_size=500)
+                   shard_size=1000, batch_size=500, initial_per_stratum=10**6)   # every photo in round 0
     print(f"setup: run with {3 * (4 * per_group + 1)} photos built in {time.monotonic() - t:.1f} s")
     t = time.monotonic()
     state = server.start(port=free_port(), data_dir=base / "data", files_root=base)
@@ -65,7 +72,7 @@ def main() -> int:
 
         def annotate(task):
             ls.annotations.create(id=task["task_id"], result=lsconfig.annotation_result(
-                task["model_background"], "yes"), lead_time=1.0)
+                task["model_background"] or "grass", "yes"), lead_time=1.0)
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(annotate, ledger))
@@ -89,6 +96,199 @@ def main() -> int:
         print(f"{label:<34} {times[step]:>8.1f} {1000 * times[step] / n:>8.2f}ms {goal or '-':>6} {ratio:>10}")
     print(f"ratio push-again / push: {times['push_again'] / times['push']:.2f}; "
           f"pull / push: {times['pull'] / times['push']:.2f}")
+    return 0
+
+
+# -- verify: the active loop on planted worlds ------------------------------------------------------
+
+VERIFY_DOC = """The active verification loop on curated planted worlds, against the oracle.
+
+    .venv/bin/python bench/annotate.py verify [--worlds small:0 default:0 …] [--error-rate 0.1]
+        [--annotators 3] [--budget-share 0.4] [--ls-world small:0]
+
+Per world: build and train it (curation/world/reference.ensure_trained, reused when there), curate
+its pool (`counteranimal curate`, reused when the run is there), then three strategies side by
+side, each with 3 simulated annotators at 10% error (annotation/simulate.answer, the same answers
+the `annotate simulate` command gives): "label everything" (every clean photo), "model's pair" (the
+old selection: the photos the model put in its kept pairs' two groups) and the active loop
+(annotation/loop.py, rounds until every class is settled or the budget is spent). Each strategy's
+verified pairs are judged against the oracle as curation/world/judge.py judges the model's
+(common and counter right up to oracle ties; a class without a significant oracle drop must not
+be kept). The curve is oracle-pair agreement after each round against photos labelled.
+
+These strategy runs vote in-process (no server: 3 × 5,000 annotations through the API take
+40 minutes here); --ls-world runs the active loop once more end to end through a real Label
+Studio (push, `annotate simulate` as 3 users, pull) and checks it reaches the same pairs.
+"""
+
+
+def _world(root: Path, name: str, seed: int, min_group_size: int | None):
+    from curation import atomic
+    from curation.world.candidates import write_candidate_urls
+    from curation.world.reference import ensure_trained
+    from curation.world.run_config import run_config
+    from pipeline.cli import main as cli
+    from pipeline.imageserver import ImageServer
+
+    world = root / f"{name}-seed{seed}"
+    _, model, checkpoint = ensure_trained(world, name, seed)
+    run = root / f"{name}-seed{seed}-run"
+    if not (run / "proposals.parquet").exists():
+        thresholds = {"min_group_size": min_group_size} if min_group_size else {}
+        cfg = run_config(world, model, checkpoint, thresholds=thresholds)
+        atomic.write_text(run / "config.yaml", config.dump(cfg))
+        with ImageServer(world / "pool") as srv:
+            write_candidate_urls(world, srv.base, run / "urls.csv")
+            assert cli(["curate", str(run)]) == 0
+    return world, run
+
+
+class Oracle:
+    """The world's oracle pairs and the judge's tie rule (curation/world/judge.py), for any pair."""
+
+    def __init__(self, world: Path, min_range_points: float):
+        import pyarrow.parquet as pq
+        from curation.world.oracle import read_oracle
+
+        self.classes = read_oracle(world)["classes"]
+        self.cells = {(c["class_name"], c["background"]): c for c in pq.read_table(world / "oracle.parquet").to_pylist()}
+        self.significant = {c: o["drop_lo"] > 0 and 100 * o["drop"] > min_range_points for c, o in self.classes.items()}
+
+    def _tied(self, cls, a, b) -> bool:
+        if a is None or (cls, a) not in self.cells:
+            return False
+        x, y = self.cells[(cls, a)], self.cells[(cls, b)]
+        return a == b or (x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"])
+
+    def right(self, cls: str, common, counter, kept: bool) -> bool:
+        o = self.classes[cls]
+        if not self.significant[cls]:
+            return not kept
+        return kept and self._tied(cls, common, o["planted_common"] or o["oracle_common"]) and \
+            self._tied(cls, counter, o["oracle_counter"])
+
+    def score(self, rows: dict[str, dict]) -> dict:
+        sig = [c for c in self.classes if self.significant[c]]
+        found = sum(self.right(c, rows.get(c, {}).get("common"), rows.get(c, {}).get("counter"),
+                               rows.get(c, {}).get("decision") == "kept") for c in sig)
+        fp = sorted(c for c in self.classes if not self.significant[c] and rows.get(c, {}).get("decision") == "kept")
+        return {"significant": len(sig), "found": found, "false_positives": fp}
+
+
+def offline_loop(run: Path, cfg, truth: dict, strategy: str, error_rate: float, annotators: int, seed: int,
+                 oracle: Oracle, model_rows: dict[str, dict]) -> dict:
+    """One strategy, rounds of simulated votes in-process; returns the curve and the final judgement."""
+    from annotation import loop, simulate, votes
+    from annotation import config as lsconfig
+
+    pop = loop.population(run, cfg)
+    photos = [p for strata in pop.values() for ps in strata.values() for p in ps]
+    vocabulary = lsconfig.vocabulary(cfg)
+    ledger: list[dict] = []
+    verdict_rows: list[dict] = []
+    curve = []
+    who = [simulate.email(i) for i in range(1, annotators + 1)]
+    done = False
+    while True:
+        labels = loop.resolved_labels(verdict_rows, list(cfg.backgrounds))
+        lv = loop.view(pop, ledger, labels, set(), cfg)
+        rows = {c.class_name: c.row for c in lv.classes.values()}
+        curve.append((len(ledger), oracle.score(rows)["found"]))
+        if strategy == "active":
+            batch = [p for p, _ in loop.next_batch(pop, lv, ledger, cfg)]
+        elif done:
+            batch = []
+        elif strategy == "everything":
+            batch = photos
+        else:   # the old selection: members of the model's kept pairs' two groups
+            pairs = {r["class_idx"]: (r["common"], r["counter"]) for r in model_rows.values() if r["decision"] == "kept"}
+            batch = [p for p in photos if p.model_background in pairs.get(p.class_idx, ())]
+        done = True
+        if not batch:
+            break
+        for p in batch:
+            ledger.append({"uid": p.uid, "status": "pushed"})
+            answers = [simulate.answer(truth.get(p.uid), p.class_name, vocabulary, error_rate, seed, w, p.uid)
+                       for w in who]
+            bg, _ = votes.majority(a["background"] for a in answers)
+            cls, _ = votes.majority(a["is_class"] for a in answers)
+            verdict_rows.append(dict(uid=p.uid, background=bg, is_class=cls, flags=[],
+                                     status="verified" if bg is not None and cls is not None else "tie"))
+    states = {}
+    for c in lv.classes.values():
+        states[c.state] = states.get(c.state, 0) + 1
+    return {"labels": len(ledger), "curve": curve, "states": states,
+            "rows": {c.class_name: c.row for c in lv.classes.values()}, **oracle.score(rows)}
+
+
+def verify_main(argv: list[str]) -> int:
+    from annotation import simulate
+    import schemas
+
+    ap = argparse.ArgumentParser(description=VERIFY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worlds", nargs="+", default=["small:0", "default:0"], help="size:seed of each world")
+    ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / ".cache" / "bench" / "annotate"))
+    ap.add_argument("--error-rate", type=float, default=0.1)
+    ap.add_argument("--annotators", type=int, default=3)
+    ap.add_argument("--budget-share", type=float, default=None,
+                    help="annotation.budget as a share of the clean photos (default: no budget)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small-group-size", type=int, default=8,
+                    help="thresholds.min_group_size for the small world (its rarer groups hold ~10 photos)")
+    args = ap.parse_args(argv)
+    root = Path(args.root)
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
+    table = []
+    for spec in args.worlds:
+        name, seed = spec.split(":")
+        world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None)
+        cfg = config.load(run)
+        oracle = Oracle(world, cfg.thresholds.min_accuracy_range)
+        truth = simulate.read_truth(world / "ground_truth.parquet", run)
+        model_rows = {r["class_name"]: r for r in schemas.read(run / "proposals.parquet", "proposals").to_pylist()
+                      if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
+        model_score = oracle.score(model_rows)
+        results = {}
+        for strategy in ("everything", "model_pair", "active"):
+            c = cfg
+            if strategy == "active" and args.budget_share:
+                from annotation import loop
+                n = sum(len(ps) for s in loop.population(run, cfg).values() for ps in s.values())
+                c = cfg.model_copy(update={"annotation": cfg.annotation.model_copy(
+                    update={"budget": max(1, round(args.budget_share * n))})})
+            t = time.monotonic()
+            results[strategy] = offline_loop(run, c, truth, strategy, args.error_rate, args.annotators, args.seed,
+                                             oracle, model_rows)
+            results[strategy]["seconds"] = time.monotonic() - t
+        everything = results["everything"]["labels"]
+        print(f"world {spec}: {everything} clean photos; model's own pairs {model_score['found']}/"
+              f"{model_score['significant']} (false positives {len(model_score['false_positives'])})")
+        for strategy, r in results.items():
+            print(f"  {strategy:<11} labels {r['labels']:>5} ({r['labels'] / everything:6.1%} of everything), "
+                  f"oracle pairs {r['found']}/{r['significant']}, false positives {r['false_positives'] or 'none'}, "
+                  f"{r['seconds']:.0f} s")
+        a = results["active"]
+        print(f"  active states: {a['states']}")
+        print("  active curve (labels: oracle pairs right): " + ", ".join(f"{n}: {k}" for n, k in a["curve"]))
+        misses = [c for c in oracle.classes if not oracle.right(c, a["rows"].get(c, {}).get("common"),
+                  a["rows"].get(c, {}).get("counter"), a["rows"].get(c, {}).get("decision") == "kept")]
+        for c in misses:
+            r, o = a["rows"].get(c, {}), oracle.classes[c]
+            print(f"    miss {c}: verified {r.get('common')} → {r.get('counter')} ({r.get('decision')}); oracle "
+                  f"{o['planted_common'] or o['oracle_common']} → {o['oracle_counter']} "
+                  f"(significant {oracle.significant[c]}); {r.get('reason')}")
+        table.append((spec, everything, model_score, results))
+    print("\n| world | clean photos | model pairs | everything: labels, pairs, FP | model's pair: labels, pairs, FP "
+          "| active: labels (share), pairs, FP |")
+    print("| --- | ---: | ---: | --- | --- | --- |")
+    for spec, everything, m, results in table:
+        cells = []
+        for strategy in ("everything", "model_pair", "active"):
+            r = results[strategy]
+            share = f" ({r['labels'] / everything:.0%})" if strategy == "active" else ""
+            cells.append(f"{r['labels']}{share}, {r['found']}/{r['significant']}, {len(r['false_positives'])}")
+        print(f"| {spec} | {everything} | {m['found']}/{m['significant']} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -24,16 +24,36 @@ def _need_sdk() -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("annotate", help="verify backgrounds and labels in Label Studio (push, status, pull)",
-                       description="Send the photos that decide the benchmark to Label Studio, follow "
-                                   "progress, and bring verified labels back into the run.")
+    p = sub.add_parser("annotate", help="verify backgrounds and labels in Label Studio (push, status, pull, simulate)",
+                       description="An active loop: push sends the next round of photos to Label Studio "
+                                   "(round 0 covers every class × model background; later rounds go where labels "
+                                   "would most change a pair, within annotation.budget), pull re-estimates every "
+                                   "class's verified pair, status says where each class stands.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in [("push", "create or update the run's project with its tasks (idempotent, resumable)"),
-                       ("status", "progress per class and annotator; tasks changed by hand"),
-                       ("pull", "export annotations, aggregate votes, write verdicts and human groups")]:
+    for name, text in [("push", "send the next round of tasks (idempotent, resumable; nothing new until the last "
+                                "round is pulled)"),
+                       ("status", "per class: labels spent, the verified pair and its state; per annotator"),
+                       ("pull", "export annotations, aggregate votes, re-estimate the verified pairs")]:
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("run", help="run directory")
         a.set_defaults(func=globals()[f"_{name}"])
+    text = ("SIMULATED annotators (tests, benchmarks, demos): separate Label Studio users who answer every "
+            "pushed task from a known truth with a given error rate")
+    a = actions.add_parser("simulate", help=text, description=text + ". Their labels are named simulated "
+                           "in every output.")
+    a.add_argument("run", help="run directory")
+    a.add_argument("--truth", required=True, help="ground truth parquet (uid, background, class_name), e.g. "
+                                                 "WORLD/ground_truth.parquet of a planted world")
+    a.add_argument("--error-rate", type=float, default=0.1, help="chance of a wrong background, and "
+                                                                 "separately of a wrong class verdict (0.1)")
+    a.add_argument("--annotators", type=int, default=3, help="simulated users (3)")
+    a.add_argument("--prefill-bias", type=float, default=0.0,
+                   help="chance of taking a pre-filled background as is (annotation.prefill_background)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--gold-share", type=float, default=0.05,
+                   help="write RUN/annotation/gold.parquet from the truth for this share of photos, if absent")
+    a.add_argument("--data-dir", help="the server's --data-dir (default: the local `label-studio start` one)")
+    a.set_defaults(func=_simulate)
 
 
 def _connect(cfg) -> client.Connection:
@@ -52,9 +72,10 @@ def _push(args) -> int:
     conn = _connect(cfg)
     counts = sync.push(Path(args.run), cfg, conn)
     roles = ", ".join(f"{n} {r}" for r, n in sorted(counts["roles"].items()))
-    print(f"annotate push: project {counts['project_id']} at {conn.url}: {counts['selected']} photos selected "
-          f"({roles}); {counts['added']} tasks added, {counts['already']} already there, "
-          f"{counts['no_image']} without an image in the shards ({counts['seconds']} s).")
+    budget = f" of a budget of {counts['budget']}" if counts["budget"] else ""
+    print(f"annotate push: project {counts['project_id']} at {conn.url}: {counts['selected']} photos sent in all"
+          f"{budget} ({roles}); round {counts['round']}: {counts['added']} tasks added, {counts['already']} already "
+          f"there, {counts['no_image']} without an image in the shards ({counts['seconds']} s).")
     if counts.get("kept_earlier"):
         print(f"  {counts['kept_earlier']} tasks pushed earlier are no longer selected; they stay in the project "
               "and their annotations still count.")
@@ -80,7 +101,9 @@ def _status(args) -> int:
         print(f"  {name[:28]:<28} {c.get('tasks', 0):>6} {c.get('started', 0):>8} {c.get('complete', 0):>9} "
               f"{c.get('annotations', 0):>12} {c.get('deleted', 0):>8}")
     for who, n in report["per_annotator"].items():
-        print(f"  annotator {who}: {n} annotations")
+        print(f"  annotator {who}{' (simulated)' if _simulated(who) else ''}: {n} annotations")
+    for line in loop_lines(report):
+        print(line)
     if report["deleted_by_hand"]:
         print(f"  {len(report['deleted_by_hand'])} tasks were deleted in Label Studio (e.g. uid "
               f"{report['deleted_by_hand'][0]}); `annotate push` creates them again.")
@@ -112,8 +135,60 @@ def _pull(args) -> int:
           f"background {fmt(alpha['background'])}, class {fmt(alpha['is_class'])}.")
     if summary["kept_from_deleted_tasks"]:
         print(f"  {summary['kept_from_deleted_tasks']} annotations kept from tasks deleted in Label Studio.")
+    for line in loop_lines(summary):
+        print(line)
     for line in pair_lines(Path(args.run)):
         print(line)
+    return 0
+
+
+def _simulated(who: str) -> bool:
+    from annotation.simulate import is_simulated
+
+    return is_simulated(who)
+
+
+def loop_lines(report: dict) -> list[str]:
+    """Per class: labels spent, the verified pair beside the model's, the loop's state and what changed."""
+    tag = " — SIMULATED annotators" if report.get("simulated") else ""
+    budget = f" of {report['budget']}" if report.get("budget") else ""
+    lines = [f"  verification{tag}: {report['sent']}{budget} photos sent, {report['outstanding']} awaiting labels"]
+    open_ = 0
+    for c in report["classes"]:
+        human = (f"{c['human_common']} → {c['human_counter']} ({c['human_decision']}"
+                 + (f", drop {100 * c['human_drop']:.0f} [{100 * c['human_drop_lo']:.0f}, {100 * c['human_drop_hi']:.0f}]"
+                    if c["human_drop"] is not None and c["human_drop_lo"] is not None else "") + ")"
+                 if c["human_common"] else f"no pair ({c['human_reason']})")
+        model = f"{c['model_common']} → {c['model_counter']} ({c['model_decision']})" if c["model_common"] else "none"
+        lines.append(f"  {c['class_name']}: {c['labeled']}/{c['photos']} labelled ({c['tasks']} sent); "
+                     f"verified {human}; model {model}; {c['state']}" + (f" — {c['state_why']}" if c['state_why'] else ""))
+        if c["changed"] not in ("same pair and decision", "nothing labelled yet"):
+            lines.append(f"      changed: {c['changed']}")
+        open_ += c["state"] == "open"
+    if report["classes"]:
+        lines.append(f"  {open_} classes open" + ("; `annotate push` sends the next round" if open_ and
+                                                  not report["outstanding"] else ""))
+    return lines
+
+
+def _simulate(args) -> int:
+    _need_sdk()
+    from annotation import simulate
+
+    args.run = str(run_folder(args.run))
+    cfg = config.load(args.run)
+    conn = _connect(cfg)
+    counts = simulate.simulate(Path(args.run), cfg, conn, args.truth, args.error_rate, args.annotators,
+                               args.prefill_bias, args.seed, args.data_dir, args.gold_share)
+    print(f"annotate simulate: {len(counts['annotators'])} SIMULATED annotators (error rate {args.error_rate:g}"
+          f"{f', prefill bias {args.prefill_bias:g}' if args.prefill_bias else ''}) made {counts['annotations']} "
+          f"simulated annotations on {counts['tasks']} pushed tasks ({counts['already']} answered before).")
+    if counts["gold_written"]:
+        print(f"  wrote {counts['gold_written']} known answers from the truth to RUN/annotation/gold.parquet "
+              "(calibration tasks from the next round on).")
+    if counts["missing_truth"]:
+        print(f"  {counts['missing_truth']} tasks have no truth row; the simulated annotators skipped them.")
+    print("  These labels are simulated, not people's. Next: `counteranimal annotate pull RUN`.")
     return 0
 
 

@@ -103,21 +103,31 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+def score_row(uid: str, class_idx: int, shard: str, correct: bool, model_id: str = "toy/model") -> dict:
+    """A scores row (schema `scores`) with the fields the annotation loop reads set, the rest neutral."""
+    return dict(uid=uid, model_id=model_id, class_idx=class_idx, shard=shard, label_space="imagenet1k",
+                true_label=class_idx, top1=class_idx if correct else 0, top1_name="x", correct=correct,
+                p_true=0.9 if correct else 0.1, true_rank=1 if correct else 2, margin=0.5 if correct else -0.5,
+                top5=[class_idx], top5_p=[0.9], background="grass", background_p=[0.25] * 4, p_subject=0.9,
+                embedding=[0.0] * 4)
+
+
 def make_run(root: Path, per_group: int = 4, overlap: int = 2, calibration_share: float = 0.25,
-             shard_size: int = 500, gold: bool = True, **annotation) -> Path:
-    """A run directory as the curation stages leave it: config, samples, shards, groups, proposals.
+             shard_size: int = 500, gold: bool = True, thresholds: dict | None = None, **annotation) -> Path:
+    """A run directory as the curation stages leave it: config, samples, shards, groups, scores, proposals.
 
     Per class, `per_group` photos on each background; the proposal pairs each class's first two
     backgrounds (common, counter); one extra flagged photo per class; gold answers for every photo.
+    The model gets every photo of the common background right and every other one wrong.
     """
     run = Path(root)
     run.mkdir(parents=True, exist_ok=True)
     cfg = {"name": "lstest", "classes": [{"name": n, "imagenet_idx": i} for n, i in CLASSES],
            "backgrounds": BACKGROUNDS, "models": [{"name": "RN50", "id": "toy/model"}],
            "annotation": {"overlap": overlap, "calibration_share": calibration_share, "retries": 2,
-                          "backoff": 0.5, **annotation}}
+                          "backoff": 0.5, **annotation}, **({"thresholds": thresholds} if thresholds else {})}
     atomic.write_text(run / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    samples, groups, gold_rows, proposals = [], [], [], []
+    samples, groups, gold_rows, proposals, scores = [], [], [], [], []
     n = 0
     for ci, (name, idx) in enumerate(CLASSES):
         common, counter = BACKGROUNDS[ci % 4], BACKGROUNDS[(ci + 1) % 4]
@@ -134,6 +144,7 @@ def make_run(root: Path, per_group: int = 4, overlap: int = 2, calibration_share
                 groups.append(dict(uid=uid, class_idx=idx, class_name=name, background=real_bg, confidence=0.8,
                                    method="zero-shot", model_id="toy/model"))
                 gold_rows.append(dict(uid=uid, background=real_bg, is_class="yes"))
+                scores.append(score_row(uid, idx, shard, real_bg == common))
                 n += 1
     shards: dict[str, list[dict]] = {}
     for s in samples:
@@ -149,7 +160,50 @@ def make_run(root: Path, per_group: int = 4, overlap: int = 2, calibration_share
     atomic.write_parquet(run / "samples" / "00000.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
     atomic.write_parquet(run / "groups" / "model-00000.parquet", schemas.conform(pa.Table.from_pylist(groups), "groups"))
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(proposals), "proposals"))
+    atomic.write_parquet(run / "scores" / "00000.parquet", schemas.conform(pa.Table.from_pylist(scores), "scores"))
     if gold:
         atomic.write_parquet(run / "annotation" / "gold.parquet",
                              schemas.conform(pa.Table.from_pylist(gold_rows), "annotation_gold"))
+    return run
+
+
+def make_custom_run(root: Path, photos: list[dict], model_pairs: dict[str, tuple[str, str, str]],
+                    thresholds: dict | None = None, **annotation) -> Path:
+    """A run from explicit photos, with a truth file (RUN/truth.parquet) for simulated annotators.
+
+    ``photos``: dicts with class_name, model_bg (the model's background), true_bg (the real one),
+    correct (the model's top-1 right?) and optionally confidence. ``model_pairs``: class_name →
+    (common, counter, decision) written as the model's proposals.
+    """
+    run = Path(root)
+    run.mkdir(parents=True, exist_ok=True)
+    idx = {n: i for n, i in CLASSES}
+    names = sorted({p["class_name"] for p in photos}, key=lambda n: idx[n])
+    cfg = {"name": "lstest", "classes": [{"name": n, "imagenet_idx": idx[n]} for n in names],
+           "backgrounds": BACKGROUNDS, "models": [{"name": "RN50", "id": "toy/model"}],
+           "thresholds": thresholds or {},
+           "annotation": {"overlap": 2, "calibration_share": 0.0, "retries": 2, "backoff": 0.5, **annotation}}
+    atomic.write_text(run / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    samples, groups, scores, truth = [], [], [], []
+    (run / "shards").mkdir(exist_ok=True)
+    with atomic.atomic_path(run / "shards" / "00000.tar") as tmp, tarfile.open(tmp, "w") as tar:
+        for n, p in enumerate(photos):
+            uid, key, c = f"c{n:06d}", f"{n:09d}", idx[p["class_name"]]
+            data = _jpeg(n)
+            info = tarfile.TarInfo(f"{key}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            samples.append(dict(uid=uid, class_idx=c, class_name=p["class_name"], chunk=0, shard="00000.tar",
+                                key=key, status="ok", flags=[]))
+            groups.append(dict(uid=uid, class_idx=c, class_name=p["class_name"], background=p["model_bg"],
+                               confidence=p.get("confidence", 0.9), method="zero-shot", model_id="toy/model"))
+            scores.append(score_row(uid, c, "00000.tar", p["correct"]))
+            truth.append(dict(uid=uid, background=p["true_bg"], class_name=p["class_name"]))
+    proposals = [dict(class_idx=idx[n], class_name=n, source="model", model_id="toy/model", common=a, counter=b,
+                      decision=d, reason="test pair") for n, (a, b, d) in model_pairs.items()]
+    atomic.write_parquet(run / "samples" / "00000.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
+    atomic.write_parquet(run / "groups" / "model-00000.parquet", schemas.conform(pa.Table.from_pylist(groups), "groups"))
+    atomic.write_parquet(run / "scores" / "00000.parquet", schemas.conform(pa.Table.from_pylist(scores), "scores"))
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(proposals), "proposals"))
+    atomic.write_parquet(run / "truth.parquet", pa.Table.from_pylist(truth))
     return run
