@@ -12,7 +12,15 @@ reference model alone deciding the pairs (what `init --world OUT --background-mo
 
 Seeds: TUNING_SEEDS (0–4) are the seeds thresholds and flags were chosen on; ACCEPTANCE names
 other seeds, spread over the variants, null worlds included, that nothing was tuned on.
---prepare builds and trains the worlds only (the part that does not depend on the pair rule).
+--acceptance runs them at ACCEPTANCE_SIZE: the "small" size (12 classes, 3 of them controls, 8
+training epochs) with the default size's pool (300 photos per class, 40% on a biased class's
+common unless the variant sets it), because eight default-size worlds do not fit a shared 2-core
+machine in an evening; the pool, which sets the group sizes, is the default's.
+
+--prepare builds and trains the worlds only. --reuse-runs keeps runs already curated: their
+fetch, clean and score outputs stand (each stage redoes what its settings invalidate), the config
+is written anew with today's defaults, and backgrounds and propose run again — so the expensive,
+rule-independent stages can run early and the decision later, with the rule then committed.
 
 Prints one markdown table per variant for bench/RESULTS.md; the timings are context, the other
 columns are the result.
@@ -47,6 +55,7 @@ ACCEPTANCE = (("null", 101), ("default", 102), ("shared-common", 103), ("emergen
               ("independent", 107), ("null", 106), ("pool-common-0.7", 108))
 # The acceptance worlds also curated with the second model as background judge under --background-model.
 ACCEPTANCE_BACKGROUND = (("few-captions", 105), ("independent", 107))
+ACCEPTANCE_SIZE = ("small", {"pool_per_class": 300, "pool_common_share": 0.4})
 
 
 def world_dir(root: Path, size: str, variant: str, seed: int) -> Path:
@@ -55,6 +64,8 @@ def world_dir(root: Path, size: str, variant: str, seed: int) -> Path:
 
 
 def prepare(root: Path, size: str, variant: str, seed: int, background: bool, **overrides) -> Path:
+    # A variant's own pool share wins over the size-wide override.
+    overrides = {k: v for k, v in overrides.items() if k not in spec.VARIANTS[variant]}
     world = world_dir(root, size, variant, seed)
     started = time.monotonic()
     ensure_trained(world, size, seed, variant, **overrides)
@@ -64,21 +75,30 @@ def prepare(root: Path, size: str, variant: str, seed: int, background: bool, **
     return world
 
 
-def curate(world: Path, run: Path, background: bool) -> dict:
+def curate(world: Path, run: Path, background: bool, reuse: bool = False) -> dict:
     from curation.world import train
 
-    shutil.rmtree(run, ignore_errors=True)
+    reuse = reuse and (run / "scores").is_dir() and (run / ".bench_curate_s").is_file()
+    if not reuse:
+        shutil.rmtree(run, ignore_errors=True)
     bg = None
     if background:
         bg = (train.REFERENCE_MODEL, train.checkpoint_path(world, BACKGROUND_MODEL), BACKGROUND_MODEL)
     cfg = run_config(world, train.REFERENCE_MODEL, train.checkpoint_path(world), background_model=bg)  # default thresholds
     atomic.write_text(run / "config.yaml", config.dump(cfg))
     started = time.monotonic()
-    with ImageServer(world / "pool") as server:
-        write_candidate_urls(world, server.base, run / "urls.csv")
-        assert cli(["curate", str(run)]) == 0
+    if reuse:   # the pool's URLs (and so the candidates) are those of the first pass; no server needed
+        assert cli(["curate", str(run), "--stages", "clean,score,backgrounds,propose"]) == 0
+        first = float((run / ".bench_curate_s").read_text())
+    else:
+        with ImageServer(world / "pool") as server:
+            write_candidate_urls(world, server.base, run / "urls.csv")
+            assert cli(["curate", str(run)]) == 0
+        first = time.monotonic() - started
+        atomic.write_text(run / ".bench_curate_s", f"{first:.1f}")
     verdict = judge(world, run, cfg.thresholds.min_accuracy_range)
-    verdict["curate_s"] = time.monotonic() - started
+    verdict["curate_s"] = first
+    verdict["decide_s"] = time.monotonic() - started if reuse else None
     verdict["grid_background_accuracy"] = _grid_background_accuracy(world, BACKGROUND_MODEL if background else None)
     return verdict
 
@@ -125,12 +145,15 @@ def main() -> int:
                     help="also curate with the world's second model assigning backgrounds (acceptance: the "
                          "ACCEPTANCE_BACKGROUND worlds)")
     ap.add_argument("--prepare", action="store_true", help="build and train the worlds only")
+    ap.add_argument("--reuse-runs", action="store_true", help="keep runs curated before; re-run the decision stages")
     ap.add_argument("--root", default=str(ROOT / ".cache" / "bench" / "discovery"))
     args = ap.parse_args()
-    root = Path(args.root)
+    root = Path(args.root) / ("acceptance" if args.acceptance else "")
     worlds = list(ACCEPTANCE) if args.acceptance else [(v, s) for v in args.variants for s in args.seeds]
     with_bg = set(ACCEPTANCE_BACKGROUND if args.acceptance else worlds) if args.background_model else set()
     overrides = {"pool_per_class": args.pool_per_class}
+    if args.acceptance:
+        args.size, overrides = ACCEPTANCE_SIZE[0], {**ACCEPTANCE_SIZE[1], **{k: v for k, v in overrides.items() if v}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; commit {commit}; "
           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; seeds "
@@ -140,11 +163,11 @@ def main() -> int:
         world = prepare(root, args.size, variant, seed, (variant, seed) in with_bg, **overrides)
         if args.prepare:
             continue
-        v = curate(world, world.with_name(world.name + "-run"), background=False)
+        v = curate(world, world.with_name(world.name + "-run"), background=False, reuse=args.reuse_runs)
         results.setdefault(variant, []).append((seed, "", v))
         print(row(seed, v), flush=True)
         if (variant, seed) in with_bg:
-            b = curate(world, world.with_name(world.name + "-bgrun"), background=True)
+            b = curate(world, world.with_name(world.name + "-bgrun"), background=True, reuse=args.reuse_runs)
             results[variant].append((seed, " (background model)", b))
             print(row(seed, b, " (background model)"), flush=True)
     if args.prepare:

@@ -152,7 +152,10 @@ def _class_groups(pairs: list | None, common: str, counter: str) -> dict:
 
 
 def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int | None) -> tuple[str, str]:
-    """(cause, explanation) of a wrong verdict: background | group size | rule (| false positive)."""
+    """(cause, explanation) of a wrong verdict. cause: "false positive", or for a miss "background"
+    (the class's photos assigned their true background less than MIN_BACKGROUND_ACCURACY of the
+    time) and/or "group size" (fewer than min_group_size photos truly on the oracle counter grouped
+    there), else "rule" (the groups were there; the rule chose or decided otherwise)."""
     facts = []
     if v["class_background_accuracy"] is not None:
         facts.append(f"class background accuracy {100 * v['class_background_accuracy']:.0f}%")
@@ -170,14 +173,14 @@ def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int |
         what = f"wrong common {v['proposed'][0]} (oracle {v['oracle'][0]})"
     else:
         what = f"wrong counter {v['proposed'][1]} (oracle {v['oracle'][1]})"
+    causes = []
     bg_acc = v["class_background_accuracy"]
     if bg_acc is not None and bg_acc < MIN_BACKGROUND_ACCURACY:
-        cause = "background"
-    elif min_group_size is not None and v["counter_right"] is not None and v["counter_right"] < min_group_size \
+        causes.append("background")
+    if min_group_size is not None and v["counter_right"] is not None and v["counter_right"] < min_group_size \
             and (not v["kept"] or not right_counter):
-        cause = "group size"
-    else:
-        cause = "rule"
+        causes.append("group size")     # too few photos truly on the counter were grouped there
+    cause = " + ".join(causes) or "rule"
     return cause, "; ".join([what, *facts])
 
 
