@@ -70,27 +70,32 @@ PHOTO_FIELDS = [
 _MIME = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
 
 
-def _file(rel: str, folder: Path, fmt: str, description: str) -> dict:
+def _file(rel: str, folder: Path, fmt: str, description: str, digests: dict[str, str]) -> dict:
     from curation.release import sha256_file
 
     p = folder / rel
+    if rel not in digests:
+        digests[rel] = sha256_file(p)
     return {"@type": "cr:FileObject", "@id": rel, "name": rel, "description": description, "contentUrl": rel,
-            "contentSize": f"{p.stat().st_size} B", "encodingFormat": fmt, "sha256": sha256_file(p)}
+            "contentSize": f"{p.stat().st_size} B", "encodingFormat": fmt, "sha256": digests[rel]}
 
 
-def build(folder: str | Path, ctx: dict) -> dict:
-    """The Croissant document for the release folder (its shards and metadata already written)."""
+def build(folder: str | Path, ctx: dict, digests: dict[str, str] | None = None) -> dict:
+    """The Croissant document for the release folder (its shards and metadata already written).
+
+    ``digests`` (relative path → sha256) is used and filled, so SHA256SUMS need not hash the files again."""
     folder = Path(folder)
+    digests = {} if digests is None else digests
     exts = sorted({e for e in _column(folder, "image_ext")}) or ["jpg"]
     distribution = [
-        _file(layout.METADATA, folder, "application/x-parquet", "one row per photo"),
-        _file(layout.CLASSNAMES, folder, "text/plain", "the label space, one name per line"),
-        _file(layout.TEMPLATES, folder, "text/plain", "zero-shot prompt templates with {c}"),
+        _file(layout.METADATA, folder, "application/x-parquet", "one row per photo", digests),
+        _file(layout.CLASSNAMES, folder, "text/plain", "the label space, one name per line", digests),
+        _file(layout.TEMPLATES, folder, "text/plain", "zero-shot prompt templates with {c}", digests),
     ]
     for split in layout.SPLITS:
         shards = layout.shard_paths(folder, split)
         ids = [f"{split}/{p.name}" for p in shards]
-        distribution += [_file(i, folder, "application/x-tar", f"{split} shard") for i in ids]
+        distribution += [_file(i, folder, "application/x-tar", f"{split} shard", digests) for i in ids]
         distribution.append({"@type": "cr:FileSet", "@id": f"{split}-images", "name": f"{split}-images",
                              "description": f"the {split} group's images inside its shards",
                              "containedIn": [{"@id": i} for i in ids],

@@ -13,6 +13,8 @@ reading and shard writing as a Beam pipeline.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -101,12 +103,32 @@ class Plan:
                 out.setdefault((split, p.out_shard), []).append(p)
         return out
 
-    def by_input_shard(self) -> dict[str, list[Photo]]:
-        out: dict[str, list[Photo]] = {}
-        for photos in self.photos.values():
-            for p in photos:
-                out.setdefault(p.in_shard, []).append(p)
-        return {k: sorted(v, key=lambda p: p.in_key) for k, v in sorted(out.items())}
+    def input_shards(self) -> list[str]:
+        return sorted({p.in_shard for photos in self.photos.values() for p in photos})
+
+    def summary(self) -> "Plan":
+        """The plan without its photos: what the card needs, small enough to ship to a worker."""
+        return dataclasses.replace(self, photos={s: [] for s in self.photos})
+
+
+def write_photos(plan: Plan, path: str | os.PathLike) -> None:
+    """The plan's photos as a parquet file the workers read (instead of pickling thousands into the job)."""
+    names = [f.name for f in dataclasses.fields(Photo)]     # not asdict(): it deep-copies every field
+    rows = [{n: getattr(p, n) for n in names} for photos in plan.photos.values() for p in photos]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def read_photos(path: str | os.PathLike, in_shard: str) -> list[Photo]:
+    """The photos stored in one run shard, as write_photos wrote them (the file is read once per process)."""
+    return _photos_by_shard(str(path)).get(in_shard, [])
+
+
+@functools.lru_cache(maxsize=2)
+def _photos_by_shard(path: str) -> dict[str, list[Photo]]:
+    out: dict[str, list[Photo]] = {}
+    for r in pq.read_table(path).to_pylist():
+        out.setdefault(r["in_shard"], []).append(Photo(**r))
+    return out
 
 
 # -- selection ---------------------------------------------------------------------------------------
@@ -306,7 +328,7 @@ def write_tar(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, by
     metadata; returns (sha256, size) of the file."""
     digest, size = hashlib.sha256(), 0
     with open(path, "wb") as f:
-        with tarfile.open(fileobj=_Hashing(f, digest), mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=_Hashing(f, digest), mode="w", format=tarfile.GNU_FORMAT) as tar:
             for key, parts in sorted(samples, key=lambda s: s[0]):
                 for ext in sorted(parts):
                     data = parts[ext]
@@ -352,9 +374,11 @@ def metadata_table(records: list[dict]) -> pa.Table:
     return schemas.conform(pa.Table.from_pylist(rows), "release_metadata", "release metadata")
 
 
-def write_checksums(folder: Path) -> str:
-    """SHA256SUMS in sha256sum's format ('<hex>  <path>'), over every other file, sorted."""
-    lines = [f"{sha256_file(folder / rel)}  {rel}\n" for rel in layout.relative_files(folder)]
+def write_checksums(folder: Path, known: dict[str, str] | None = None) -> str:
+    """SHA256SUMS in sha256sum's format ('<hex>  <path>'), over every other file, sorted. ``known``: digests
+    already computed (relative path → hex), e.g. the shards' from write_tar."""
+    known = known or {}
+    lines = [f"{known.get(rel) or sha256_file(folder / rel)}  {rel}\n" for rel in layout.relative_files(folder)]
     text = "".join(lines)
     (folder / layout.CHECKSUMS).write_text(text)
     return text
@@ -370,7 +394,10 @@ def temp_folder(final: Path) -> Path:
     """An empty folder beside ``final`` (same file system, so publish() is a rename)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):   # left by a killed release
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
 
 

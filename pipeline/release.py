@@ -29,27 +29,27 @@ from curation.errors import UserError
 from pipeline.score import read_text_embeddings
 
 
-def read_photos(item: tuple[str, list[release.Photo]]) -> Iterable[tuple[tuple[str, int], tuple]]:
-    """One run shard's chosen photos → ((split, output shard), (photo, extension, bytes))."""
+def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[str, int], list[tuple]]]:
+    """One run shard's chosen photos → per (split, output shard) one batch of (photo, extension, bytes).
+
+    Batches, not single photos, cross the shuffle: a few elements per shard instead of one per photo."""
     from apache_beam.io.filesystems import FileSystems
 
-    path, photos = item
-    wanted = {p.in_key: p for p in photos}
-    found = set()
+    wanted = {p.in_key: p for p in release.read_photos(photos_file, shard)}
+    batches: dict[tuple[str, int], list[tuple]] = {}
+    path = f"{run.rstrip('/')}/shards/{shard}"
     with FileSystems.open(path) as f:
         for key, parts in shard_reader.iter_samples(f):
             photo = wanted.get(key)
-            if photo is None:
-                continue
-            image = release.image_ext(parts)
-            if image is None:
-                continue
-            found.add(key)
-            yield (photo.group, photo.out_shard), (photo, *image)
+            image = release.image_ext(parts) if photo is not None else None
+            if image is not None:
+                batches.setdefault((photo.group, photo.out_shard), []).append((photo, *image))
+    found = {item[0].in_key for batch in batches.values() for item in batch}
     missing = sorted(set(wanted) - found)
     if missing:
         raise RuntimeError(f"{path}: sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok but its image "
                            f"is not in the shard ({len(missing)} missing); re-run the clean stage")
+    yield from sorted(batches.items(), key=lambda kv: kv[0])
 
 
 class WriteShard(beam.DoFn):
@@ -59,10 +59,10 @@ class WriteShard(beam.DoFn):
         self.folder = folder
 
     def process(self, element):
-        (split, index), items = element
+        (split, index), batches = element
         rel = f"{split}/{layout.shard_name(index)}"
         samples, records = [], []
-        for photo, ext, data in items:
+        for photo, ext, data in (item for batch in batches for item in batch):
             digest = hashlib.sha256(data).hexdigest()
             record = release.sample_record(photo, digest)
             samples.append((photo.key, release.sample_members(photo.key, ext, data, photo.label, record)))
@@ -71,22 +71,23 @@ class WriteShard(beam.DoFn):
                                 flags=photo.flags))
         path = Path(self.folder) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        release.write_tar(path, samples)
-        yield from records
+        digest, _ = release.write_tar(path, samples)
+        yield rel, digest, records      # one element per shard: its records travel as one batch
 
 
 class Release(beam.PTransform):
-    """Run shards → release shards under ``folder``; returns the PCollection of metadata records."""
+    """Run shards → release shards under ``folder``; returns the PCollection of metadata records.
 
-    def __init__(self, plan: release.Plan, run: Path, folder: Path):
+    ``photos_file`` (curation.release.write_photos) says which photos of each run shard to release and where."""
+
+    def __init__(self, shards: list[str], photos_file: Path, run: Path, folder: Path):
         super().__init__()
-        self.plan, self.run, self.folder = plan, run, folder
+        self.shards, self.photos_file, self.run, self.folder = shards, photos_file, run, folder
 
     def expand(self, pbegin):
-        work = [(str(self.run / "shards" / shard), photos) for shard, photos in self.plan.by_input_shard().items()]
         return (pbegin
-                | "RunShards" >> beam.Create(work, reshuffle=False)
-                | "ReadPhotos" >> beam.FlatMap(read_photos)
+                | "RunShards" >> beam.Create(self.shards)
+                | "ReadPhotos" >> beam.FlatMap(read_photos, str(self.run), str(self.photos_file))
                 | "ByOutputShard" >> beam.GroupByKey()
                 | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder))))
 
@@ -122,12 +123,14 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
         f"{f'; {len(plan.excluded)} excluded' if plan.excluded else ''}")
     sets = one_vs_k_sets(run, cfg, [p.label for p in plan.pairs])
     tmp = release.temp_folder(final)
+    photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release
     try:
+        release.write_photos(plan, photos_file)
         with beam.Pipeline(options=options) as p:
             records = (p
-                       | "Release" >> Release(plan, run, tmp)
+                       | "Release" >> Release(plan.input_shards(), photos_file, run, tmp)
                        | "Collect" >> beam.combiners.ToList())
-            _ = records | "Finish" >> beam.Map(finish, str(tmp), plan, cfg, str(run), name, version, sets)
+            _ = records | "Finish" >> beam.Map(finish, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
         missing = [f"{s}/{layout.shard_name(i)}" for s in layout.SPLITS for i in range(plan.nshards[s])
                    if not (tmp / s / layout.shard_name(i)).is_file()]
         if missing or not (tmp / layout.CHECKSUMS).is_file():
@@ -136,6 +139,8 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        photos_file.unlink(missing_ok=True)
     counts = {"photos": n, "classes": len(plan.pairs), "verified": verified,
               **{f"{s}_photos": len(plan.photos[s]) for s in layout.SPLITS},
               **{f"{s}_shards": plan.nshards[s] for s in layout.SPLITS},
@@ -147,20 +152,25 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
     return final
 
 
-def finish(records: list[dict], folder: str, plan: release.Plan, cfg: RunConfig, run: str, name: str,
-           version: str, sets: dict) -> str:
-    """Everything beside the shards, once every shard is written (the pipeline's last step)."""
+def finish(shards: list[tuple[str, str, list[dict]]], folder: str, plan: release.Plan, cfg: RunConfig, run: str,
+           name: str, version: str, sets: dict) -> str:
+    """Everything beside the shards, once every shard is written (the pipeline's last step).
+
+    ``shards``: per written shard its path in the release, its sha256 and its photos' records."""
     folder = Path(folder)
+    records = [r for _, _, rs in shards for r in rs]
+    digests = {rel: digest for rel, digest, _ in shards}   # the shards are not hashed twice
     for split in layout.SPLITS:
         (folder / split).mkdir(exist_ok=True)
         (folder / split / layout.NSHARDS).write_text(f"{plan.nshards[split]}\n")
     release.write_lines(folder / layout.CLASSNAMES, plan.label_names)
     release.write_lines(folder / layout.TEMPLATES, plan.templates)
-    (folder / layout.ONE_VS_K).write_text(json.dumps(sets, sort_keys=True, indent=1) + "\n")
+    lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(sets.items(), key=lambda kv: int(kv[0]))]
+    (folder / layout.ONE_VS_K).write_text("{\n" + ",\n".join(lines) + "\n}\n")   # one class per line
     table = release.metadata_table(records)
     pq.write_table(table, folder / layout.METADATA)
     context = card.context(plan, table, cfg, Path(run), name, version, sets)
     (folder / layout.CARD).write_text(card.render(context))
-    (folder / layout.CROISSANT).write_text(croissant.dumps(croissant.build(folder, context)))
-    release.write_checksums(folder)
+    (folder / layout.CROISSANT).write_text(croissant.dumps(croissant.build(folder, context, digests)))
+    release.write_checksums(folder, digests)
     return str(folder)

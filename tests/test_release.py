@@ -152,6 +152,26 @@ def test_webdataset_reads_the_shards(unverified):
     assert seen == set(meta)
 
 
+def test_clip_benchmark_wds_loader_calls_read_it(unverified):
+    """The calls clip_benchmark's build_wds_dataset makes (v1.6): {split}/{0..n-1}.tar from nshards.txt, an
+    image under webp/png/jpg/jpeg, the label from cls; class names and templates stripped per line."""
+    import webdataset as wds
+
+    _, rel = unverified
+    meta = pq.read_table(rel / layout.METADATA).to_pylist()
+    for split in layout.SPLITS:
+        nshards = int((rel / split / "nshards.txt").read_text())
+        pattern = str(rel / split / ("{0..%d}.tar" % (nshards - 1)))
+        ds = (wds.WebDataset(pattern, nodesplitter=lambda src: src)
+              .decode(wds.autodecode.ImageHandler("pil", extensions=["webp", "png", "jpg", "jpeg"]))
+              .to_tuple(["webp", "png", "jpg", "jpeg"], "cls"))
+        labels = Counter(cls for _, cls in ds)
+        assert labels == Counter(r["class_idx"] for r in meta if r["group"] == split)
+    classes = [line.strip() for line in (rel / "classnames.txt").read_text().splitlines()]
+    templates = [line.strip() for line in (rel / "zeroshot_classification_templates.txt").read_text().splitlines()]
+    assert all(t.format(c=classes[0]) != t for t in templates)
+
+
 def test_hf_datasets_reads_the_release(unverified, tmp_path, monkeypatch):
     pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
