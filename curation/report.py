@@ -36,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import schemas
 from curation import atomic, config, plots
+from curation.report_verification import verification_section
 from curation.errors import UserError
 
 THUMBS_PER_SIDE = 12
@@ -643,6 +644,8 @@ SECTIONS: list[Section] = [
     Section("grids", "Kept pairs: common and counter photos", grids_section, "report_grids.html.j2"),
     Section("attributes", "What the model leans on: δ per attribute", attributes_section, "report_attributes.html.j2"),
     Section("confusion", "Background assignment", confusion_section, "report_confusion.html.j2"),
+    Section("verification", "Human verification: verified pairs beside the model's", verification_section,
+            "report_verification.html.j2"),
     Section("settings", "Settings", settings_section, "report_settings.html.j2"),
 ]
 

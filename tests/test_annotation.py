@@ -44,13 +44,16 @@ def _annotate(ann_client, task_id, background, is_class="yes", flags=(), skip=Fa
 
 
 def test_round_trip_two_annotators_with_disagreements(label_studio, tmp_path_factory):
-    run = make_run(tmp_path_factory.mktemp("runs") / "roundtrip", per_group=3, overlap=2, calibration_share=0.25)
+    run = make_run(tmp_path_factory.mktemp("runs") / "roundtrip", per_group=3, overlap=2, calibration_share=0.25,
+                   initial_per_stratum=2)
     cfg = config.load(run)
     first = sync.push(run, cfg, _conn(cfg), say=lambda s: None)
     again = sync.push(run, cfg, _conn(cfg), say=lambda s: None)
-    # 3 classes x (2 proposed backgrounds x 3 photos + 1 flagged) = 21 decision tasks, + round(0.25 * 21) = 5
-    assert first["roles"] == {"common": 9, "counter": 9, "flagged": 3, "calibration": 5}
-    assert (first["added"], again["added"], again["already"]) == (26, 0, 26)
+    # Round 0, per class: 2 photos of each of its 4 model backgrounds (the least sure photo has a
+    # stratum of its own, taken from the first), the unsure one and the flagged one = 10; 3 classes
+    # = 30, + round(0.25 * 30) = 8 calibration photos from the gold answers not chosen yet.
+    assert first["roles"] == {"coverage": 30, "calibration": 8}
+    assert (first["added"], again["added"], again["already"]) == (38, 0, 38)
 
     ledger = {r["uid"]: r for r in sync.read_ledger(run).to_pylist()}
     alice = label_studio.annotator("alice@example.org")
@@ -107,39 +110,10 @@ def test_round_trip_two_annotators_with_disagreements(label_studio, tmp_path_fac
     assert report["complete"] == len(ledger) - 1 and report["deleted_by_hand"] == []
 
 
-def _add_photos(run, count, start=900000):
-    """New photos after a re-run: another samples file, shard and groups file (proposed common background)."""
-    import io as _io
-    import tarfile
-    from tests.support.label_studio import _jpeg
-    samples, groups = [], []
-    shard = f"{start // 1000:05d}.tar"
-    with atomic.atomic_path(run / "shards" / shard) as tmp, tarfile.open(tmp, "w") as tar:
-        for i in range(count):
-            uid, key = f"new{start + i}", f"{start + i:09d}"
-            data = _jpeg(i)
-            info = tarfile.TarInfo(f"{key}.jpg")
-            info.size = len(data)
-            tar.addfile(info, _io.BytesIO(data))
-            samples.append(dict(uid=uid, class_idx=292, class_name="tiger", chunk=start // 1000, shard=shard, key=key,
-                                status="ok", flags=[]))
-            groups.append(dict(uid=uid, class_idx=292, class_name="tiger", background="grass", confidence=0.9,
-                               method="zero-shot", model_id="toy/model"))
-    atomic.write_parquet(run / "samples" / f"{start}.parquet", schemas.conform(pa.Table.from_pylist(samples), "samples"))
-    atomic.write_parquet(run / "groups" / f"model-{start}.parquet", schemas.conform(pa.Table.from_pylist(groups), "groups"))
-
-
 def test_server_killed_mid_push_then_restarted_every_task_once(label_studio, tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("runs") / "killed", per_group=2, overlap=1, calibration_share=0.0,
                    batch_size=10)
     cfg = config.load(run)
-    sync.push(run, cfg, _conn(cfg), say=lambda s: None)
-    ledger = sync.read_ledger(run).to_pylist()
-    alice = label_studio.annotator("alice@example.org")
-    labelled = {t["uid"]: t["task_id"] for t in ledger[:3]}
-    made = {_annotate(alice, tid, "snow").id for tid in labelled.values()}
-
-    _add_photos(run, 35)                       # a re-run found new photos: 4 batches of 10
     killed = []
 
     def kill_after_first_batch(done):
@@ -147,21 +121,28 @@ def test_server_killed_mid_push_then_restarted_every_task_once(label_studio, tmp
             label_studio.kill()
             killed.append(done)
 
+    # Round 0: 3 classes x (4 backgrounds x 2 + 1 flagged) = 27 photos, 3 batches of 10.
     with pytest.raises(lsclient.ServerDown, match="not answering"):
         sync.push(run, cfg, _conn(cfg), say=lambda s: None, after_batch=kill_after_first_batch)
     assert killed == [10]
     label_studio.restart()
     counts = sync.push(run, cfg, _conn(cfg), say=lambda s: None)
-    assert counts["added"] == 25 and counts["already"] == len(ledger) + 10
+    assert counts["added"] == 17 and counts["already"] == 10
+    ledger = sync.read_ledger(run).to_pylist()
+    alice = label_studio.annotator("alice@example.org")
+    labelled = {t["uid"]: t["task_id"] for t in ledger[:3]}
+    made = {_annotate(alice, tid, "snow").id for tid in labelled.values()}
+    again = sync.push(run, cfg, _conn(cfg), say=lambda s: None)      # round 0 not pulled: nothing new
+    assert again["added"] == 0 and again["already"] == 27
 
     on_server = _tasks_on_server(label_studio, run)
     uids = Counter(t["data"]["uid"] for t in on_server)
-    assert set(uids.values()) == {1} and len(uids) == len(ledger) + 35
+    assert set(uids.values()) == {1} and len(uids) == 27 == len(ledger)
     by_uid = {t["data"]["uid"]: t for t in on_server}
     for uid, tid in labelled.items():          # labelled tasks untouched, their annotations kept
         assert by_uid[uid]["id"] == tid
     assert {a["id"] for t in on_server for a in t["annotations"]} == made
-    assert all(t["total_predictions"] == 1 for t in on_server)
+    assert all(t["total_predictions"] == 0 for t in on_server)      # nothing pre-filled by default
 
 
 def test_wrong_token_is_a_clear_error(label_studio, tmp_path_factory, monkeypatch):

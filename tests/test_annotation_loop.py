@@ -148,6 +148,11 @@ def test_a_human_label_moves_photos_into_a_group_the_model_never_proposed(label_
     from pipeline.commands.annotate import loop_lines
     text = "\n".join(loop_lines(summary))
     assert "SIMULATED" in text and "tiger" in text and "grass → water (kept" in text
+    from curation import report
+    html = report.write(run).read_text()       # the report's section says the same, and "simulated"
+    section = html[html.index('id="verification"'):]
+    assert "Simulated annotators." in section and "grass → water (kept)" in section and "sky → snow" in section
+    assert simulate.email(1) in section
 
 
 def test_the_loop_stops_within_the_budget(label_studio, tmp_path_factory):

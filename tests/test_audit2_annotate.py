@@ -44,8 +44,8 @@ from tests.support.label_studio import label_studio, make_run  # noqa: E402,F401
 
 @pytest.mark.timeout(900)
 def test_annotations_of_photos_no_longer_selected_still_count(label_studio, tmp_path_factory):
-    """The run is re-curated after a first round (config.yaml edited): a class's pair is dropped,
-    so its photos leave the selection. Their tasks stay, and pull still turns their votes into verdicts."""
+    """The run is re-curated after a first round (config.yaml edited): a class's pair is dropped.
+    The ledger keeps every photo sent, so pull still turns their votes into verdicts."""
     from annotation import client as lsclient
     from annotation import config as lsconfig
     from annotation import pull, sync
@@ -68,8 +68,8 @@ def test_annotations_of_photos_no_longer_selected_still_count(label_studio, tmp_
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(dropped), "proposals"))
 
     counts = sync.push(run, cfg, conn(), say=lambda s: None)
-    gone = [t["uid"] for t in ledger if t["class_name"] == first_class and t["role"] in ("common", "counter")]
-    assert gone and counts["kept_earlier"] >= len(gone) and counts["added"] == 0
+    gone = [t["uid"] for t in ledger if t["class_name"] == first_class]
+    assert gone and counts["added"] == 0 and {t["uid"] for t in sync.read_ledger(run).to_pylist()} >= set(gone)
     pull.pull(run, cfg, conn(), say=lambda s: None)
     verdicts = {r["uid"]: r["status"] for r in pull.read_verdicts(run).to_pylist()}
     assert all(verdicts.get(u) == "verified" for u in gone), {u: verdicts.get(u) for u in gone}
