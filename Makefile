@@ -8,7 +8,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 LOG := .cache/setup.log
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup assets browser test demo bench clean-venv
+.PHONY: setup assets browser test demo bench clean-venv clipbench
 
 setup: $(VENV)/.installed
 
@@ -42,7 +42,22 @@ $(LS_VENV)/.installed-$(LS_VERSION):
 	@$(LS_VENV)/bin/pip --disable-pip-version-check install -q label-studio==$(LS_VERSION) >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
 	@touch $@
 
-test: setup assets browser labelstudio
+# clip_benchmark (tests/test_clip_benchmark.py reads a release with it) in its own venv: its pins clash
+# with ours. torch from the local wheels first, as for $(VENV); requests because clip_benchmark imports it
+# without declaring it; numpy < 2.4 because its accuracy() calls float() on a 1-element array (an error
+# from numpy 2.4). scripts/clip_benchmark_ca.py launches it.
+CB_VERSION := 1.6.2
+CB_VENV := .venv-clipbench
+clipbench: $(CB_VENV)/.installed-$(CB_VERSION)
+$(CB_VENV)/.installed-$(CB_VERSION):
+	@mkdir -p .cache
+	@test -x $(CB_VENV)/bin/python || $(PY) -m venv $(CB_VENV)
+	@echo "setup: installing clip-benchmark $(CB_VERSION) into $(CB_VENV) (log: $(LOG))"
+	@$(CB_VENV)/bin/pip --disable-pip-version-check install -q torch==2.14.1 torchvision==0.29.1 >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
+	@$(CB_VENV)/bin/pip --disable-pip-version-check install -q clip-benchmark==$(CB_VERSION) requests 'numpy<2.4' >>$(LOG) 2>&1 || (tail -30 $(LOG); exit 1)
+	@touch $@
+
+test: setup assets browser labelstudio clipbench
 	$(BIN)/python -m pytest -q tests
 
 demo: setup assets
