@@ -20,6 +20,9 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
 from curation import release, release_layout as layout
 from curation.errors import UserError
 
@@ -53,6 +56,14 @@ def iter_release(release_dir: Path, split: str):
                 yield key, image[0], image[1], json.loads(parts[layout.JSON])
 
 
+def _replaceable(out: Path, marker: str, what: str) -> None:
+    """An existing ``out`` is replaced only when it is what we write (it has ``marker``) or empty: never a
+    folder of the user's that happens to be named."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise UserError(f"exists and is not {what} (no {marker}); refusing to replace it", where=str(out),
+                        hint="Name a new folder, or remove this one yourself.")
+
+
 # -- export --------------------------------------------------------------------------------------
 
 def export(release_dir: str | os.PathLike, out: str | os.PathLike, top: str | None = None,
@@ -63,10 +74,13 @@ def export(release_dir: str | os.PathLike, out: str | os.PathLike, top: str | No
     imagenet = len(classnames) == 1000 if label_space_is_imagenet is None else label_space_is_imagenet
     names = paper_names() if imagenet else {}
     top = top or release_dir.name
+    _replaceable(out, NAMES, "an official-layout export")
     tmp = release.temp_folder(out)
+    bar = tqdm(total=_count(release_dir), unit="photo", desc="export", leave=False)
     try:
         for split in layout.SPLITS:
             for key, ext, data, rec in iter_release(release_dir, split):
+                bar.update()
                 idx = int(rec["class_idx"])
                 cls_dir = f"{idx} {_safe(names.get(idx, classnames[idx]))}"
                 folder = tmp / top / cls_dir / f"{split}-{_safe(rec['background'])}"
@@ -77,7 +91,16 @@ def export(release_dir: str | os.PathLike, out: str | os.PathLike, top: str | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        bar.close()
     return out
+
+
+def _count(release_dir: Path) -> int | None:
+    try:
+        return pq.read_metadata(release_dir / layout.METADATA).num_rows
+    except (OSError, ValueError):
+        return None
 
 
 # -- import --------------------------------------------------------------------------------------
@@ -162,13 +185,13 @@ def import_official(src: str | os.PathLike, out: str | os.PathLike, *, name: str
                     version: str = "1", templates: list[str] | None = None,
                     max_shard_bytes: int = release.DEFAULT_MAX_SHARD_BYTES) -> Path:
     """Write a release folder of ours from the official layout (card, checksums and all)."""
-    import pyarrow.parquet as pq
-
     from curation import card, croissant
 
     photos, classnames, top = scan(src)
     out = Path(out)
+    _replaceable(out, layout.CHECKSUMS, "a release")
     tmp = release.temp_folder(out)
+    bar = tqdm(total=len(photos), unit="photo", desc="import", leave=False)
     try:
         keys = _keys(photos)
         records_by_split: dict[str, list] = {s: [] for s in layout.SPLITS}
@@ -186,6 +209,7 @@ def import_official(src: str | os.PathLike, out: str | os.PathLike, *, name: str
                 samples = []
                 for key, p in items[i * len(items) // n:(i + 1) * len(items) // n]:
                     data = p["path"].read_bytes()
+                    bar.update()
                     rec = dict(uid=key, class_idx=p["class_idx"], class_name=p["class_name"],
                                background=p["background"], group=split, url=None, source="counteranimal-official",
                                source_id=p["rel"], license=None, attribution=None,
@@ -207,6 +231,8 @@ def import_official(src: str | os.PathLike, out: str | os.PathLike, *, name: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        bar.close()
     return out
 
 

@@ -257,6 +257,15 @@ def test_verified_release_holds_only_human_groups(unverified, tmp_path):
     run = copy_run(unverified[0], tmp_path / "run")
     assert main(["release", str(run), "--name", "v"]) == 2          # no human rows yet: a clear error
     pairs, human = make_verified(run)
+    # What annotate pull leaves behind: raw annotations (2 of them skipped), agreement, simulated annotators.
+    ann = run / "annotation"
+    ann.mkdir()
+    rows = [dict(annotation_id=i, task_id=i, uid=h["uid"], annotator=f"a{i % 3}@example.org", skipped=i < 2,
+                 on_server=True) for i, h in enumerate(human[:12])]
+    atomic.write_parquet(ann / "annotations.parquet", schemas.conform(pa.Table.from_pylist(rows), "annotations"))
+    atomic.write_text(ann / "agreement.json", json.dumps({"agreement": {"background": {"alpha": 0.8125, "units": 9},
+                                                                        "is_class": {"alpha": None, "units": 0}}}))
+    atomic.write_parquet(ann / "verification.parquet", pa.table({"class_idx": [0], "simulated": [True]}))
     assert main(["release", str(run), "--name", "v"]) == 0
     out = layout.release_dir(run, "v", "1.0")
     meta = pq.read_table(out / layout.METADATA).to_pylist()
@@ -265,6 +274,9 @@ def test_verified_release_holds_only_human_groups(unverified, tmp_path):
     assert {r["verified"] for r in meta} == {"human"}
     card = (out / layout.CARD).read_text()
     assert "UNVERIFIED" not in card and "verified by people" in card
+    assert "**simulated annotators**" in card
+    assert "10 labels spent on 12 photos by 3 annotators" in card and "(2 skipped)" in card
+    assert "background 0.812 over 9 photos" in card and "is_class n/a over 0 photos" in card
 
 
 def test_verified_release_without_human_rows_names_the_way_out(unverified, tmp_path, capsys):
@@ -299,6 +311,24 @@ def test_official_export_import_round_trip(unverified, tmp_path):
     assert release.verify_checksums(back) == []
     for split in layout.SPLITS:
         assert len(layout.shard_paths(back, split)) == len(layout.shard_paths(rel, split))
+
+
+def test_export_and_import_never_replace_a_folder_of_the_users(unverified, tmp_path, capsys):
+    _, rel = unverified
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    from curation import release_official
+    from curation.errors import UserError
+
+    with pytest.raises(UserError, match="refusing to replace"):
+        release_official.export(rel, mine)
+    assert main(["import-official", str(tmp_path / "nowhere"), str(mine)]) == 2
+    official = release_official.export(rel, tmp_path / "official")
+    assert main(["import-official", str(official), str(mine)]) == 2
+    assert "refusing to replace" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "keep me"
+    release_official.export(rel, official)          # its own earlier export is replaced
 
 
 def test_import_refuses_a_folder_not_in_the_layout(tmp_path, capsys):
