@@ -35,7 +35,7 @@ CARD = "README.md"
 CROISSANT = "croissant.json"
 
 # Per-sample members of a shard: the image under its stored extension, the label, the record.
-IMAGE_EXTENSIONS = ("jpg", "webp")
+IMAGE_EXTENSIONS = ("jpg", "webp", "png")   # png when fetch.encode_format is png
 CLS = "cls"
 JSON = "json"
 

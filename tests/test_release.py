@@ -364,3 +364,55 @@ def test_write_tar_is_deterministic_and_sorted(tmp_path):
 def test_sample_key_has_no_dots():
     assert layout.sample_key("abc123") == "abc123"
     assert "." not in layout.sample_key("a.b.c")
+
+
+def _jpeg(color) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_official_archive_without_names_file_is_imagenet(tmp_path):
+    """An archive like the official one (no imagenet_names.txt, paper names on the folders): labels are
+    open_clip's 1,000 ImageNet names; our export names the paper's 45 classes by the paper's names."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    top = tmp_path / "archive" / "LAION-final"
+    photos = {"20 water ouzel/common-water/1.jpg": (0, 0, 255), "20 water ouzel/counter-ground/2.jpg": (90, 60, 0),
+              "9 ostrich/common-ground/1.jpg": (120, 90, 0), "9 ostrich/counter-water/7.jpg": (0, 0, 200)}
+    for rel, color in photos.items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_bytes(_jpeg(color))
+    ours = tmp_path / "ours"
+    assert main(["import-official", str(tmp_path / "archive"), str(ours)]) == 0
+    assert (ours / layout.CLASSNAMES).read_text().splitlines() == list(IMAGENET_CLASSNAMES)
+    assert (ours / layout.TEMPLATES).read_text() == "A photo of {c}.\n"
+    assert not (ours / layout.ONE_VS_K).exists()
+    meta = pq.read_table(ours / layout.METADATA).to_pylist()
+    assert sorted((r["class_idx"], r["class_name"], r["group"], r["background"]) for r in meta) == [
+        (9, "ostrich", "common", "ground"), (9, "ostrich", "counter", "water"),
+        (20, IMAGENET_CLASSNAMES[20], "common", "water"), (20, IMAGENET_CLASSNAMES[20], "counter", "ground")]
+    assert len({r["uid"] for r in meta}) == 4            # the stems repeat ("1.jpg"): keys come from paths
+    assert all(r["verified"] == "human" and r["license"] is None for r in meta)
+    assert [len(layout.shard_paths(ours, s)) for s in layout.SPLITS] == [2, 2]   # fewer photos than 4 shards
+    assert release.verify_checksums(ours) == []
+    from curation import release_official
+
+    back = release_official.export(ours, tmp_path / "back")
+    assert sorted(p.name for p in (back / "ours").iterdir()) == ["20 water ouzel", "9 ostrich"]
+    assert len((back / "imagenet_names.txt").read_text().splitlines()) == 1000
+    got = {p.relative_to(back / "ours").parts[:2]: p.read_bytes() for p in (back / "ours").rglob("*.jpg")}
+    assert sorted(got.values()) == sorted((top / rel).read_bytes() for rel in photos)
+
+
+def test_imagenet_label_space_files():
+    from curation import presets
+
+    cfg = presets.counteranimal()
+    names = release.label_names(cfg)
+    assert len(names) == 1000 and release.true_labels(cfg)[291] == 291
+    assert release.clip_templates(cfg) == ["A photo of {c}."]
+    cfg.prompts.ensemble = "openai"
+    assert len(release.clip_templates(cfg)) == 80 and all("{c}" in t for t in release.clip_templates(cfg))
