@@ -138,7 +138,8 @@ OPEN, KEPT, NO_SHORTCUT, EXHAUSTED, OUT_OF_BUDGET = ("open", "settled: kept", "s
 def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> dict[str, str]:
     """Backgrounds of one class whose estimate could still change its pair or its significance → why.
 
-    * a group that may be large enough but has too few labels to be measured;
+    * a group that may be large enough but has too few labels to be measured, unless its interval
+      already says it can be neither the counter nor the common;
     * a group that could swap places with the counter (or the common) by more than the rule's range:
       its interval reaches more than the range below the counter's accuracy, and the counter's reaches
       more than the range above its own (closer is a tie, which the oracle cannot tell apart either);
@@ -147,11 +148,14 @@ def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_
     tol = rule.min_accuracy_range / 100
     by_bg = {e.background: e for e in estimates}
     out: dict[str, str] = {}
-    for e in estimates:
-        if e.n_labeled < min_labels and e.n_hat >= rule.min_group_size / 2:
-            out[e.background] = f"{e.n_labeled} labelled of ~{e.n_hat:.0f}"
     eligible = [e for e in estimates if e.n_hat >= rule.min_group_size and e.n_labeled >= min_labels]
     common, counter = by_bg.get(row.get("common")), by_bg.get(row.get("counter"))
+    for e in estimates:
+        # Too few labels to measure, in a group that may be large enough: it matters when no pair is
+        # known yet, or when it may turn out lower than the counter or higher than the common.
+        if e.n_labeled < min_labels and e.n_hat >= 0.75 * rule.min_group_size and e not in (common, counter) and (
+                counter is None or common is None or e.lo < counter.acc - tol or e.hi > common.acc + tol):
+            out[e.background] = f"{e.n_labeled} labelled of ~{e.n_hat:.0f}"
     if counter is not None:
         for e in eligible:
             if e is not counter and e is not common and e.lo < counter.acc - tol and counter.hi > e.acc + tol:

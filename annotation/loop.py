@@ -167,15 +167,25 @@ def view(pop: dict[int, dict[str, list[Photo]]], ledger: list[dict], labels: dic
 
 
 def _reachable(strata: dict[str, list[Photo]], sent: set[str], labels: dict[str, str]) -> set[str]:
-    """Backgrounds that unlabelled photos could still add to: their stratum's model background and any
-    background people gave photos of that stratum."""
-    out = set()
+    """Backgrounds that the photos not sent yet would still add about one photo or more to: per
+    stratum, its unsent photos times the share of its labelled photos people put on the background
+    (a half-photo prior for the stratum's own model background)."""
+    expected: dict[str, float] = defaultdict(float)
     for h, photos in strata.items():
-        if all(p.uid in sent for p in photos):
+        left = sum(p.uid not in sent for p in photos)
+        if not left:
             continue
-        out.update(p.model_background for p in photos if p.model_background)
-        out.update(labels[p.uid] for p in photos if p.uid in labels and labels[p.uid] != OUT)
-    return out
+        seen = [labels[p.uid] for p in photos if p.uid in labels]
+        counts: dict[str, float] = defaultdict(float)
+        for b in seen:
+            if b != OUT:
+                counts[b] += 1
+        own = {p.model_background for p in photos if p.model_background}
+        for b in own:
+            counts[b] += 0.5
+        for b, k in counts.items():
+            expected[b] += left * k / (len(seen) + 0.5 * len(own))
+    return {b for b, e in expected.items() if e >= 1.0}
 
 
 def next_batch(pop: dict[int, dict[str, list[Photo]]], lv: LoopView, ledger: list[dict],

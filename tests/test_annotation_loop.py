@@ -12,6 +12,7 @@ from annotation import client as lsclient
 from annotation import estimate, export, loop, pull, simulate, sync
 from annotation.estimate import OUT, Photo
 from curation import config
+from curation.errors import UserError
 from tests.support.label_studio import label_studio, make_custom_run, make_run  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.timeout(900)
@@ -55,6 +56,26 @@ def test_labels_never_seen_strata_wait_for_coverage(tmp_path):
         assert loop.FLAGGED in strata and loop.UNSURE in strata
         for h, photos in strata.items():
             assert per[(class_idx, h)] == min(4, len(photos))
+
+
+def test_simulated_answers_err_at_the_given_rate_and_lean_towards_a_prefill(tmp_path):
+    vocabulary = ["grass", "snow", "water", "sky", "other"]
+    truth = simulate.Truth("snow", "tiger")
+    answers = [simulate.answer(truth, "tiger", vocabulary, 0.2, 0, simulate.email(1), f"u{i}") for i in range(2000)]
+    wrong_bg = sum(a["background"] != "snow" for a in answers) / len(answers)
+    wrong_cls = sum(a["is_class"] != "yes" for a in answers) / len(answers)
+    assert 0.17 < wrong_bg < 0.23 and 0.17 < wrong_cls < 0.23
+    assert {a["background"] for a in answers} == set(vocabulary)          # errors drawn from the vocabulary
+    again = [simulate.answer(truth, "tiger", vocabulary, 0.2, 0, simulate.email(1), f"u{i}") for i in range(2000)]
+    assert again == answers                                                 # seeded: a resumed run says the same
+    biased = [simulate.answer(truth, "tiger", vocabulary, 0.0, 0, simulate.email(1), f"u{i}", prefilled="grass",
+                              prefill_bias=0.5) for i in range(2000)]
+    assert 0.45 < sum(a["background"] == "grass" for a in biased) / len(biased) < 0.55
+    other = simulate.answer(simulate.Truth("rock", "lion"), "tiger", vocabulary, 0.0, 0, "x", "u")
+    assert other == {"background": "other", "is_class": "no", "skip": False}
+    assert simulate.is_simulated(simulate.email(3)) and not simulate.is_simulated("alice@example.org")
+    with pytest.raises(UserError, match="no such truth file"):
+        simulate.read_truth(tmp_path / "missing.parquet", tmp_path)
 
 
 # -- against the real Label Studio ---------------------------------------------------------------------
