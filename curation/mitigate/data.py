@@ -41,7 +41,7 @@ class Data:
     b: np.ndarray                     # background index per photo
     split: np.ndarray                 # train | val | test per photo
     pairs: dict[int, tuple[int, int]]   # class -> (common, counter) background indices
-    images: Callable[[Sequence[int]], Iterator[Image.Image]]   # photos by index, in the order asked
+    images: Callable[[Sequence[int]], Iterator[tuple[int, Image.Image]]]   # (index, photo), in any order
     class_templates: list[str] = field(default_factory=list)       # the source's own prompts ({} slot)
     background_templates: list[str] = field(default_factory=list)
     key: str = ""                     # identifies the photos (for the feature cache)
@@ -139,7 +139,7 @@ def from_run(run: str | Path, fractions: tuple[float, float, float] = (0.5, 0.2,
 
     shards = run / "shards"
 
-    def images(indices: Sequence[int]) -> Iterator[Image.Image]:
+    def images(indices: Sequence[int]) -> Iterator[tuple[int, Image.Image]]:
         wanted: dict[str, dict[str, int]] = {}
         for i in indices:
             shard, key = located[uids[i]]
@@ -157,9 +157,8 @@ def from_run(run: str | Path, fractions: tuple[float, float, float] = (0.5, 0.2,
             if absent:
                 raise UserError(f"{len(absent)} photo(s) are not in the shard.", where=str(shards / shard),
                                 hint="Re-run `counteranimal curate RUN` (clean checks what each shard holds).")
-            for i in indices:      # hand them over shard by shard, so memory holds one shard's photos
-                if i in found:
-                    yield found.pop(i)
+            yield from sorted(found.items())   # shard by shard: memory holds one shard's photos
+            found.clear()
 
     class_templates = list(cfg.prompts.classes) if cfg else []
     bg_templates = list(cfg.prompts.backgrounds) if cfg else []
@@ -193,9 +192,9 @@ def from_world(world_dir: str | Path, val_share: float = 1 / 3, seed: int = 0) -
                                           backgrounds.index(info["oracle_counter"]))
     files = [world_dir / r["file"] for r in rows]
 
-    def images(indices: Sequence[int]) -> Iterator[Image.Image]:
+    def images(indices: Sequence[int]) -> Iterator[tuple[int, Image.Image]]:
         for i in indices:
-            yield Image.open(files[i]).convert("RGB")
+            yield i, Image.open(files[i]).convert("RGB")
 
     key = hashlib.sha1(json.dumps([str(world_dir.resolve()), world.get("spec")], sort_keys=True).encode()).hexdigest()[:16]
     return Data("world ground truth (pool → train, grid → val/test)", classes, backgrounds, uids, y, b, split,

@@ -108,23 +108,30 @@ def encode(clip, sites, data: Data, settings: Settings, cache_dir: Path) -> dict
     def images() -> torch.Tensor:
         from tqdm import tqdm
 
-        chunks, batch = [], []
+        chunks, rows, batch, where = [], [], [], []
         bar = tqdm(total=len(data.uids), desc="mitigate: encoding photos", unit="img", disable=not settings.progress)
 
         def flush():
             if batch:
                 pixels = torch.stack(batch).to(device=device, dtype=clip.dtype)
                 chunks.append(features.image_features(model, sites[0], pixels))
+                rows.extend(where)
                 bar.update(len(batch))
                 batch.clear()
+                where.clear()
 
-        for image in data.images(range(len(data.uids))):
+        for i, image in data.images(range(len(data.uids))):   # sources hand photos over in their own order
             batch.append(clip.preprocess(image))
+            where.append(i)
             if len(batch) == 64:
                 flush()
         flush()
         bar.close()
-        return torch.cat(chunks)
+        if sorted(rows) != list(range(len(data.uids))):
+            raise RuntimeError(f"the source gave {len(rows)} photos for {len(data.uids)} rows")
+        out = torch.empty(len(rows), chunks[0].shape[1])
+        out[torch.tensor(rows)] = torch.cat(chunks)
+        return out
 
     def text(prompts: list[str], per: int) -> torch.Tensor:
         out = [features.text_features(model, sites[1], clip.tokenizer(prompts[i:i + 256]).to(device))
