@@ -55,5 +55,7 @@ def test_clip_benchmark_mean_per_class_recall_equals_our_class_balanced_accuracy
         assert theirs["mean_per_class_recall"] == pytest.approx(ours["summary"]["full"][split]["value"] / 100,
                                                                 abs=1e-6), split
         assert theirs["acc1"] == pytest.approx(ours["summary"]["full"][f"accuracy_images_{split}"] / 100, abs=1e-6)
+    # Our reader takes the release's own 1-vs-k sets (the reference model's, written by release).
+    assert "the release's one_vs_k.json" in ours["protocols"]["k"]
     # The shards are really split by group: the drop the release was built on shows up.
     assert ours["summary"]["full"]["drop"]["value"] > 10
