@@ -103,7 +103,7 @@ def main() -> int:
 
 VERIFY_DOC = """The active verification loop on curated planted worlds, against the oracle.
 
-    .venv/bin/python bench/annotate.py verify [--worlds small:0 default:0 …] [--error-rate 0.1]
+    .venv/bin/python bench/annotate.py verify [--worlds small:0 default:0 default:0:few-captions …] [--error-rate 0.1]
         [--annotators 3] [--budget-share 0.4] [--ls-world small:0]
 
 Per world: build and train it (curation/world/reference.ensure_trained, reused when there), curate
@@ -122,7 +122,7 @@ Studio (push, `annotate simulate` as 3 users, pull) and checks it reaches the sa
 """
 
 
-def _world(root: Path, name: str, seed: int, min_group_size: int | None):
+def _world(root: Path, name: str, seed: int, min_group_size: int | None, variant: str | None = None):
     from curation import atomic
     from curation.world.candidates import write_candidate_urls
     from curation.world.reference import ensure_trained
@@ -130,9 +130,10 @@ def _world(root: Path, name: str, seed: int, min_group_size: int | None):
     from pipeline.cli import main as cli
     from pipeline.imageserver import ImageServer
 
-    world = root / f"{name}-seed{seed}"
-    _, model, checkpoint = ensure_trained(world, name, seed)
-    run = root / f"{name}-seed{seed}-run"
+    tag = f"{name}-{variant}" if variant and variant != "default" else name
+    world = root / f"{tag}-seed{seed}"
+    _, model, checkpoint = ensure_trained(world, name, seed, variant=variant)
+    run = root / f"{tag}-seed{seed}-run"
     if not (run / "proposals.parquet").exists():
         thresholds = {"min_group_size": min_group_size} if min_group_size else {}
         cfg = run_config(world, model, checkpoint, thresholds=thresholds)
@@ -221,18 +222,72 @@ def offline_loop(run: Path, cfg, truth: dict, strategy: str, error_rate: float, 
             "rows": {c.class_name: c.row for c in lv.classes.values()}, **oracle.score(rows)}
 
 
+def ls_loop(run: Path, cfg_updates: dict, truth_path: Path, error_rate: float, annotators: int, seed: int,
+            oracle: Oracle, base: Path) -> dict:
+    """The active loop end to end through a real Label Studio: push, `annotate simulate`, pull, until
+    push adds nothing. The run is copied (its annotation folder fresh) so the strategies stay apart."""
+    import yaml
+    import schemas
+    from annotation import pull as lspull
+    from annotation import simulate
+
+    copy = base / "run"
+    for part in ("config.yaml", "samples", "groups", "scores", "shards", "candidates", "proposals.parquet"):
+        src = run / part
+        if src.is_dir():
+            shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("human.parquet"))
+        elif src.exists():
+            copy.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, copy / part)
+    data = yaml.safe_load((copy / "config.yaml").read_text())
+    data.setdefault("annotation", {}).update(cfg_updates)
+    (copy / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    os.environ["COUNTERANIMAL_HOME"] = str(base / "home")
+    for k in ("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_URL", "LABEL_STUDIO_TOKEN_FILE"):
+        os.environ.pop(k, None)
+    state = server.start(port=free_port(), data_dir=base / "data", files_root=base)
+    rounds, started = 0, time.monotonic()
+    try:
+        cfg = config.load(copy)
+        conn = lsclient.connect(retries=cfg.annotation.retries, backoff=cfg.annotation.backoff)
+        while True:
+            pushed = sync.push(copy, cfg, conn, say=lambda s: None)
+            if pushed["added"] == 0 and rounds:
+                break
+            simulate.simulate(copy, cfg, conn, truth_path, error_rate, annotators, seed=seed,
+                              data_dir=state.data_dir, say=lambda s: None)
+            summary = lspull.pull(copy, cfg, conn, say=lambda s: None)
+            rounds += 1
+            print(f"    LS round {rounds}: {summary['sent']} photos sent, {summary['annotations']} simulated "
+                  f"annotations, {sum(c['state'] == 'open' for c in summary['classes'])} classes open", flush=True)
+    finally:
+        server.stop()
+    rows = {c["class_name"]: dict(common=c["human_common"], counter=c["human_counter"], decision=c["human_decision"])
+            for c in summary["classes"]}
+    people = summary.get("agreement") or {}
+    return {"labels": summary["sent"], "annotations": summary["annotations"], "rounds": rounds,
+            "seconds": time.monotonic() - started, "alpha": {k: v["alpha"] for k, v in people.items()},
+            "annotators": schemas.read(copy / "annotation" / "annotators.parquet", "annotators").to_pylist(),
+            **oracle.score(rows)}
+
+
 def verify_main(argv: list[str]) -> int:
     from annotation import simulate
     import schemas
 
     ap = argparse.ArgumentParser(description=VERIFY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worlds", nargs="+", default=["small:0", "default:0"], help="size:seed of each world")
+    ap.add_argument("--worlds", nargs="+", default=["small:0", "default:0"],
+                    help="size:seed[:variant] of each world (variants: curation/world/spec.py VARIANTS)")
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / ".cache" / "bench" / "annotate"))
     ap.add_argument("--error-rate", type=float, default=0.1)
     ap.add_argument("--annotators", type=int, default=3)
     ap.add_argument("--budget-share", type=float, default=None,
                     help="annotation.budget as a share of the clean photos (default: no budget)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ls-world", default=None, help="size:seed: run the active loop on it through a real Label "
+                                                     "Studio too (push, annotate simulate, pull)")
+    ap.add_argument("--initial-per-stratum", type=int, default=None)
+    ap.add_argument("--round-size", type=int, default=None)
     ap.add_argument("--small-group-size", type=int, default=8,
                     help="thresholds.min_group_size for the small world (its rarer groups hold ~10 photos)")
     args = ap.parse_args(argv)
@@ -241,8 +296,8 @@ def verify_main(argv: list[str]) -> int:
     print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
     table = []
     for spec in args.worlds:
-        name, seed = spec.split(":")
-        world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None)
+        name, seed, variant = (spec.split(":") + [None])[:3]
+        world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None, variant)
         cfg = config.load(run)
         oracle = Oracle(world, cfg.thresholds.min_accuracy_range)
         truth = simulate.read_truth(world / "ground_truth.parquet", run)
@@ -250,6 +305,10 @@ def verify_main(argv: list[str]) -> int:
                       if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
         model_score = oracle.score(model_rows)
         results = {}
+        updates = {k: v for k, v in (("initial_per_stratum", args.initial_per_stratum),
+                                     ("round_size", args.round_size)) if v is not None}
+        if updates:
+            cfg = cfg.model_copy(update={"annotation": cfg.annotation.model_copy(update=updates)})
         for strategy in ("everything", "model_pair", "active"):
             c = cfg
             if strategy == "active" and args.budget_share:
@@ -278,6 +337,20 @@ def verify_main(argv: list[str]) -> int:
             print(f"    miss {c}: verified {r.get('common')} → {r.get('counter')} ({r.get('decision')}); oracle "
                   f"{o['planted_common'] or o['oracle_common']} → {o['oracle_counter']} "
                   f"(significant {oracle.significant[c]}); {r.get('reason')}")
+        if args.ls_world == spec:
+            base = Path(tempfile.mkdtemp(prefix="bench-verify-ls-"))
+            try:
+                ls = ls_loop(run, updates, world / "ground_truth.parquet", args.error_rate, args.annotators,
+                             args.seed, oracle, base)
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+            print(f"  through Label Studio: labels {ls['labels']} ({ls['labels'] / everything:.1%}), "
+                  f"{ls['annotations']} simulated annotations in {ls['rounds']} rounds, oracle pairs "
+                  f"{ls['found']}/{ls['significant']}, false positives {ls['false_positives'] or 'none'}, "
+                  f"alpha {ls['alpha']}, {ls['seconds']:.0f} s")
+            for a in ls["annotators"]:
+                print(f"    {a['annotator']} (simulated): {a['n_annotations']} annotations, on {a['n_calibration']} "
+                      f"known answers background {a['background_accuracy']}, class {a['is_class_accuracy']}")
         table.append((spec, everything, model_score, results))
     print("\n| world | clean photos | model pairs | everything: labels, pairs, FP | model's pair: labels, pairs, FP "
           "| active: labels (share), pairs, FP |")

@@ -276,8 +276,8 @@ class AnnotationSpec(_Strict):
     # background only when prefill_background is set (annotators lean towards what they are shown).
     prefill_background: bool = False
     budget: int | None = Field(default=None, ge=1)          # photos sent in all, every round; None: no cap
-    initial_per_stratum: int = Field(default=8, ge=1)       # round 0: photos per (class, model background)
-    round_size: int = Field(default=200, ge=1)              # photos per later round, shared by open classes
+    initial_per_stratum: int = Field(default=5, ge=1)       # round 0: photos per (class, model background)
+    round_size: int = Field(default=100, ge=1)              # photos per later round, shared by open classes
     unsure_share: float = Field(default=0.1, ge=0, le=1)    # least sure assignments: a stratum of their own
     min_group_labels: int = Field(default=5, ge=1)          # labelled photos before a group may form a pair
 
