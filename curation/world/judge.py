@@ -30,11 +30,12 @@ MIN_BACKGROUND_ACCURACY = 0.7
 
 
 def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 5.0, *,
-          model_id: str | None = None, min_group_size: int | None = None) -> dict:
+          model_id: str | None = None, min_group_size: int | None = None, source: str = "model") -> dict:
+    """``source`` "human" judges the verified pairs (the rows annotation wrote) instead of the model's."""
     world_dir, run_dir = Path(world_dir), Path(run_dir)
     oracle = read_oracle(world_dir)["classes"]
     cells = {(c["class_name"], c["background"]): c for c in pq.read_table(world_dir / "oracle.parquet").to_pylist()}
-    rows = [r for r in pq.read_table(run_dir / "proposals.parquet").to_pylist() if r["source"] == "model"]
+    rows = [r for r in pq.read_table(run_dir / "proposals.parquet").to_pylist() if r["source"] == source]
     model_id = model_id or deciding_model(run_dir, rows)
     proposals = [r for r in rows if r["model_id"] == model_id]
     if min_group_size is None:
