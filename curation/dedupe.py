@@ -9,7 +9,8 @@ that differ in at most max_bits bits agree exactly on at least one band (pigeonh
 hashes sharing a band are compared. The grey 8x8 DCT hash mostly sees the background, so two
 different animals on one background photo often come within 4 bits; a candidate is therefore a
 near duplicate only when its colour thumbnails agree too (``thumb_distance`` at most
-``max_difference``), which a different animal covering part of the frame cannot.
+``max_difference``), which a different animal covering part of the frame does not (on the
+planted worlds no photo of another animal or background photo did: bench/RESULTS.md, "near duplicates").
 
 No transitive chains: images are visited in preference order (most pixels, then uid), and each is
 kept unless it matches an already kept image directly; then it is a near duplicate of that image
@@ -44,6 +45,14 @@ class Duplicate:
 
 def _preference(c: Candidate) -> tuple:
     return (-c.pixels, c.uid)
+
+
+def _unpacked_bit_counts(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 element, for numpy 1.x (Beam allows it), which has no np.bitwise_count."""
+    return np.unpackbits(np.ascontiguousarray(x)[..., None].view(np.uint8), axis=-1).sum(axis=-1)
+
+
+_bit_counts = getattr(np, "bitwise_count", _unpacked_bit_counts)
 
 
 def _band_splitter(n: int):
@@ -119,7 +128,7 @@ def find_duplicates(candidates: list[Candidate], max_bits: int,
             near = {k for key in keys for k in buckets.get(key, ())}
             near_k = np.fromiter(sorted(near), np.int64, len(near))
             mine = np.array(c.phashes, np.uint64)
-            bits = np.bitwise_count(kept_hashes[near_k][:, :, None] ^ mine[None, None, :]).min(axis=(1, 2))
+            bits = _bit_counts(kept_hashes[near_k][:, :, None] ^ mine[None, None, :]).min(axis=(1, 2))
             matched = [int(k) for k in near_k[bits <= max_bits] if kept[k].thumbnails is not None]
             if matched:
                 mine = prepared(c.thumbnails)

@@ -126,3 +126,9 @@ def test_across_classes_only_for_a_confirmed_copy(manifest):
     dropped, across = find(cands)
     assert dropped == {"lion-copy-as-tiger": dedupe.Duplicate("near_duplicate", "lion")}
     assert across == {"lion"}
+
+
+def test_bit_counts_without_numpy_2_agree_with_python():
+    values = [0, 1, 2**63, 2**64 - 1, 0xF0F0_F0F0_F0F0_F0F0, 12345678901234567890]
+    got = dedupe._unpacked_bit_counts(np.array(values, np.uint64).reshape(2, 3))
+    assert got.ravel().tolist() == [v.bit_count() for v in values]
