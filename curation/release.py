@@ -84,6 +84,12 @@ class Photo:
     out_shard: int = -1
 
 
+# Arrow types of the photos file where a column could be all nulls (from_pylist would guess null).
+PHOTO_TYPES = {"url": pa.string(), "source": pa.string(), "source_id": pa.string(), "license": pa.string(),
+               "attribution": pa.string(), "model_id": pa.string(), "bytes": pa.int64(), "width": pa.int32(),
+               "height": pa.int32(), "flags": pa.list_(pa.string())}
+
+
 @dataclass
 class Plan:
     verified: bool
@@ -113,22 +119,32 @@ class Plan:
 
 def write_photos(plan: Plan, path: str | os.PathLike) -> None:
     """The plan's photos as a parquet file the workers read (instead of pickling thousands into the job)."""
-    names = [f.name for f in dataclasses.fields(Photo)]     # not asdict(): it deep-copies every field
-    rows = [{n: getattr(p, n) for n in names} for photos in plan.photos.values() for p in photos]
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    photos = [p for ps in plan.photos.values() for p in ps]
+    columns = {f.name: [getattr(p, f.name) for p in photos] for f in dataclasses.fields(Photo)}   # not asdict(): it deep-copies
+    pq.write_table(pa.table({n: pa.array(v, type=PHOTO_TYPES.get(n)) for n, v in columns.items()}), path)
 
 
 def read_photos(path: str | os.PathLike, in_shard: str) -> list[Photo]:
     """The photos stored in one run shard, as write_photos wrote them (the file is read once per process)."""
-    return _photos_by_shard(str(path)).get(in_shard, [])
+    return _photos(str(path))[0].get(in_shard, [])
+
+
+def photos_by_key(path: str | os.PathLike) -> dict[str, Photo]:
+    """Every photo of the plan by its release key (the writers look records up by key)."""
+    return _photos(str(path))[1]
 
 
 @functools.lru_cache(maxsize=2)
-def _photos_by_shard(path: str) -> dict[str, list[Photo]]:
-    out: dict[str, list[Photo]] = {}
-    for r in pq.read_table(path).to_pylist():
-        out.setdefault(r["in_shard"], []).append(Photo(**r))
-    return out
+def _photos(path: str) -> tuple[dict[str, list[Photo]], dict[str, Photo]]:
+    columns = pq.read_table(path).to_pydict()
+    names = list(columns)
+    by_shard: dict[str, list[Photo]] = {}
+    by_key: dict[str, Photo] = {}
+    for values in zip(*(columns[n] for n in names)):
+        p = Photo(**dict(zip(names, values)))
+        by_shard.setdefault(p.in_shard, []).append(p)
+        by_key[p.key] = p
+    return by_shard, by_key
 
 
 # -- selection ---------------------------------------------------------------------------------------
@@ -231,8 +247,18 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
         if floor > 0:   # the propose stage counted only confident photos; release the same ones
             sure = groups.filter(pc.greater_equal(pc.fill_null(groups.column("confidence"), 0.0), floor))
             left_out, groups = groups.num_rows - sure.num_rows, sure
-    samples = {s["uid"]: s for s in schemas.read_folder(run / "samples", "samples").to_pylist()}
-    candidates = {c["uid"]: c for c in schemas.read_folder(run / "candidates", "candidates").to_pylist()}
+    # Only the kept pairs' two groups matter: filter in Arrow before any row becomes a Python dict.
+    in_pairs = None
+    for p in pairs:
+        m = pc.and_(pc.equal(groups.column("class_idx"), p.class_idx),
+                    pc.is_in(groups.column("background"), pa.array([p.common, p.counter])))
+        in_pairs = m if in_pairs is None else pc.or_(in_pairs, m)
+    groups = groups.filter(in_pairs)
+    uids = pc.unique(groups.column("uid"))
+    samples = _rows_by_uid(schemas.read_folder(run / "samples", "samples"), uids,
+                           ["uid", "status", "reason", "shard", "key", "bytes", "width", "height", "flags"])
+    candidates = _rows_by_uid(schemas.read_folder(run / "candidates", "candidates"), uids,
+                              ["uid", "url", "source", "source_id", "license", "attribution"])
     allow = {normalize_license(x) for x in cfg.license_allow}   # as the sources stage compares them
     by_class = {p.class_idx: p for p in pairs}
     photos: dict[str, list[Photo]] = {s: [] for s in layout.SPLITS}
@@ -281,6 +307,11 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
     return Plan(verified=verified, decision_model=decision_model(cfg), pairs=pairs, photos=photos,
                 nshards=nshards, excluded=excluded, label_names=label_names(cfg), templates=clip_templates(cfg),
                 left_out_unsure=left_out)
+
+
+def _rows_by_uid(table: pa.Table, uids: pa.Array, columns: list[str]) -> dict[str, dict]:
+    table = table.select(columns).filter(pc.is_in(table.column("uid"), uids))
+    return {r["uid"]: r for r in table.to_pylist()}
 
 
 def shard_count(n_photos: int, n_bytes: int, max_shard_bytes: int) -> int:

@@ -30,21 +30,22 @@ from pipeline.score import read_text_embeddings
 
 
 def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[str, int], list[tuple]]]:
-    """One run shard's chosen photos → per (split, output shard) one batch of (photo, extension, bytes).
+    """One run shard's chosen photos → per (split, output shard) one batch of (key, extension, bytes).
 
     Batches, not single photos, cross the shuffle: a few elements per shard instead of one per photo."""
     from apache_beam.io.filesystems import FileSystems
 
     wanted = {p.in_key: p for p in release.read_photos(photos_file, shard)}
     batches: dict[tuple[str, int], list[tuple]] = {}
+    found = set()
     path = f"{run.rstrip('/')}/shards/{shard}"
     with FileSystems.open(path) as f:
         for key, parts in shard_reader.iter_samples(f):
             photo = wanted.get(key)
             image = release.image_ext(parts) if photo is not None else None
-            if image is not None:
-                batches.setdefault((photo.group, photo.out_shard), []).append((photo, *image))
-    found = {item[0].in_key for batch in batches.values() for item in batch}
+            if image is not None:   # only plain values cross the shuffle; the writer looks the photo up by key
+                batches.setdefault((photo.group, photo.out_shard), []).append((photo.key, *image))
+                found.add(key)
     missing = sorted(set(wanted) - found)
     if missing:
         raise RuntimeError(f"{path}: sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok but its image "
@@ -55,14 +56,16 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
 class WriteShard(beam.DoFn):
     """All photos of one output shard → the tar, and one metadata record per photo."""
 
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, photos_file: str):
+        self.folder, self.photos_file = folder, photos_file
 
     def process(self, element):
         (split, index), batches = element
         rel = f"{split}/{layout.shard_name(index)}"
+        photos = release.photos_by_key(self.photos_file)
         samples, records = [], []
-        for photo, ext, data in (item for batch in batches for item in batch):
+        for key, ext, data in (item for batch in batches for item in batch):
+            photo = photos[key]
             digest = hashlib.sha256(data).hexdigest()
             record = release.sample_record(photo, digest)
             samples.append((photo.key, release.sample_members(photo.key, ext, data, photo.label, record)))
@@ -89,7 +92,7 @@ class Release(beam.PTransform):
                 | "RunShards" >> beam.Create(self.shards)
                 | "ReadPhotos" >> beam.FlatMap(read_photos, str(self.run), str(self.photos_file))
                 | "ByOutputShard" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder))))
+                | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder), str(self.photos_file))))
 
 
 def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str, list[int]]:
