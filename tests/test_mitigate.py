@@ -134,6 +134,26 @@ def test_mitigate_command_on_a_curated_run(curated_world, tmp_path, capsys):
     assert (out / "plot.svg").read_text().startswith("<svg")
 
 
+def test_zero_shot_on_a_run_agrees_with_its_scores(curated_world, tmp_path):
+    # The run's own score stage judged every photo with the same model and prompts: mitigate's zero-shot
+    # on the pre-projection features must give the same answers, photo by photo.
+    import schemas
+
+    run = curated_world.run
+    data = mdata.from_run(run)
+    cfg_model = curated_world.world
+    settings = train.Settings(model=cfg_model.model, pretrained=str(cfg_model.checkpoint), templates="source",
+                              progress=False)
+    clip = clip_models.load(settings.model, settings.pretrained)
+    sites = features.find_sites(clip.model)
+    feats = train.encode(clip, sites, data, settings, tmp_path)
+    pred = train.predict(features.Projections(clip.model, sites, fresh_scale=False), feats,
+                         np.arange(len(data.uids)))
+    scores = {r["uid"]: r["correct"] for r in schemas.read_folder(run / "scores", "scores").to_pylist()}
+    agree = np.mean([(pred[i] == data.y[i]) == scores[u] for i, u in enumerate(data.uids)])
+    assert agree > 0.99, agree
+
+
 def test_mitigate_command_faults(tmp_path, capsys):
     assert main(["mitigate", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such folder" in capsys.readouterr().err
@@ -142,3 +162,20 @@ def test_mitigate_command_faults(tmp_path, capsys):
     assert "neither a run directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["mitigate", str(tmp_path), "--out", "o", "--weights", "clip=x"])
+
+
+def test_mitigate_command_on_a_release(trained_world, tmp_path, capsys):
+    from tests.test_evaluate import write_world_release
+
+    release = write_world_release(trained_world, tmp_path / "release", per_cell=10)
+    out = tmp_path / "out"
+    assert main(["mitigate", str(release), "--out", str(out), "--model", trained_world.model, "--pretrained",
+                 str(trained_world.checkpoint), "--methods", "zero-shot,spurious", "--epochs", "2",
+                 "--no-progress", "--templates", "source", "--threads", "1"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["source"] == "release (release layout)"
+    assert len(summary["pairs"]) == len(trained_world.classes_list)   # every class: its common and counter group
+    assert summary["counts"]["test"] > 0 and summary["checkpoint"]
+    # Without --model a release cannot say which model to tune.
+    assert main(["mitigate", str(release), "--out", str(out)]) == 2
+    assert "pass --model" in capsys.readouterr().err

@@ -10,7 +10,8 @@ Sources:
   photos only) for training; its balanced grid for validation (a third of each cell) and test (the
   rest); the pair per biased class is its planted common and the oracle's counter.
 
-Release folders are not read yet (`curation/release_reader.py` did not exist when this was written).
+- a release folder (ours or the official layout, read by curation/release_reader.py): each class's
+  common and counter photos are its two groups and its pair; each group split by a hash of the key.
 """
 from __future__ import annotations
 
@@ -199,3 +200,48 @@ def from_world(world_dir: str | Path, val_share: float = 1 / 3, seed: int = 0) -
     key = hashlib.sha1(json.dumps([str(world_dir.resolve()), world.get("spec")], sort_keys=True).encode()).hexdigest()[:16]
     return Data("world ground truth (pool → train, grid → val/test)", classes, backgrounds, uids, y, b, split,
                 pairs, images, list(world.get("class_templates", [])), list(world.get("background_templates", [])), key)
+
+
+def from_release(root: str | Path, fractions: tuple[float, float, float] = (0.5, 0.2, 0.3), seed: int = 0) -> Data:
+    """A release folder (ours or the official layout) through curation/release_reader.py.
+
+    Groups are class × background; each class has its common and its counter group, which are its pair.
+    The label space is the classes the release holds (as for a run). Photos are read again from the
+    shards when encoded, so memory never holds the release.
+    """
+    from curation import release_reader
+
+    ds = release_reader.open_dataset(root)
+    rows = []
+    for split in ds.splits:
+        for s in ds.samples(split):
+            rows.append((split, s.key, s.label, s.class_name, s.background or split))
+    if not rows:
+        raise UserError("the release holds no photos.", where=str(root))
+    labels = sorted({r[2] for r in rows})
+    name_of = {r[2]: r[3] for r in rows}
+    classes = [name_of[lab] for lab in labels]
+    backgrounds = sorted({r[4] for r in rows})
+    y = np.array([labels.index(r[2]) for r in rows], dtype=np.int64)
+    b = np.array([backgrounds.index(r[4]) for r in rows], dtype=np.int64)
+    uids = [f"{r[0]}/{r[1]}" for r in rows]
+    split = split_groups(uids, list(zip(y.tolist(), b.tolist())), fractions, seed)
+    sides: dict[int, dict[str, int]] = {}
+    for r, c, g in zip(rows, y.tolist(), b.tolist()):
+        sides.setdefault(c, {})[r[0]] = g
+    pairs = {c: (s["common"], s["counter"]) for c, s in sides.items()
+             if "common" in s and "counter" in s and s["common"] != s["counter"]}
+    position = {u: i for i, u in enumerate(uids)}
+
+    def images(indices: Sequence[int]) -> Iterator[tuple[int, Image.Image]]:
+        wanted = set(indices)
+        for split_name in ds.splits:
+            for s in ds.samples(split_name):
+                i = position[f"{split_name}/{s.key}"]
+                if i in wanted:
+                    yield i, _decode(s.image, f"{root}: {split_name}/{s.key}")
+
+    templates = [t.replace("{c}", "{}") for t in ds.templates]
+    key = hashlib.sha1(json.dumps([str(Path(root).resolve()), sorted(uids)]).encode()).hexdigest()[:16]
+    return Data(f"release ({ds.layout} layout)", classes, backgrounds, uids, y, b, split, pairs, images,
+                templates, [], key)

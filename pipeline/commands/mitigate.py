@@ -60,8 +60,9 @@ def register(sub) -> None:
                     "background). Prints a table (average, worst-group accuracy, common, counter, drop on the "
                     "held-back test part) and writes OUT/results.{json,csv,md}, OUT/plot.svg and "
                     "OUT/<model>-mitigated.pt, a checkpoint open_clip loads as is.")
-    p.add_argument("input", help="a run directory with groups (RUN/groups, RUN/shards), or a planted world "
-                                 "directory (its ground-truth pool groups; grid for validation and test)")
+    p.add_argument("input", help="a run directory with groups (RUN/groups, RUN/shards), a release folder (ours or "
+                                 "the official layout; needs --model), or a planted world directory (its "
+                                 "ground-truth pool groups; grid for validation and test)")
     p.add_argument("--out", required=True, help="output folder (re-running reuses its cached features)")
     p.add_argument("--model", help="open_clip model name (default: the run's first model; ca-tiny for a world)")
     p.add_argument("--pretrained", help="tag or checkpoint file (default: the run's; a world's reference model)")
@@ -125,11 +126,18 @@ def run(args) -> int:
     elif (source / "config.yaml").is_file():
         data = mdata.from_run(source, fractions=args.split, seed=args.seed, groups=args.groups)
         model, pretrained = _model_for_run(source, args)
-    elif (source / "common" / "nshards.txt").is_file():
-        raise UserError("release folders are not read by mitigate yet.", where=str(source),
-                        hint="Pass the run directory the release was made from (it holds the groups and shards).")
     else:
-        raise UserError("neither a run directory (config.yaml) nor a planted world (world.json).", where=str(source))
+        from curation import release_reader
+
+        try:
+            release_reader.detect_layout(source)
+        except UserError:
+            raise UserError("neither a run directory (config.yaml), a release folder nor a planted world "
+                            "(world.json).", where=str(source)) from None
+        if not args.model:
+            raise UserError("a release names no model: pass --model (and --pretrained).", where=str(source))
+        data = mdata.from_release(source, fractions=args.split, seed=args.seed)
+        model, pretrained = args.model, args.pretrained
     settings = train.Settings(
         model=model, pretrained=pretrained, methods=methods, weights=losses.Weights(**args.weights),
         spurious=args.spurious, templates=args.templates, epochs=args.epochs, batch_size=args.batch_size,
