@@ -159,15 +159,18 @@ def evaluate(dataset: Dataset, clip, *, k: int = K, n_boot: int = BOOTSTRAP, see
             pred_k[rows] = labels[np.argmax(emb[rows] @ labels_emb[labels].T, axis=1)]
     correct = {"full": pred_full == truth, "k": pred_k == truth}
     result = metrics(samples, correct, dataset.classnames, n_boot=n_boot, seed=seed)
-    k_used = sorted({len(v) for v in sets.values()})
+    k_used = "/".join(map(str, sorted({len(v) for v in sets.values()})))
+    full_name, k_name = f"1 vs {len(dataset.classnames)}", f"1 vs {k_used}"
+    if k_name == full_name:      # k covers the label space (a small world): tell the two rows apart
+        k_name += " sets"
     result.update({
         "dataset": {"path": str(dataset.root), "layout": dataset.layout, "label_space": len(dataset.classnames),
                     "templates": list(dataset.templates),
                     "images": {g: int(sum(s.group == g for s in samples)) for g in dataset.splits},
                     "classes": len({s.label for s in samples})},
         "model": {"name": clip.name, "pretrained": clip.pretrained, "device": clip.device, "precision": clip.precision},
-        "protocols": {"full": f"1 vs {len(dataset.classnames)}: top-1 over every name in the label space",
-                      "k": f"1 vs {'/'.join(map(str, k_used))}: {how}"},
+        "protocols": {"full": f"{full_name}: top-1 over every name in the label space",
+                      "k": f"{k_name}: {how}"},
         "one_vs_k": {str(t): [int(i) for i in v] for t, v in sorted(sets.items())},
         "bootstrap": {"replicates": n_boot, "seed": seed, "level": LEVEL,
                       "how": "percentile bootstrap; photos resampled within each (class, group)"},
@@ -317,7 +320,9 @@ def model_label(result: dict) -> str:
     pre = m["pretrained"]
     if pre and (os.sep in pre or Path(pre).suffix):
         pre = Path(pre).name
-    return f"{m['name']} ({pre})" if pre else m["name"]
+    if pre:
+        return f"{m['name']} ({pre})"
+    return m["name"] if ":" in m["name"] else f"{m['name']} (random weights)"   # hf-hub:/local-dir: carry theirs
 
 
 def _pct(entry: dict | float | None, interval: bool = True) -> str:

@@ -172,7 +172,7 @@ def test_summary_is_consistent_with_the_per_class_rows(result):
     # The planted world has a real shortcut: counter is far below common.
     assert s["drop"]["low"] > 10
     # With 12 labels, "1 vs 20" without shipped sets is the whole label space.
-    assert result["protocols"]["k"].startswith("1 vs 12: per class, this model's 12 labels")
+    assert result["protocols"]["k"].startswith("1 vs 12 sets: per class, this model's 12 labels")
     assert [r["common_k"] for r in rows] == [r["common_full"] for r in rows]
 
 
@@ -228,7 +228,7 @@ def test_command_two_models_tables_csv_json_and_plot(trained_world, release, tmp
     assert data[0]["summary"] == json.loads(json.dumps(result["summary"]))   # the same numbers as the API
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["pretrained"].endswith("noisy.pt"), r["protocol"]) for r in summary] == [
-        (False, "1 vs 12"), (False, "1 vs 12"), (True, "1 vs 12"), (True, "1 vs 12")]
+        (False, "1 vs 12"), (False, "1 vs 12 sets"), (True, "1 vs 12"), (True, "1 vs 12 sets")]
     per_class = list(csv.DictReader((out / "per_class.csv").open()))
     assert len(per_class) == 2 * len(trained_world.classes_list)
 
