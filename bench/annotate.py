@@ -177,7 +177,7 @@ class Oracle:
 
 
 def offline_loop(run: Path, cfg, truth: dict, strategy: str, error_rate: float, annotators: int, seed: int,
-                 oracle: Oracle, model_rows: dict[str, dict]) -> dict:
+                 oracle: Oracle, model_rows: dict[str, dict], prefill_bias: float = 0.0) -> dict:
     """One strategy, rounds of simulated votes in-process; returns the curve and the final judgement."""
     from annotation import loop, simulate, votes
     from annotation import config as lsconfig
@@ -209,8 +209,9 @@ def offline_loop(run: Path, cfg, truth: dict, strategy: str, error_rate: float, 
             break
         for p in batch:
             ledger.append({"uid": p.uid, "status": "pushed"})
-            answers = [simulate.answer(truth.get(p.uid), p.class_name, vocabulary, error_rate, seed, w, p.uid)
-                       for w in who]
+            shown = p.model_background if cfg.annotation.prefill_background else None
+            answers = [simulate.answer(truth.get(p.uid), p.class_name, vocabulary, error_rate, seed, w, p.uid,
+                                       shown, prefill_bias) for w in who]
             bg, _ = votes.majority(a["background"] for a in answers)
             cls, _ = votes.majority(a["is_class"] for a in answers)
             verdict_rows.append(dict(uid=p.uid, background=bg, is_class=cls, flags=[],
@@ -286,6 +287,8 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ls-world", default=None, help="size:seed: run the active loop on it through a real Label "
                                                      "Studio too (push, annotate simulate, pull)")
+    ap.add_argument("--prefill-bias", type=float, default=None,
+                    help="pre-fill the model's background and let annotators take it with this probability")
     ap.add_argument("--initial-per-stratum", type=int, default=None)
     ap.add_argument("--round-size", type=int, default=None)
     ap.add_argument("--small-group-size", type=int, default=8,
@@ -306,7 +309,8 @@ def verify_main(argv: list[str]) -> int:
         model_score = oracle.score(model_rows)
         results = {}
         updates = {k: v for k, v in (("initial_per_stratum", args.initial_per_stratum),
-                                     ("round_size", args.round_size)) if v is not None}
+                                     ("round_size", args.round_size),
+                                     ("prefill_background", True if args.prefill_bias else None)) if v is not None}
         if updates:
             cfg = cfg.model_copy(update={"annotation": cfg.annotation.model_copy(update=updates)})
         for strategy in ("everything", "model_pair", "active"):
@@ -318,7 +322,7 @@ def verify_main(argv: list[str]) -> int:
                     update={"budget": max(1, round(args.budget_share * n))})})
             t = time.monotonic()
             results[strategy] = offline_loop(run, c, truth, strategy, args.error_rate, args.annotators, args.seed,
-                                             oracle, model_rows)
+                                             oracle, model_rows, args.prefill_bias or 0.0)
             results[strategy]["seconds"] = time.monotonic() - t
         everything = results["everything"]["labels"]
         print(f"world {spec}: {everything} clean photos; model's own pairs {model_score['found']}/"

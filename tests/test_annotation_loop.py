@@ -241,3 +241,25 @@ def test_killing_label_studio_mid_loop_loses_and_duplicates_nothing(label_studio
     assert all(sorted(c.values()) == [1, 1] for c in per_task)          # each simulated user once per task
     raw = schemas.read(run / "annotation" / "annotations.parquet", "annotations")
     assert raw.num_rows == 2 * len(ledger) and summary["annotations"] == 2 * len(ledger)
+
+
+def test_simulate_loop_command_runs_the_whole_loop(label_studio, tmp_path_factory):
+    """`annotate simulate --loop`: what `make demo` runs. Every output says simulated; pair selection
+    runs once at the end and puts source 'human' rows beside the model's."""
+    import os
+    import subprocess
+
+    run = make_custom_run(tmp_path_factory.mktemp("runs") / "cli-loop", _hidden_water(),
+                          {"tiger": ("sky", "snow", "dropped")}, thresholds={"min_group_size": 8},
+                          round_size=6, initial_per_stratum=8)
+    exe = os.path.join(os.path.dirname(os.sys.executable), "counteranimal")
+    proc = subprocess.run([exe, "annotate", "simulate", str(run), "--truth", str(run / "truth.parquet"),
+                           "--error-rate", "0", "--annotators", "2", "--gold-share", "0", "--loop"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SIMULATED" in proc.stdout and "loop done after" in proc.stdout
+    assert "verified grass → water (kept" in proc.stdout and "settled: kept" in proc.stdout
+    proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
+    assert {r["source"] for r in proposals} == {"model", "human"}
+    status = subprocess.run([exe, "annotate", "status", str(run)], capture_output=True, text=True)
+    assert status.returncode == 0 and "(simulated)" in status.stdout and "SIMULATED" in status.stdout

@@ -53,6 +53,9 @@ def register(sub) -> None:
     a.add_argument("--gold-share", type=float, default=0.05,
                    help="write RUN/annotation/gold.parquet from the truth for this share of photos, if absent")
     a.add_argument("--data-dir", help="the server's --data-dir (default: the local `label-studio start` one)")
+    a.add_argument("--loop", action="store_true",
+                   help="run the whole loop: push, label, pull, again until push sends nothing new (budget or "
+                        "every class settled), then pair selection once")
     a.set_defaults(func=_simulate)
 
 
@@ -178,6 +181,8 @@ def _simulate(args) -> int:
     args.run = str(run_folder(args.run))
     cfg = config.load(args.run)
     conn = _connect(cfg)
+    if args.loop:
+        return _simulate_loop(args, cfg, conn)
     counts = simulate.simulate(Path(args.run), cfg, conn, args.truth, args.error_rate, args.annotators,
                                args.prefill_bias, args.seed, args.data_dir, args.gold_share)
     print(f"annotate simulate: {len(counts['annotators'])} SIMULATED annotators (error rate {args.error_rate:g}"
@@ -189,6 +194,31 @@ def _simulate(args) -> int:
     if counts["missing_truth"]:
         print(f"  {counts['missing_truth']} tasks have no truth row; the simulated annotators skipped them.")
     print("  These labels are simulated, not people's. Next: `counteranimal annotate pull RUN`.")
+    return 0
+
+
+def _simulate_loop(args, cfg, conn) -> int:
+    """push → simulated labels → pull, until push adds nothing; pair selection once at the end."""
+    from annotation import pull, simulate, sync
+
+    run = Path(args.run)
+    rounds, total = 0, 0
+    while True:
+        pushed = sync.push(run, cfg, conn, say=lambda s: None)
+        if pushed["added"] == 0 and rounds:
+            break
+        counts = simulate.simulate(run, cfg, conn, args.truth, args.error_rate, args.annotators, args.prefill_bias,
+                                   args.seed, args.data_dir, args.gold_share, say=lambda s: None)
+        summary = pull.pull(run, cfg, conn, say=lambda s: None)
+        rounds, total = rounds + 1, total + counts["annotations"]
+        open_ = sum(c["state"] == "open" for c in summary["classes"])
+        print(f"annotate simulate: round {pushed['round']}: {pushed['added']} tasks pushed, {counts['annotations']} "
+              f"SIMULATED annotations; {summary['sent']} photos sent in all, {open_} classes open", flush=True)
+    summary = pull.pull(run, cfg, conn, select=lambda r: _reselect(r, cfg, args), say=lambda s: None)
+    print(f"annotate simulate: loop done after {rounds} rounds: {summary['sent']} photos labelled by "
+          f"{args.annotators} SIMULATED annotators (error rate {args.error_rate:g}), {total} simulated annotations")
+    for line in loop_lines(summary):
+        print(line)
     return 0
 
 
