@@ -37,6 +37,11 @@ For a set S of pairs, mean_S is the mean over S, and a term whose set is empty c
   spurious attribute's prompts,
       L_ls = 1/(CM) Σ_{c,m} mean_{b,m'} |t_{c,m}·a_{b,m'}|.
   As in the paper and its code, the absolute cosine: orthogonal, not opposite.
+
+Sources: the authors' released code (github.com/YuYang0901/CLIP-spurious-finetune, ``losses.py`` and
+``algorithms/multimodal.py``) was read for the comparisons above; the paper's own text was not
+available offline when this was written, so the forms above are our reading of its Section 4, and
+the positive/negative sets of L_vs in particular are ours where the paper's wording is not at hand.
 """
 from __future__ import annotations
 
