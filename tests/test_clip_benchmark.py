@@ -59,3 +59,22 @@ def test_clip_benchmark_mean_per_class_recall_equals_our_class_balanced_accuracy
     assert "the release's one_vs_k.json" in ours["protocols"]["k"]
     # The shards are really split by group: the drop the release was built on shows up.
     assert ours["summary"]["full"]["drop"]["value"] > 10
+
+
+def test_official_export_and_import_give_the_same_numbers(world_release, trained_world, tmp_path):
+    """release's official-layout export, read by our evaluator directly and after import-official: the same
+    photos, labels and templates give the same figures as the release itself."""
+    from curation import release_official
+
+    clip = clip_models.load(trained_world.model, str(trained_world.checkpoint))
+    ours = evaluate.evaluate(open_dataset(world_release), clip, n_boot=100, progress=False)
+    exported = release_official.export(world_release, tmp_path / "official")
+    templates = (world_release / layout.TEMPLATES).read_text().splitlines()
+    shutil.copy(world_release / layout.TEMPLATES, exported / layout.TEMPLATES)   # the export ships none
+    direct = evaluate.evaluate(open_dataset(exported), clip, n_boot=100, progress=False)
+    imported = release_official.import_official(exported, tmp_path / "imported", templates=templates)
+    again = evaluate.evaluate(open_dataset(imported), clip, n_boot=100, progress=False)
+    assert direct["dataset"]["layout"] == "official" and again["dataset"]["layout"] == "release"
+    for other in (direct, again):
+        assert other["per_class"] == ours["per_class"]
+        assert other["summary"]["full"] == ours["summary"]["full"]
