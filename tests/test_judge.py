@@ -49,6 +49,8 @@ def test_a_kept_class_without_a_significant_drop_is_a_false_positive(null_world,
             return "dropped", o["oracle_common"], o["oracle_counter"]
         if sig and cls == sig[-1] and cls != wrong:
             return "kept", o["oracle_common"], o["oracle_counter"]          # the oracle's own pair
+        if len(sig) > 2 and cls == sig[1]:
+            return "kept", o["oracle_counter"], o["oracle_common"]          # the pair upside down
         return ("undecided" if cls in flat else "dropped"), None, None
 
     run = tmp_path / "run"
@@ -65,7 +67,11 @@ def test_a_kept_class_without_a_significant_drop_is_a_false_positive(null_world,
         assert v["misses"][wrong].startswith("dropped (oracle drop") and "hand-made dropped" in v["misses"][wrong]
     if len(sig) > 1:
         assert v["classes"][sig[-1]]["correct"] and sig[-1] not in v["misses"]
-        assert v["found"] == 1
+        assert v["found"] == 1 and v["classes"][sig[-1]]["confirmed"]
+    # Kept pairs are checked on the grid as fixed pairs: the flat class's and the upside-down one fail.
+    assert v["unconfirmed"] == sorted([flat[0]] + ([sig[1]] if len(sig) > 2 else []))
+    if len(sig) > 2:
+        assert sig[1] in v["misses"] and v["classes"][sig[1]]["grid_drop"] < 0
 
     # Nothing kept: no false positive, and the judge says so on the command line.
     write_run(null_world, run, lambda cls, o: ("dropped", None, None))
@@ -74,3 +80,4 @@ def test_a_kept_class_without_a_significant_drop_is_a_false_positive(null_world,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"false positives: none of the {len(flat)} classes without a significant oracle drop" in done.stdout
+    assert "kept pairs not confirmed on the grid: none (of 0 kept)" in done.stdout

@@ -10,6 +10,11 @@ it is, it is a false positive (on a null world that is the check that can fail).
 Which rows are judged: the run's deciding rows, as propose decides (the consensus "all" rows when
 several models must agree, else the first model's), unless ``model_id`` names another model.
 
+Every kept pair is also checked on the grid as a pair fixed in advance (no selection, independent
+photos): its grid drop, common minus counter, must have a Newcombe interval above zero. A kept
+pair that fails this is *unconfirmed* — a false discovery whatever the class's oracle says, so
+this check can fail on every world, a null world whose oracle is not flat too.
+
 For every class judged wrong the verdict says why, where the run shows it: how accurately the
 class's photos were assigned their backgrounds, how many photos the oracle counter's group held
 (assigned, and truly on it), and the rule's reason string.
@@ -22,6 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from curation.errors import UserError
+from curation.stats import drop_interval
 from curation.world.oracle import read_oracle
 
 # Below this share of a class's photos assigned their true background, a miss is put down to
@@ -63,6 +69,8 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
                  decision=r["decision"], reason=r.get("reason"), oracle_drop=o["drop"],
                  oracle_drop_lo=o["drop_lo"])
         v.update(_class_groups(groups.get(cls), common, o["oracle_counter"]))
+        v["grid_drop"], v["grid_drop_lo"] = _grid_drop(cells, cls, r["common"], r["counter"])
+        v["confirmed"] = kept and v["grid_drop_lo"] is not None and v["grid_drop_lo"] > 0
         if not v["correct"]:
             v["cause"], v["why"] = _why(v, right_common, right_counter, min_group_size)
         per_class[cls] = v
@@ -81,10 +89,22 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
         "false_positive_rate": len(false_positives) / len(non_sig) if non_sig else None,
         "kept": sum(v["kept"] for v in per_class.values()),
         "undecided": sorted(c for c, v in per_class.items() if v["decision"] == "undecided"),
+        "unconfirmed": sorted(c for c, v in per_class.items() if v["kept"] and not v["confirmed"]),
         "misses": {c: per_class[c]["why"] for c in sig if not per_class[c]["correct"]},
         "miss_causes": dict(Counter(per_class[c]["cause"] for c in sig if not per_class[c]["correct"])),
         "background_accuracy": background_accuracy(world_dir, run_dir),
     }
+
+
+def _grid_drop(cells: dict, cls: str, common: str | None, counter: str | None) -> tuple[float | None, float | None]:
+    """The pair's drop on the grid and its interval's lower end (None without a pair)."""
+    if common is None or counter is None or (cls, common) not in cells or (cls, counter) not in cells:
+        return None, None
+    a, b = cells[(cls, common)], cells[(cls, counter)]
+    if not a["n"] or not b["n"]:
+        return None, None
+    lo, _ = drop_interval(a["correct"], a["n"], b["correct"], b["n"])
+    return a["correct"] / a["n"] - b["correct"] / b["n"], lo
 
 
 def is_significant(oracle_class: dict, min_range_points: float = 5.0) -> bool:

@@ -215,7 +215,8 @@ def run_judge(args) -> int:
     fps, non = verdict["false_positives"], verdict["non_significant"]
     print(f"{verdict['found']} of {verdict['significant']} classes with a real shortcut found with the oracle's pair; "
           f"false positives: {(', '.join(fps) + ' of') if fps else 'none of'} the {non} classes without a significant "
-          f"oracle drop; background assignment accuracy " + ("n/a" if acc is None else f"{acc:.1%}") + ".")
+          f"oracle drop; kept pairs not confirmed on the grid: {', '.join(verdict['unconfirmed']) or 'none'} "
+          f"(of {verdict['kept']} kept); background assignment accuracy " + ("n/a" if acc is None else f"{acc:.1%}") + ".")
     return 0
 
 
