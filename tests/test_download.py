@@ -143,3 +143,38 @@ def test_missing_source_and_missing_file_are_named(release, tmp_path, capsys):
         assert main(["download", server.base, str(tmp_path / "o2"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "common/1.tar" in err and "404" in err
+
+
+def _prefixed_local_filesystem():
+    """A Beam FileSystem for the scheme localtest:// over local files, registered as Beam registers any
+    (by subclassing): the download takes the FileSystems path (open, match, join, seek) as for gs:// or s3://."""
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    prefix = "localtest://"
+
+    class PrefixedLocal(LocalFileSystem):
+        @classmethod
+        def scheme(cls):
+            return "localtest"
+
+        def join(self, base, *paths):
+            return prefix + super().join(base[len(prefix):], *paths)
+
+        def open(self, path, *args, **kwargs):
+            return super().open(path[len(prefix):], *args, **kwargs)
+
+        def match(self, patterns, limits=None):
+            return super().match([p[len(prefix):] for p in patterns], limits)
+
+    return PrefixedLocal, prefix
+
+
+def test_beam_filesystems_source_with_resume(release, tmp_path):
+    cls, prefix = _prefixed_local_filesystem()
+    out = tmp_path / "out"
+    (out / "common").mkdir(parents=True)
+    (out / "common/0.tar.part").write_bytes(FILES["common/0.tar"][:5000])
+    r = download(prefix + str(release), out, progress=False)
+    assert r.resumed == 1 and r.fetched == 6
+    assert_same(release, out)
+    assert cls.scheme() == "localtest"
