@@ -155,7 +155,6 @@ class _Source:
             except (OSError, HTTPException) as exc:   # IncompleteRead, reset, timeout
                 raise _Retry(f"connection dropped: {exc}") from None
 
-
     @staticmethod
     def _local(path: str, offset: int, started):
         try:
@@ -254,6 +253,10 @@ def _fetch_file(source: _Source, rel: str, digest: str, dest: Path, retries: int
         except _Retry as exc:
             last = str(exc)
             continue
+        except UserError:                        # e.g. 404: no empty partial left behind
+            if part.is_file() and part.stat().st_size == 0:
+                part.unlink()
+            raise
         size = part.stat().st_size if part.is_file() else 0
         if total[0] is not None and size < total[0]:
             last = f"got {size:,} of {total[0]:,} bytes"

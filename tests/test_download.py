@@ -143,6 +143,7 @@ def test_missing_source_and_missing_file_are_named(release, tmp_path, capsys):
         assert main(["download", server.base, str(tmp_path / "o2"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "common/1.tar" in err and "404" in err
+    assert not list((tmp_path / "o2").rglob("*.part"))
 
 
 def _prefixed_local_filesystem():
