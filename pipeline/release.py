@@ -48,8 +48,9 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
                 found.add(key)
     missing = sorted(set(wanted) - found)
     if missing:
-        raise RuntimeError(f"{path}: sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok but its image "
-                           f"is not in the shard ({len(missing)} missing); re-run the clean stage")
+        raise UserError(f"sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok in RUN/samples but its "
+                        f"image is not in the shard ({len(missing)} such)", where=path,
+                        hint="The shard changed after the clean stage: re-run `counteranimal curate RUN`.")
     yield from sorted(batches.items(), key=lambda kv: kv[0])
 
 
@@ -124,6 +125,10 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
         f"({', '.join(f'{s} {len(plan.photos[s])} in {plan.nshards[s]} shards' for s in layout.SPLITS)})"
         f"{'' if verified else ', UNVERIFIED (model-proposed pairs and groups)'}"
         f"{f'; {len(plan.excluded)} excluded' if plan.excluded else ''}")
+    absent = [s for s in plan.input_shards() if not (run / "shards" / s).is_file()]
+    if absent:
+        raise UserError(f"{len(absent)} shard(s) holding photos to release are missing, e.g. {absent[0]}",
+                        where=str(run / "shards"), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
     sets = one_vs_k_sets(run, cfg, [p.label for p in plan.pairs])
     tmp = release.temp_folder(final)
     photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release

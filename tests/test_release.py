@@ -416,3 +416,24 @@ def test_imagenet_label_space_files():
     assert release.clip_templates(cfg) == ["A photo of {c}."]
     cfg.prompts.ensemble = "openai"
     assert len(release.clip_templates(cfg)) == 80 and all("{c}" in t for t in release.clip_templates(cfg))
+
+
+def test_a_missing_or_changed_run_shard_is_named(unverified, tmp_path, capsys):
+    run = copy_run(unverified[0], tmp_path / "run")
+    meta = pq.read_table(unverified[1] / layout.METADATA).to_pylist()
+    samples = {s["uid"]: s for s in schemas.read_folder(run / "samples", "samples").to_pylist()}
+    shard = samples[meta[0]["uid"]]["shard"]
+    kept = {s["key"] for s in samples.values() if s["shard"] == shard} - {samples[meta[0]["uid"]]["key"]}
+    path = run / "shards" / shard
+    with tarfile.open(path) as tar:    # the shard without the first released photo
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.name.split(".", 1)[0] in kept]
+    with tarfile.open(path, "w") as tar:
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data))
+    assert main(["release", str(run), "--unverified"]) == 2
+    err = capsys.readouterr().err
+    assert shard in err and meta[0]["uid"] in err and "Traceback" not in err
+    path.unlink()
+    assert main(["release", str(run), "--unverified"]) == 2
+    assert f"e.g. {shard}" in capsys.readouterr().err
+    assert not (run / "release").exists() or not any((run / "release").iterdir())
