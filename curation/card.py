@@ -112,9 +112,10 @@ def context(plan, table: pa.Table, cfg: RunConfig, run: Path, name: str, version
         n_split={s: sum(1 for r in rows if r["group"] == s) for s in layout.SPLITS},
         nshards=plan.nshards, splits=list(layout.SPLITS), counts=counts,
         pair_columns=columns, pairs=pairs,
-        models=[dict(id=m.model_id, name=m.name, pretrained=m.pretrained) for m in cfg.models],
+        models=[dict(id=m.model_id, name=m.name, pretrained=_weights(m.pretrained)) for m in cfg.models],
         reference_model=cfg.models[0].model_id, label_space=cfg.label_space, n_labels=len(plan.label_names),
-        templates=plan.templates, k=cfg.score.one_vs_k, one_vs_k_classes=len(one_vs_k),
+        templates=plan.templates, k=min(cfg.score.one_vs_k, len(plan.label_names)), one_vs_k_classes=len(one_vs_k),
+        rule=cfg.thresholds.rule,
         thresholds=cfg.thresholds.model_dump(mode="json"),
         background_method=cfg.background_assignment.method, backgrounds=list(cfg.backgrounds),
         verification=verification(run), date=built_date(run), left_out_unsure=plan.left_out_unsure,
@@ -133,6 +134,13 @@ def context(plan, table: pa.Table, cfg: RunConfig, run: Path, name: str, version
         record_fields=["uid", "class_idx", "class_name", "background", "group", "url", "source", "source_id",
                        "license", "attribution", "sha256", "verified", "model_id"],
     )
+
+
+def _weights(pretrained: str | None) -> str | None:
+    """A tag as is; a checkpoint file by its name (the curator's folders are no part of the card)."""
+    if pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+        return f"{Path(pretrained).name} (a local checkpoint)"
+    return pretrained
 
 
 def built_date(run: Path) -> str | None:
