@@ -7,7 +7,7 @@ For each model (ViT-B-32 with random weights from a local file; the planted worl
 on the same release folder (JPEGs 512x384 as fetch stores them, 4 WebDataset shards per split, in
 curation/release_layout.py's layout):
   raw       the model's forward alone (encode_image) on the same images already decoded and
-            preprocessed in memory, same batch size: the limit for this machine;
+            preprocessed in memory, in the same batches (per split): the limit for this machine;
   evaluate  `curation.evaluate.evaluate`'s image loop (read the shards, decode in threads, forward),
             its ``images_seconds``;
   whole     the whole call: + text bank, 1 vs N and 1 vs k, metrics, 1,000 bootstrap replicates.
@@ -79,10 +79,12 @@ def model_file(name: str) -> str:
     return str(path)
 
 
-def raw_side(clip, pixels: list[torch.Tensor], batch_size: int) -> float:
+def raw_side(clip, pixels: dict[str, list[torch.Tensor]], batch_size: int) -> float:
+    """The forward alone, in the batches evaluate makes (per split, batch_size at a time)."""
     with torch.inference_mode():
-        for i in range(0, len(pixels), batch_size):
-            clip.model.encode_image(torch.stack(pixels[i:i + batch_size]))
+        for split_pixels in pixels.values():
+            for i in range(0, len(split_pixels), batch_size):
+                clip.model.encode_image(torch.stack(split_pixels[i:i + batch_size]))
     return 0.0
 
 
@@ -96,15 +98,15 @@ def bench_model(name: str, n: int, rounds: int, batch_size: int) -> dict:
     release = write_release(WORK / f"release-{n}", n)
     clip = clip_models.load(name, model_file(name))
     ds = open_dataset(release)
-    pixels = [clip.preprocess(Image.open(io.BytesIO(s.image)).convert("RGB"))
-              for split in ds.splits for s in ds.samples(split)]
-    assert len(pixels) == n
+    pixels = {split: [clip.preprocess(Image.open(io.BytesIO(s.image)).convert("RGB")) for s in ds.samples(split)]
+              for split in ds.splits}
+    assert sum(map(len, pixels.values())) == n
     sides = {
         "raw": lambda: raw_side(clip, pixels, batch_size),
         "evaluate": lambda: evaluate.evaluate(ds, clip, batch_size=batch_size, progress=False),
     }
     runs: dict[str, list] = {"raw": [], "evaluate": [], "whole": []}
-    raw_side(clip, pixels[:batch_size], batch_size)     # warm-up
+    raw_side(clip, {"warm-up": pixels["common"][:batch_size]}, batch_size)
     for r in range(rounds):
         order = list(sides)[r % 2:] + list(sides)[:r % 2]
         for side in order:
