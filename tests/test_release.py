@@ -111,10 +111,12 @@ def test_layout_and_counts(unverified):
 
 
 def test_rerelease_is_byte_identical(unverified, tmp_path):
+    """Released again, on Beam's multi-processing runner this time (workers in their own processes)."""
     run, rel = unverified
     before = release_files(rel)
     again = copy_run(run, tmp_path / "again")
-    assert main(["release", str(again), "--name", "world", "--version", "1", "--unverified"]) == 0
+    assert main(["release", str(again), "--name", "world", "--version", "1", "--unverified", "--",
+                 "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]) == 0
     after = release_files(layout.release_dir(again, "world", "1"))
     assert after == before
     members = tarfile.open(rel / "counter" / "0.tar").getmembers()
