@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / ".cache" / "mitigate-bench"))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--templates", default="openai", choices=["openai", "source"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)   # one: no OpenMP spin-waiting on a shared machine
     ap.add_argument("--json", help="also write every seed's summary here")
     args = ap.parse_args()
 

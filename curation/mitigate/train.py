@@ -49,7 +49,7 @@ class Settings:
     pretrained: str | None = None
     methods: tuple[str, ...] = METHODS
     weights: losses.Weights = field(default_factory=losses.Weights)   # of the spurious methods
-    spurious: str = "auto"          # auto | image | language: which spurious term `spurious` uses
+    spurious: str = "auto"          # auto | image | language | both: which spurious term(s) `spurious` uses
     templates: str = "openai"       # openai (80 OpenAI ImageNet templates) | source (the run's / world's prompts)
     epochs: int = 30
     batch_size: int = 128
@@ -226,8 +226,8 @@ def spurious_weights(data: Data, settings: Settings, method: str) -> losses.Weig
         w.ls = 0.0
     elif mode == "language":
         w.vs = 0.0
-    else:
-        raise UserError(f"unknown spurious term {settings.spurious!r}; use auto, image or language.")
+    elif mode != "both":
+        raise UserError(f"unknown spurious term {settings.spurious!r}; use auto, image, language or both.")
     return w
 
 

@@ -73,9 +73,9 @@ def register(sub) -> None:
     p.add_argument("--weights", type=_weights, default={},
                    help="loss weights of the spurious methods, e.g. clip=1,vc=0.5,lc=1,vs=1,ls=0 (0 switches a term "
                         "off; default 1 each)")
-    p.add_argument("--spurious", choices=["auto", "image", "language"], default="auto",
-                   help="the spurious term of method 'spurious': image (L_vs), language (L_ls), or auto: L_vs when "
-                        "photos have background labels (default)")
+    p.add_argument("--spurious", choices=["auto", "image", "language", "both"], default="auto",
+                   help="the spurious term of method 'spurious': image (L_vs), language (L_ls), both, or auto: L_vs "
+                        "when photos have background labels (default)")
     p.add_argument("--templates", choices=["openai", "source"], default="openai",
                    help="class prompts: open_clip's 80 OpenAI ImageNet templates (default), or the run's / world's own")
     p.add_argument("--epochs", type=_positive(int), default=30)
