@@ -134,6 +134,12 @@ def _world(root: Path, name: str, seed: int, min_group_size: int | None, variant
     world = root / f"{tag}-seed{seed}"
     _, model, checkpoint = ensure_trained(world, name, seed, variant=variant)
     run = root / f"{tag}-seed{seed}-run"
+    if (run / "proposals.parquet").exists():
+        try:
+            config.load(run)
+        except Exception as exc:      # a run cached under an older config format: curate it again
+            print(f"re-curating {run}: {exc}")
+            shutil.rmtree(run)
     if not (run / "proposals.parquet").exists():
         thresholds = {"min_group_size": min_group_size} if min_group_size else {}
         cfg = run_config(world, model, checkpoint, thresholds=thresholds)
