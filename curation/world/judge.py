@@ -69,6 +69,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
                  decision=r["decision"], reason=r.get("reason"), oracle_drop=o["drop"],
                  oracle_drop_lo=o["drop_lo"])
         v.update(_class_groups(groups.get(cls), common, o["oracle_counter"]))
+        v.update(_proposed_purity(groups.get(cls), r["common"], r["counter"]))
         v["grid_drop"], v["grid_drop_lo"] = _grid_drop(cells, cls, r["common"], r["counter"])
         v["confirmed"] = kept and v["grid_drop_lo"] is not None and v["grid_drop_lo"] > 0
         if not v["correct"]:
@@ -172,16 +173,30 @@ def _class_groups(pairs: list | None, common: str, counter: str) -> dict:
     )
 
 
+def _proposed_purity(pairs: list | None, common: str | None, counter: str | None) -> dict:
+    """Per proposed group: (photos grouped there, of them truly on it)."""
+    out = {}
+    for role, bg in (("proposed_common", common), ("proposed_counter", counter)):
+        grouped = [t for a, t in (pairs or []) if bg is not None and a == bg]
+        out[f"{role}_group"] = (len(grouped), sum(t == bg for t in grouped)) if pairs and bg is not None else None
+    return out
+
+
 def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int | None) -> tuple[str, str]:
     """(cause, explanation) of a wrong verdict. cause: "false positive", or for a miss "background"
-    (the class's photos assigned their true background less than MIN_BACKGROUND_ACCURACY of the
-    time) and/or "group size" (fewer than min_group_size photos truly on the oracle counter grouped
+    (the class's photos, or the photos of a group the run chose, assigned their true background less
+    than MIN_BACKGROUND_ACCURACY of the time) and/or "group size" (fewer than min_group_size photos truly on the oracle counter grouped
     there), else "rule" (the groups were there; the rule chose or decided otherwise)."""
     facts = []
     if v["class_background_accuracy"] is not None:
         facts.append(f"class background accuracy {100 * v['class_background_accuracy']:.0f}%")
         facts.append(f"oracle counter {v['oracle'][1]}: {v['counter_assigned']} photos grouped there "
                      f"({v['counter_right']} truly on it), {v['counter_true']} truly on it in all")
+    for role in ("common", "counter"):
+        g = v.get(f"proposed_{role}_group")
+        if g and (v["kept"] or v["decision"] == "undecided"):
+            facts.append(f"proposed {role} {v['proposed'][0 if role == 'common' else 1]}: {g[1]} of its {g[0]} "
+                         "photos truly on it")
     if v["reason"]:
         facts.append(f"rule: {v['reason']}")
     if not v["significant"]:
@@ -196,8 +211,10 @@ def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int |
         what = f"wrong counter {v['proposed'][1]} (oracle {v['oracle'][1]})"
     causes = []
     bg_acc = v["class_background_accuracy"]
-    if bg_acc is not None and bg_acc < MIN_BACKGROUND_ACCURACY:
-        causes.append("background")
+    impure = [g for g in (v.get("proposed_common_group"), v.get("proposed_counter_group"))
+              if v["kept"] and g and g[0] and g[1] / g[0] < MIN_BACKGROUND_ACCURACY]
+    if (bg_acc is not None and bg_acc < MIN_BACKGROUND_ACCURACY) or impure:
+        causes.append("background")     # the class's photos, or a chosen group's, mostly misassigned
     if min_group_size is not None and v["counter_right"] is not None and v["counter_right"] < min_group_size \
             and (not v["kept"] or not right_counter):
         causes.append("group size")     # too few photos truly on the counter were grouped there
