@@ -46,6 +46,8 @@ class ModelSpec(_Strict):
     def model_id(self) -> str:
         if self.id:
             return self.id
+        if self.name.startswith(("hf-hub:", "local-dir:")) and not self.pretrained:
+            return self.name        # the weights come with the name
         return f"{self.name}/{Path(self.pretrained).name if self.pretrained else 'random'}"
 
 
