@@ -60,7 +60,7 @@ $(CB_VENV)/.installed-$(CB_VERSION):
 test: setup assets browser labelstudio clipbench
 	$(BIN)/python -m pytest -q tests
 
-demo: setup assets
+demo: setup assets labelstudio
 	$(BIN)/python -m pipeline.demo
 
 bench: setup assets
