@@ -45,7 +45,14 @@ class Connection:
         return f"Connection(url={self.url!r}, token_source={self.token_source!r})"
 
     def client(self, timeout: float = 120.0) -> LabelStudio:
-        return LabelStudio(base_url=self.url, api_key=self.token, timeout=timeout)
+        client = LabelStudio(base_url=self.url, api_key=self.token, timeout=timeout)
+        # The SDK retries every request on 5xx/408/409/429, POSTs included: an import or annotation
+        # the server applied but answered with an error (a loaded sqlite server) would be applied
+        # twice. call() retries only what is safe to repeat, so the SDK's own retries are off.
+        http = getattr(getattr(client, "_client_wrapper", None), "httpx_client", None)
+        if http is not None and hasattr(http, "base_max_retries"):
+            http.base_max_retries = 0
+        return client
 
     def call(self, what: str, fn: Callable[[], T], retry: bool = True) -> T:
         """Run one API call; retry with doubling waits while the server is down, then a clear error.

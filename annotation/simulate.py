@@ -132,12 +132,12 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
     project_id = sync.find_project(conn, run)
     tokens = ensure_annotators(conn, annotators, data_dir)
     ids = {u.email: u.id for u in conn.call("list users", conn.client().users.list)}
-    done: set[tuple[int, int]] = set()
+    done: set[tuple[str, int]] = set()     # (uid, user id): by uid, so a duplicated task is answered once
     shown: dict[int, str] = {}
     for t in export.export_tasks(conn, project_id):
         for a in t.get("annotations") or []:
             who = a.get("completed_by")
-            done.add((t["id"], who.get("id") if isinstance(who, dict) else who))
+            done.add(((t.get("data") or {}).get("uid"), who.get("id") if isinstance(who, dict) else who))
     # What each task shows pre-filled (the export lists prediction ids only).
     client = conn.client()
     for p in conn.call("list predictions", lambda: client.predictions.list(project=project_id)):
@@ -145,7 +145,7 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
         if values["background"] and p.task is not None:
             shown[p.task] = values["background"]
     vocabulary = lsconfig.vocabulary(cfg)
-    todo = [(who, r) for who in tokens for r in ledger if (r["task_id"], ids.get(who)) not in done]
+    todo = [(who, r) for who in tokens for r in ledger if (r["uid"], ids.get(who)) not in done]
     clients = {who: Connection(conn.url, tok, "a simulated annotator's token", conn.files_root, conn.retries,
                                conn.backoff) for who, tok in tokens.items()}
     missing_truth = sum(1 for r in ledger if r["uid"] not in truth)

@@ -193,7 +193,7 @@ def test_the_loop_stops_within_the_budget(label_studio, tmp_path_factory):
 
 
 def test_killing_label_studio_mid_loop_loses_and_duplicates_nothing(label_studio, tmp_path_factory):
-    run = make_custom_run(tmp_path_factory.mktemp("runs") / "killed", _hidden_water(),
+    run = make_custom_run(tmp_path_factory.mktemp("runs") / "killed-mid-loop", _hidden_water(),
                           {"tiger": ("sky", "snow", "dropped")}, thresholds={"min_group_size": 8},
                           round_size=6, initial_per_stratum=8, batch_size=4)
     cfg = config.load(run)
@@ -218,7 +218,9 @@ def test_killing_label_studio_mid_loop_loses_and_duplicates_nothing(label_studio
     label_studio.restart()
     again = simulate.simulate(run, cfg, _conn(cfg), run / "truth.parquet", 0.0, 2, data_dir=label_studio.data_dir,
                               gold_share=0.0, say=lambda s: None)
-    assert again["already"] >= 7 and again["already"] + again["annotations"] == 2 * first["selected"]
+    server_view = [(t["id"], t["data"]["uid"], sorted(a["completed_by"] for a in t["annotations"]))
+                   for t in _server_tasks(run)]
+    assert again["already"] >= 7 and again["already"] + again["annotations"] == 2 * first["selected"], server_view
     pull.pull(run, cfg, _conn(cfg), say=lambda s: None)
     # Round 1, killed mid-import too (its batch is the one the pull planned, chosen again after the crash).
     killed.clear()

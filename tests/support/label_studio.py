@@ -173,7 +173,9 @@ def make_custom_run(root: Path, photos: list[dict], model_pairs: dict[str, tuple
 
     ``photos``: dicts with class_name, model_bg (the model's background), true_bg (the real one),
     correct (the model's top-1 right?) and optionally confidence. ``model_pairs``: class_name →
-    (common, counter, decision) written as the model's proposals.
+    (common, counter, decision) written as the model's proposals. Give every run of a session its own
+    folder name: the project title is config name + folder name, and a push that has no project id
+    yet finds its project by title (two runs called "killed" would share one).
     """
     run = Path(root)
     run.mkdir(parents=True, exist_ok=True)
