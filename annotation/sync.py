@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import time
@@ -39,7 +40,11 @@ def tasks_file(run: Path) -> Path:
 
 
 def project_title(run: Path, cfg: RunConfig) -> str:
-    return cfg.annotation.project_title or f"counteranimal: {cfg.name} ({Path(run).resolve().name})"
+    # The folder's path hash keeps two runs with the same name and folder name (a/run, b/run) apart:
+    # a push that lost its project id finds the project by this title.
+    path = Path(run).resolve()
+    tag = hashlib.sha1(str(path).encode()).hexdigest()[:6]
+    return cfg.annotation.project_title or f"counteranimal: {cfg.name} ({path.name}, {tag})"
 
 
 @contextlib.contextmanager

@@ -265,3 +265,9 @@ def test_simulate_loop_command_runs_the_whole_loop(label_studio, tmp_path_factor
     assert {r["source"] for r in proposals} == {"model", "human"}
     status = subprocess.run([exe, "annotate", "status", str(run)], capture_output=True, text=True)
     assert status.returncode == 0 and "(simulated)" in status.stdout and "SIMULATED" in status.stdout
+
+
+def test_runs_with_the_same_folder_name_get_their_own_project_title(tmp_path):
+    a, b = make_run(tmp_path / "a" / "run", per_group=1), make_run(tmp_path / "b" / "run", per_group=1)
+    ta, tb = sync.project_title(a, config.load(a)), sync.project_title(b, config.load(b))
+    assert ta != tb and ta.startswith("counteranimal: lstest (run, ")
