@@ -354,6 +354,10 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
              | "Collect" >> beam.combiners.ToList()
              | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra)))
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
+    verified = verified_rows(run_dir, cfg)
+    if verified is not None:
+        proposal_rows = [r for r in proposal_rows if r["source"] != "human"] + verified
+        atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
     undecided = [r for r in final if r["decision"] == "undecided"]
@@ -392,6 +396,23 @@ def summary(final: list[dict], counts: dict, cfg: RunConfig, unsure: int) -> str
         lines.append("  undecided (groups too small to tell) — to decide them:")
         lines += [f"    {r['class_name']}: {r['needs'] or r['reason']}" for r in needs[:50]]
     return "\n".join(lines)
+
+
+def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
+    """The human rows of proposals.parquet, once annotators have labelled: the verification loop's
+    pairs (annotation/loop.py), from group accuracies weighted by each stratum's sampling rate.
+
+    Counting the labelled photos as they come would bias every group toward the strata sampled
+    most; so the propose stage takes the loop's weighted pairs, the same ones `annotate status`
+    shows and `release` ships. None before any pull.
+    """
+    if not (run_dir / "annotation" / "verdicts.parquet").is_file():
+        return None
+    from annotation import loop
+
+    lv = loop.load_state(run_dir, cfg)
+    return [dict(cv.row, source="human", flags_policy="human labels, weighted by sampling rate")
+            for _, cv in sorted(lv.classes.items())]
 
 
 def with_flags(groups: pa.Table, run_dir: Path) -> pa.Table:
