@@ -47,7 +47,8 @@ class FileServer:
         self.httpd.server_close()
 
     def __enter__(self):
-        return self
+        # `with FileServer(folder) as s:` serves too (stop() would otherwise wait forever on a loop never started).
+        return self if self.thread else self.start()
 
     def __exit__(self, *exc):
         self.stop()
