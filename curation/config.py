@@ -333,17 +333,13 @@ class RunConfig(_Strict):
         for i, c in enumerate(self.classes):
             if c.imagenet_idx is None and self.label_space == "imagenet1k":
                 continue    # the score stage names classes without an ImageNet index
-            idx = c.imagenet_idx if c.imagenet_idx is not None else i
-            if self.label_space == "classes" and c.imagenet_idx is not None and not 0 <= idx < len(self.classes):
-                raise ValueError(f"class {c.name!r} has imagenet_idx {idx}, outside the label space "
-                                 f"(label_space: classes has indices 0–{len(self.classes) - 1}; "
-                                 "drop imagenet_idx or use label_space: imagenet1k)")
-            by_idx[idx].append(c.name)
+            # (An index outside ImageNet-1K's 0–999 is refused by the field itself, naming the class's key.)
+            by_idx[c.imagenet_idx if c.imagenet_idx is not None else i].append(c.name)
         clashes = [f"{idx} ({', '.join(repr(n) for n in names)})" for idx, names in sorted(by_idx.items())
                    if len(names) > 1]
         if clashes:
-            what = "ImageNet index" if self.label_space == "imagenet1k" else "class index (imagenet_idx or position)"
-            raise ValueError(f"classes share a {what}: {'; '.join(clashes)}; every class needs its own")
+            what = "n ImageNet index" if self.label_space == "imagenet1k" else " class index (imagenet_idx or position)"
+            raise ValueError(f"classes share a{what}: {'; '.join(clashes)}; every class needs its own")
 
     # -- lookups used by every stage ---------------------------------------------------
     def class_lookup(self) -> dict[str, ClassSpec]:

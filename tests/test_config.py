@@ -85,3 +85,21 @@ def test_init_writes_preset_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
     assert not list(run.glob(".*.tmp"))
+
+
+def _small(label_space: str, classes: list) -> dict:
+    return {"classes": classes, "backgrounds": ["sea", "sand"], "label_space": label_space,
+            "models": [{"name": "ViT-B-32", "pretrained": "x.pt"}]}
+
+
+def test_two_classes_on_one_index_is_an_error_naming_both():
+    # Under label_space: classes a class without imagenet_idx takes its position: hammerhead is 3.
+    sharks = [{"name": "tiger shark", "imagenet_idx": 3}, {"name": "goldfish"}, {"name": "great white shark"},
+              {"name": "hammerhead"}]
+    with pytest.raises(UserError, match=r"share a class index.*3 \('tiger shark', 'hammerhead'\)"):
+        config.parse(_small("classes", sharks), "run/config.yaml")
+    twins = [{"name": "tiger shark", "imagenet_idx": 3}, {"name": "shark", "imagenet_idx": 3}]
+    with pytest.raises(UserError, match=r"share an ImageNet index: 3 \('tiger shark', 'shark'\)"):
+        config.parse(_small("imagenet1k", twins), "run/config.yaml")
+    ok = [{"name": "tiger shark", "imagenet_idx": 3}, {"name": "goldfish", "imagenet_idx": 1}]
+    assert config.parse(_small("imagenet1k", ok), "run/config.yaml").classes[0].imagenet_idx == 3
