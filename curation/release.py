@@ -37,6 +37,7 @@ from curation import atomic
 from curation import release_layout as layout
 from curation.config import RunConfig
 from curation.errors import UserError
+from curation.label_space import label_names, true_labels  # noqa: F401  (release.label_names: classnames.txt)
 from curation.sources.common import normalize_license
 
 # Fixed tar member metadata: a re-release of the same photos gives the same bytes.
@@ -188,26 +189,6 @@ def kept_pairs(rows: list[dict], cfg: RunConfig, verified: bool, labels: dict[in
                             where="proposals.parquet")
         pairs.append(Pair(r["class_idx"], labels[r["class_idx"]], r["class_name"], r["common"], r["counter"], r))
     return sorted(pairs, key=lambda p: p.label)
-
-
-def label_names(cfg: RunConfig) -> list[str]:
-    """classnames.txt: the label space the pairs were chosen in (as the score stage builds it)."""
-    if cfg.label_space == "imagenet1k":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
-    return [c.name for c in cfg.classes]
-
-
-def true_labels(cfg: RunConfig) -> dict[int, int]:
-    """Run class_idx → index in the label space (curation.zeroshot.true_labels without torch)."""
-    if cfg.label_space == "imagenet1k":
-        missing = [c.name for c in cfg.classes if c.imagenet_idx is None]
-        if missing:
-            raise UserError(f"label_space is imagenet1k, but class(es) {', '.join(missing)} have no imagenet_idx.",
-                            where="config.yaml", hint="Set imagenet_idx for them, or use label_space: classes.")
-        return {c.imagenet_idx: c.imagenet_idx for c in cfg.classes}
-    return {cfg.class_index(c): i for i, c in enumerate(cfg.classes)}
 
 
 def clip_templates(cfg: RunConfig) -> list[str]:

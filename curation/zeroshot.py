@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from curation.config import RunConfig
-from curation.errors import UserError
+from curation.label_space import label_names, true_labels  # noqa: F401  (re-exported: zeroshot.true_labels)
 
 TOP_N = 5
 
@@ -32,25 +32,6 @@ class TextBank:
     background_names: list[str]
     backgrounds: np.ndarray     # (n_backgrounds, d)
     logit_scale: float
-
-
-def label_names(cfg: RunConfig) -> list[str]:
-    if cfg.label_space == "imagenet1k":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
-    return [c.name for c in cfg.classes]
-
-
-def true_labels(cfg: RunConfig) -> dict[int, int]:
-    """class_idx (as stored on samples) -> the class's index in the label space."""
-    if cfg.label_space == "imagenet1k":
-        missing = [c.name for c in cfg.classes if c.imagenet_idx is None]
-        if missing:
-            raise UserError(f"label_space is imagenet1k, but class(es) {', '.join(missing)} have no imagenet_idx.",
-                            where="config.yaml", hint="Set imagenet_idx for them, or use label_space: classes.")
-        return {c.imagenet_idx: c.imagenet_idx for c in cfg.classes}
-    return {cfg.class_index(c): i for i, c in enumerate(cfg.classes)}
 
 
 def class_templates(cfg: RunConfig) -> list[Callable[[str], str]]:
