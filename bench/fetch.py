@@ -124,7 +124,7 @@ def main() -> int:
         server.wait()
     rate = {side: len(names) / statistics.median(ts) for side, ts in timings.items()}
     pair_ratios = [b / o for o, b in zip(timings["ours"], timings["bare"])]
-    print(f"\n| side | median images/s | runs (s) |\n| --- | --- | --- |")
+    print("\n| side | median images/s | runs (s) |\n| --- | --- | --- |")
     for side in ("ours", "bare"):
         print(f"| {side} | {rate[side]:.1f} | {', '.join(f'{s:.1f}' for s in timings[side])} |")
     print(f"\nratio ours/bare (median rates): {rate['ours'] / rate['bare']:.2f}; per interleaved pair: "

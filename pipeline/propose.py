@@ -317,9 +317,15 @@ def flags_both_ways(with_flagged: list[dict], without: list[dict]) -> list[dict]
     return out
 
 
-def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: list = ()) -> int:
-    """The pipeline's last step: counts → group_stats, attribute deltas and proposals, written."""
+def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: list = (),
+                    verified: list[dict] | None = None) -> int:
+    """The pipeline's last step: counts → group_stats, attribute deltas and proposals, written.
+
+    ``verified``: the verification loop's human rows (verified_rows), which replace the counted ones.
+    """
     stat_rows, proposal_rows = select_pairs(dict(cells), cfg)
+    if verified is not None:
+        proposal_rows = [r for r in proposal_rows if r["source"] != "human"] + verified
     class_names = {cfg.class_index(c): c.name for c in cfg.classes}
     deltas = []
     for m in cfg.models:
@@ -346,18 +352,15 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     groups = with_flags(groups, run_dir)
     columns = ["uid", "class_idx", "class_name", "background", "method", "flagged"]
     banks = attribute_banks(cfg)
+    verified = verified_rows(run_dir, cfg)
     with beam.Pipeline(options=options) as p:
         extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
                  if banks else p | "NoAttributes" >> beam.Create([]))
         _ = (p
              | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
              | "Collect" >> beam.combiners.ToList()
-             | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra)))
+             | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra), verified))
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
-    verified = verified_rows(run_dir, cfg)
-    if verified is not None:
-        proposal_rows = [r for r in proposal_rows if r["source"] != "human"] + verified
-        atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
     undecided = [r for r in final if r["decision"] == "undecided"]

@@ -51,7 +51,7 @@ def chart(summary: dict) -> str:
     width, bar, gap, height, top = 120 + 90 * len(data), 28, 34, 260, 20
     scale = (height - 60) / 100
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-             f'<text x="10" y="14">test accuracy (%): average (grey) and worst group (red)</text>']
+             '<text x="10" y="14">test accuracy (%): average (grey) and worst group (red)</text>']
     base = height - 40
     for i, r in enumerate(data):
         x = 50 + i * (2 * bar + gap)
