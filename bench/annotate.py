@@ -155,11 +155,12 @@ class Oracle:
 
     def __init__(self, world: Path, min_range_points: float):
         import pyarrow.parquet as pq
+        from curation.world.judge import is_significant
         from curation.world.oracle import read_oracle
 
         self.classes = read_oracle(world)["classes"]
         self.cells = {(c["class_name"], c["background"]): c for c in pq.read_table(world / "oracle.parquet").to_pylist()}
-        self.significant = {c: o["drop_lo"] > 0 and 100 * o["drop"] > min_range_points for c, o in self.classes.items()}
+        self.significant = {c: is_significant(o, min_range_points) for c, o in self.classes.items()}
 
     def _tied(self, cls, a, b) -> bool:
         if a is None or (cls, a) not in self.cells:

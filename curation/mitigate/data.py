@@ -170,9 +170,11 @@ def from_run(run: str | Path, fractions: tuple[float, float, float] = (0.5, 0.2,
 
 def from_world(world_dir: str | Path, val_share: float = 1 / 3, seed: int = 0) -> Data:
     """A planted world's ground truth: pool (clean photos) to train on, its grid for validation and test."""
+    from curation.world.oracle import read_oracle
+
     world_dir = Path(world_dir)
     world = json.loads((world_dir / "world.json").read_text())
-    oracle = json.loads((world_dir / "oracle.json").read_text())
+    oracle = read_oracle(world_dir)
     classes, backgrounds = list(world["classes"]), list(world["backgrounds"])
     truth = pq.read_table(world_dir / "ground_truth.parquet").to_pylist()
     rows = [r for r in truth if (r["split"] == "pool" and r["noise"] == "none") or r["split"] == "grid"]

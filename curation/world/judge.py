@@ -1,7 +1,9 @@
 """Judge a run's proposals against the planted world's oracle.
 
-A class has a *significant* oracle drop when its oracle drop interval excludes zero and the drop
-exceeds the selection rule's minimum range. For such a class the proposal is right when its
+A class has a *significant* oracle drop when its oracle drop's selection-aware interval (the
+Bonferroni-level interval over every pair of its backgrounds, ``drop_selected_lo``: the oracle
+picks its best and worst background from the grid, so the plain interval would call most flat
+classes significant) excludes zero and the drop exceeds the selection rule's minimum range. For such a class the proposal is right when its
 common is the oracle's common (the planted common for biased classes) and its counter is the
 oracle's lowest-accuracy background — where two backgrounds' oracle accuracies lie within each
 other's intervals, either counts. A class without a significant oracle drop must not be kept: if
@@ -67,7 +69,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
                  oracle=(common, o["oracle_counter"]),
                  correct=kept and right_common and right_counter if significant else not kept,
                  decision=r["decision"], reason=r.get("reason"), oracle_drop=o["drop"],
-                 oracle_drop_lo=o["drop_lo"])
+                 oracle_drop_lo=o["drop_selected_lo"])
         v.update(_class_groups(groups.get(cls), common, o["oracle_counter"]))
         v.update(_proposed_purity(groups.get(cls), r["common"], r["counter"]))
         v["grid_drop"], v["grid_drop_lo"] = _grid_drop(cells, cls, r["common"], r["counter"])
@@ -109,8 +111,9 @@ def _grid_drop(cells: dict, cls: str, common: str | None, counter: str | None) -
 
 
 def is_significant(oracle_class: dict, min_range_points: float = 5.0) -> bool:
-    """Whether a class's oracle drop (an oracle.json class entry) is one the run must find."""
-    return oracle_class["drop_lo"] > 0 and 100 * oracle_class["drop"] > min_range_points
+    """Whether a class's oracle drop (an oracle.json class entry, as read_oracle returns it) is one the
+    run must find: above zero once the oracle's choice of best and worst background is accounted for."""
+    return oracle_class["drop_selected_lo"] > 0 and 100 * oracle_class["drop"] > min_range_points
 
 
 def deciding_model(run_dir: Path, rows: list[dict]) -> str | None:
@@ -201,7 +204,7 @@ def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int |
         facts.append(f"rule: {v['reason']}")
     if not v["significant"]:
         what = f"kept {v['proposed'][0]}→{v['proposed'][1]} without a significant oracle drop " \
-               f"({100 * v['oracle_drop']:.1f} points, interval from {100 * v['oracle_drop_lo']:.1f})"
+               f"({100 * v['oracle_drop']:.1f} points, selection-aware interval from {100 * v['oracle_drop_lo']:.1f})"
         return "false positive", "; ".join([what, *facts])
     if not v["kept"]:
         what = f"{v['decision']} (oracle drop {100 * v['oracle_drop']:.1f} points)"

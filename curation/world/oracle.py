@@ -8,6 +8,12 @@ class's common background pulls predictions toward that class.
 
     OUT/oracle.parquet              one row per (class, background): n, correct, accuracy, interval
     OUT/oracle.json                 per class: common, counter, drop + interval; summary figures
+
+The oracle pair is itself chosen from the data (the best and the worst of K backgrounds), so
+whether a class *has* a drop is judged on ``drop_selected_lo``: the drop's Newcombe interval at
+the Bonferroni level over every pair of the K backgrounds (curation/stats.py
+simultaneous_drop_interval). With the plain interval (``drop_lo``) a class whose backgrounds are
+all alike would show a "significant" best-minus-worst gap most of the time on a 7-background grid.
     OUT/oracle_predictions.parquet  per grid image: predicted class and background
 A model other than the world's reference model writes oracle-<model id>.* instead.
 """
@@ -27,7 +33,7 @@ from PIL import Image
 
 from curation import atomic, clip_models
 from curation.world.generate import read_world
-from curation.stats import drop_interval, wilson
+from curation.stats import drop_interval, simultaneous_drop_interval, wilson
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,7 @@ def _compute(world_dir: Path, model: str, pretrained: str | None, device: str, r
                  "oracle_common": common, "oracle_counter": counter,
                  "acc_common": acc[common], "acc_counter": acc[counter],
                  "drop": drop, "drop_lo": lo, "drop_hi": hi,
+                 **_selected_interval(stats[common], stats[counter], len(acc)),
                  "accuracy": {bg: round(a, 4) for bg, a in acc.items()}}
         if plant["biased"]:
             pdrop, (plo, phi) = acc[plant["common"]] - acc[counter], drop_interval(*stats[plant["common"]], *stats[counter])
@@ -145,5 +152,19 @@ def _compute(world_dir: Path, model: str, pretrained: str | None, device: str, r
     return result
 
 
-def read_oracle(world_dir: str | Path) -> dict:
-    return json.loads((Path(world_dir) / "oracle.json").read_text())
+def _selected_interval(common: tuple[int, int], counter: tuple[int, int], n_backgrounds: int) -> dict:
+    lo, hi = simultaneous_drop_interval(*common, *counter, n_backgrounds)
+    return {"drop_selected_lo": lo, "drop_selected_hi": hi}
+
+
+def read_oracle(world_dir: str | Path, stem: str = "oracle") -> dict:
+    """oracle.json; an oracle written before ``drop_selected_lo`` existed gets it from oracle.parquet."""
+    world_dir = Path(world_dir)
+    result = json.loads((world_dir / f"{stem}.json").read_text())
+    if any("drop_selected_lo" not in e for e in result["classes"].values()):
+        cells = {(c["class_name"], c["background"]): (c["correct"], c["n"])
+                 for c in pq.read_table(world_dir / f"{stem}.parquet").to_pylist() if c["n"]}
+        for cls, e in result["classes"].items():
+            k = sum(1 for (c, _) in cells if c == cls)
+            e.update(_selected_interval(cells[(cls, e["oracle_common"])], cells[(cls, e["oracle_counter"])], k))
+    return result

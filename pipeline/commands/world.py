@@ -223,11 +223,12 @@ def run_judge(args) -> int:
 def print_oracle(result: dict) -> None:
     s = result["summary"]
     print(f"oracle for {result['model']} ({result['pretrained']}) on {s['grid_images']} grid images:")
-    print(f"  {'class':24s} {'plant common→counter':24s} {'oracle common→counter':26s} {'drop [95% CI]':>20s}")
+    print(f"  {'class':24s} {'plant common→counter':24s} {'oracle common→counter':26s} {'drop [95% CI]':>20s} {'[selection-aware]':>17s}")
     for cls, e in result["classes"].items():
         plant = f"{e['planted_common']}→{e['planted_counter']}" if e["biased"] else "(control)"
         print(f"  {cls:24s} {plant:24s} {e['oracle_common'] + '→' + e['oracle_counter']:26s} "
-              f"{100 * e['drop']:6.1f} [{100 * e['drop_lo']:5.1f}, {100 * e['drop_hi']:5.1f}]")
+              f"{100 * e['drop']:6.1f} [{100 * e['drop_lo']:5.1f}, {100 * e['drop_hi']:5.1f}] "
+              f"[{100 * e['drop_selected_lo']:5.1f}, {100 * e['drop_selected_hi']:5.1f}]")
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
     print(f"  planted-common accuracy {fmt(s['acc_planted_common'])}; mean drop over biased classes "
           f"{fmt(s['mean_planted_drop_biased'])} (from planted common), {fmt(s['mean_oracle_drop_biased'])} (oracle); "

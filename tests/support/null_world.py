@@ -25,11 +25,12 @@ NULL_SIZE = "tiny"
 def null_world_at(folder: str | Path) -> TrainedWorld:
     import json
 
+    from curation.world.oracle import read_oracle
     from curation.world.reference import ensure_trained
 
     folder = Path(folder)
     world, model, checkpoint = ensure_trained(folder, NULL_SIZE, NULL_SEED, "null")
-    return TrainedWorld(folder, model, checkpoint, world, json.loads((folder / "oracle.json").read_text()))
+    return TrainedWorld(folder, model, checkpoint, world, read_oracle(folder))
 
 
 @pytest.fixture(scope="session")

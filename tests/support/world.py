@@ -69,11 +69,12 @@ class TrainedWorld:
 
 def trained_world_at(folder: str | Path, seed: int = TEST_SEED, size: str = TEST_SIZE) -> TrainedWorld:
     """Build the world in `folder`, train its reference model and compute the oracle, reusing done work."""
+    from curation.world.oracle import read_oracle
     from curation.world.reference import ensure_trained
 
     folder = Path(folder)
     world, model, checkpoint = ensure_trained(folder, size, seed)
-    return TrainedWorld(folder, model, checkpoint, world, json.loads((folder / "oracle.json").read_text()))
+    return TrainedWorld(folder, model, checkpoint, world, read_oracle(folder))
 
 
 @pytest.fixture(scope="session")
