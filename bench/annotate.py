@@ -150,6 +150,23 @@ def _world(root: Path, name: str, seed: int, min_group_size: int | None, variant
     return world, run
 
 
+def _acceptance_specs() -> list[str]:
+    from bench.discovery import ACCEPTANCE, ACCEPTANCE_SIZE
+
+    return [f"{ACCEPTANCE_SIZE[0]}:{seed}:{variant}" for variant, seed in ACCEPTANCE]
+
+
+def _acceptance_world(size: str, seed: int, variant: str) -> tuple[Path, Path]:
+    """bench/discovery.py's acceptance world and its run (curated there, default thresholds)."""
+    from bench.discovery import ROOT, world_dir
+
+    world = world_dir(ROOT / ".cache" / "bench" / "discovery" / "acceptance", size, variant, seed)
+    run = world.with_name(world.name + "-run")
+    if not (run / "proposals.parquet").is_file():
+        raise SystemExit(f"{run} is not curated: run `.venv/bin/python bench/discovery.py --acceptance` first")
+    return world, run
+
+
 class Oracle:
     """The world's oracle pairs and the judge's tie rule (curation/world/judge.py), for any pair."""
 
@@ -298,6 +315,9 @@ def verify_main(argv: list[str]) -> int:
                     help="pre-fill the model's background and let annotators take it with this probability")
     ap.add_argument("--initial-per-stratum", type=int, default=None)
     ap.add_argument("--round-size", type=int, default=None)
+    ap.add_argument("--acceptance", action="store_true",
+                    help="the acceptance worlds of bench/discovery.py (ACCEPTANCE: seeds 101-108 over the variants, "
+                         "none a tuning seed), curated by it with the default rule; run that first")
     ap.add_argument("--small-group-size", type=int, default=8,
                     help="thresholds.min_group_size for the small world (its rarer groups hold ~10 photos)")
     args = ap.parse_args(argv)
@@ -305,9 +325,12 @@ def verify_main(argv: list[str]) -> int:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
     table = []
-    for spec in args.worlds:
+    for spec in (_acceptance_specs() if args.acceptance else args.worlds):
         name, seed, variant = (spec.split(":") + [None])[:3]
-        world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None, variant)
+        if args.acceptance:
+            world, run = _acceptance_world(name, int(seed), variant)
+        else:
+            world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None, variant)
         cfg = config.load(run)
         oracle = Oracle(world, cfg.thresholds.min_accuracy_range)
         truth = simulate.read_truth(world / "ground_truth.parquet", run)

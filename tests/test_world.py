@@ -190,6 +190,30 @@ def test_grid_is_balanced_and_classes_table_has_the_plant(tmp_path):
     assert sum(not r["biased"] for r in classes) == 1
 
 
+def test_a_larger_grid_is_redrawn_in_place_keeping_pool_and_model(tmp_path):
+    import dataclasses
+
+    out = tmp_path / "w"
+    generate.build(out, tiny_spec())
+    pool_bytes = {p.name: p.read_bytes() for p in (out / "pool").iterdir()}
+    pool_truth = [r for r in pq.read_table(out / "ground_truth.parquet").to_pylist() if r["split"] == "pool"]
+    (out / "model").mkdir()
+    (out / "model" / "ca-tiny.pt").write_bytes(b"a trained model")
+    (out / "oracle.json").write_text("{}")          # computed on the old grid: must go
+    bigger = dataclasses.replace(tiny_spec(), grid_per_cell=5)
+    assert not generate.built_with_other_settings(out, bigger)
+    world = generate.build(out, bigger)
+    truth = pq.read_table(out / "ground_truth.parquet").to_pylist()
+    assert [r for r in truth if r["split"] == "pool"] == pool_truth
+    assert {p.name: p.read_bytes() for p in (out / "pool").iterdir()} == pool_bytes
+    assert sum(r["split"] == "grid" for r in truth) == 5 * len(TINY["classes"]) * len(TINY["backgrounds"])
+    assert len(list((out / "grid").iterdir())) == 5 * len(TINY["classes"]) * len(TINY["backgrounds"])
+    assert (out / "model" / "ca-tiny.pt").read_bytes() == b"a trained model" and not (out / "oracle.json").exists()
+    assert world["spec"]["grid_per_cell"] == 5 and generate.read_world(out)["spec"]["grid_per_cell"] == 5
+    # Another setting than the grid's still needs a rebuild.
+    assert generate.built_with_other_settings(out, dataclasses.replace(bigger, pool_per_class=7))
+
+
 def test_train_command_writes_a_loadable_checkpoint_and_the_oracle(tmp_path, capsys):
     out = tmp_path / "w"
     generate.build(out, tiny_spec())

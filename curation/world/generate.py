@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
 from curation import atomic
@@ -288,9 +290,43 @@ class World:
 
 
 def built_with_other_settings(out: str | Path, spec: WorldSpec) -> bool:
-    """True when ``out`` holds a world built from another spec (an older version's defaults, say)."""
+    """True when ``out`` holds a world built from another spec (an older version's defaults, say);
+    a world that differs only in its grid's size is not: build() redraws its grid in place."""
     spec_file = Path(out) / ".spec.json"
-    return spec_file.exists() and spec_file.read_text() != World(spec).spec.to_json()
+    return spec_file.exists() and spec_file.read_text() != World(spec).spec.to_json() and \
+        not _only_grid_differs(spec_file.read_text(), World(spec).spec.to_json())
+
+
+# The grid is drawn from its own random stream and no model is trained on it, so a larger grid (an
+# oracle with the power to tell a flat class from a shortcut) costs only its images and the oracle.
+GRID_ONLY = ("grid_per_cell",)
+
+
+def _only_grid_differs(old: str, new: str) -> bool:
+    a, b = json.loads(old), json.loads(new)
+    return any(a.get(k) != b.get(k) for k in GRID_ONLY) and \
+        {k: v for k, v in a.items() if k not in GRID_ONLY} == {k: v for k, v in b.items() if k not in GRID_ONLY}
+
+
+def _redraw_grid(out: Path, world: "World") -> dict:
+    """Replace a built world's grid with one of the new spec's size; pool, training split and models stay.
+    Every oracle (computed on the old grid) is removed, so the next one is computed on the new grid."""
+    log.info("world: redrawing the grid at %d images per cell", world.spec.grid_per_cell)
+    for name in ("grid", ".grid.partial"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for path in out.glob("oracle*"):
+        path.unlink()
+    items = world.grid_items()
+    world.write_split(out, "grid", items)
+    grid = world.truth_table("grid", items)
+    pool = pq.read_table(out / "ground_truth.parquet").filter(pc.field("split") != "grid")
+    atomic.write_parquet(out / "ground_truth.parquet", pa.concat_tables([pool.cast(grid.schema), grid]))
+    desc = json.loads((out / "world.json").read_text())
+    desc["spec"]["grid_per_cell"] = world.spec.grid_per_cell
+    desc.setdefault("counts", {})["grid"] = len(items)
+    atomic.write_text(out / ".spec.json", world.spec.to_json())
+    atomic.write_text(out / "world.json", json.dumps(desc, indent=2))
+    return desc
 
 
 def build(out: str | Path, spec: WorldSpec, force: bool = False) -> dict:
@@ -299,6 +335,9 @@ def build(out: str | Path, spec: WorldSpec, force: bool = False) -> dict:
     world = World(spec)
     marker = out / "world.json"
     spec_file = out / ".spec.json"
+    if spec_file.exists() and spec_file.read_text() != world.spec.to_json() and marker.exists() and \
+            _only_grid_differs(spec_file.read_text(), world.spec.to_json()):
+        return _redraw_grid(out, world)
     if spec_file.exists() and spec_file.read_text() != world.spec.to_json():
         if not force:
             raise UserError("holds a world built with other settings; pass --force to rebuild it or use another folder",
