@@ -111,15 +111,36 @@ def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, mod
     effective counts only, so its own size floor is lowered to 1.
     """
     counts = group_counts(estimates, rule.min_group_size, min_labels)
+    per_class = defaultdict(int)
+    for c in counts:
+        per_class[c.class_idx] += 1
+    # A class with fewer than two groups big enough is not tested; its row says what it lacks (below).
+    counts = [c for c in counts if per_class[c.class_idx] >= 2]
     rows = propose(counts, dataclasses.replace(rule, min_group_size=1), model_id=model_id, source="human")
     seen = {r["class_idx"] for r in rows}
     for e in estimates:     # classes with labels but no group large enough still get a row
         if e.class_idx not in seen:
             seen.add(e.class_idx)
+            mine = [x for x in estimates if x.class_idx == e.class_idx]
             rows.append(dict(_empty(e.class_idx, e.class_name), model_id=model_id,
                              reason=f"fewer than two background groups with ≥ {rule.min_group_size} photos "
-                                    f"(estimated) and ≥ {min_labels} labelled"))
+                                    f"(estimated) and ≥ {min_labels} labelled", **_too_small(mine, rule)))
     return sorted(rows, key=lambda r: r["class_idx"])
+
+
+def _too_small(estimates: list[GroupEstimate], rule: Rule) -> dict:
+    """A class whose people-labelled groups are all but one too small is a finding, not a silence
+    (as propose says for the model's groups): undecided, with the photos the next-largest group lacks."""
+    big = sorted(estimates, key=lambda e: (-e.n_hat, e.background))
+    if len(big) < 2:
+        return {}
+    short = next((e for e in big[1:] if e.n_hat < rule.min_group_size), None)
+    if short is None:
+        return {}
+    extra = int(rule.min_group_size - short.n_hat + 0.999)
+    return dict(decision="undecided", needs_background=short.background, needs_n=extra,
+                needs=f"collect ≈{extra} more photos of {short.class_name} on {short.background} "
+                      f"(now ≈{short.n_hat:.0f}, by people's labels) to reach a group of {rule.min_group_size}")
 
 
 def _empty(class_idx: int, class_name: str) -> dict:
@@ -133,6 +154,8 @@ def _empty(class_idx: int, class_name: str) -> dict:
 
 OPEN, KEPT, NO_SHORTCUT, EXHAUSTED, OUT_OF_BUDGET = ("open", "settled: kept", "settled: dropped",
                                                      "settled: every photo labelled", "undecided within budget")
+# Labels cannot decide the class: its groups, by people's labels, are too small; more photos could.
+NEEDS_PHOTOS = "settled: needs more photos"
 
 
 def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> dict[str, str]:
@@ -184,6 +207,8 @@ def class_state(row: dict, estimates: list[GroupEstimate], rule: Rule, min_label
     if row["decision"] == "kept" and not todo:
         return KEPT, f"{row['common']} → {row['counter']} significant; no other group could change it"
     eligible = [e for e in estimates if e.n_hat >= rule.min_group_size and e.n_labeled >= min_labels]
+    if row["decision"] == "undecided" and row.get("needs") and not todo:
+        return NEEDS_PHOTOS, row["needs"]
     if row["decision"] != "kept" and not todo:
         if len(eligible) >= 2:
             spread = max(e.hi for e in eligible) - min(e.lo for e in eligible)

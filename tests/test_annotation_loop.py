@@ -44,6 +44,25 @@ def test_fully_labelled_is_the_plain_count_and_out_leaves_groups():
     assert ests["snow"].acc == 0 and ests["snow"].n_hat == pytest.approx(1) and set(ests) == {"grass", "snow"}
 
 
+def test_groups_too_small_by_peoples_labels_leave_the_class_undecided_with_what_to_collect():
+    """Fully labelled: 60 photos on grass, 12 on snow (under the strict rule's 20): no pair can be
+    tested, and the row says so (undecided, ≈8 more on snow) instead of a silent "dropped"."""
+    from curation.propose import Rule
+
+    grass, snow = _photos("a", 60, 50, "grass"), _photos("b", 12, 1, "snow")
+    labels = {p.uid: p.model_background for p in grass + snow}
+    ests = estimate.estimate_class({"a": grass, "b": snow}, labels)
+    rule = Rule(kind="strict", min_group_size=20)
+    (row,) = estimate.human_pairs(ests, rule, min_labels=5, model_id="m")
+    assert (row["decision"], row["needs_background"], row["needs_n"]) == ("undecided", "snow", 8)
+    assert "collect ≈8 more photos of tiger on snow" in row["needs"]
+    state, why = estimate.class_state(row, ests, rule, 5, targetable=set(), exhausted=False, budget_left=True)
+    assert state == estimate.NEEDS_PHOTOS and why == row["needs"]
+    # With snow large enough the same labels give a tested pair, not a request for photos.
+    (tested,) = estimate.human_pairs(ests, Rule(kind="strict", min_group_size=10), min_labels=5, model_id="m")
+    assert tested["decision"] == "kept" and tested["needs"] is None
+
+
 def test_labels_never_seen_strata_wait_for_coverage(tmp_path):
     run = make_run(tmp_path / "r", per_group=12, overlap=1, calibration_share=0.0, initial_per_stratum=4)
     cfg = config.load(run)
