@@ -17,7 +17,9 @@ training epochs) with the default size's pool (300 photos per class, 40% on a bi
 common unless the variant sets it), because eight default-size worlds do not fit a shared 2-core
 machine in an evening; the pool, which sets the group sizes, is the default's.
 
---prepare builds and trains the worlds only. --reuse-runs keeps runs already curated: their
+--prepare builds and trains the worlds only. --judge-only judges the runs already curated, curating
+nothing (a world whose grid_per_cell changed gets its grid redrawn and its oracle recomputed first:
+pool and models stay, so the runs stay valid). --reuse-runs keeps runs already curated: their
 fetch, clean and score outputs stand (each stage redoes what its settings invalidate), the config
 is written anew with today's defaults, and backgrounds and propose run again — so the expensive,
 rule-independent stages can run early and the decision later, with the rule then committed.
@@ -55,7 +57,9 @@ ACCEPTANCE = (("null", 101), ("default", 102), ("null", 106), ("shared-common", 
               ("pool-common-0.7", 108), ("few-captions", 105), ("independent", 107))
 # The acceptance worlds also curated with the second model as background judge under --background-model.
 ACCEPTANCE_BACKGROUND = (("few-captions", 105), ("independent", 107))
-ACCEPTANCE_SIZE = ("small", {"pool_per_class": 300, "pool_common_share": 0.4})
+# The grid at the default size's 60 photos per cell (small: 24), so the oracle has the power to tell a
+# class without a shortcut from one with, once its choice of best and worst background is accounted for.
+ACCEPTANCE_SIZE = ("small", {"pool_per_class": 300, "pool_common_share": 0.4, "grid_per_cell": 60})
 
 
 def world_dir(root: Path, size: str, variant: str, seed: int) -> Path:
@@ -75,9 +79,16 @@ def prepare(root: Path, size: str, variant: str, seed: int, background: bool, **
     return world
 
 
-def curate(world: Path, run: Path, background: bool, reuse: bool = False) -> dict:
+def curate(world: Path, run: Path, background: bool, reuse: bool = False, judge_only: bool = False) -> dict:
     from curation.world import train
 
+    if judge_only:      # the run's decisions as they stand, judged against the world's (maybe redrawn) oracle
+        if not (run / "proposals.parquet").is_file() or not (run / ".bench_curate_s").is_file():
+            raise SystemExit(f"--judge-only: {run} has not been curated by this benchmark")
+        verdict = judge(world, run, config.load(run).thresholds.min_accuracy_range)
+        verdict.update(curate_s=float((run / ".bench_curate_s").read_text()), decide_s=None,
+                       grid_background_accuracy=_grid_background_accuracy(world, BACKGROUND_MODEL if background else None))
+        return verdict
     reuse = reuse and (run / "scores").is_dir() and (run / ".bench_curate_s").is_file()
     if not reuse:
         shutil.rmtree(run, ignore_errors=True)
@@ -149,6 +160,8 @@ def main() -> int:
                          "ACCEPTANCE_BACKGROUND worlds)")
     ap.add_argument("--prepare", action="store_true", help="build and train the worlds only")
     ap.add_argument("--reuse-runs", action="store_true", help="keep runs curated before; re-run the decision stages")
+    ap.add_argument("--judge-only", action="store_true",
+                    help="judge the runs curated before as they stand (after a redrawn grid, say); curate nothing")
     ap.add_argument("--root", default=str(ROOT / ".cache" / "bench" / "discovery"))
     args = ap.parse_args()
     root = Path(args.root) / ("acceptance" if args.acceptance else "")
@@ -166,7 +179,8 @@ def main() -> int:
         world = prepare(root, args.size, variant, seed, False, **overrides)
         if args.prepare:
             continue
-        v = curate(world, world.with_name(world.name + "-run"), background=False, reuse=args.reuse_runs)
+        v = curate(world, world.with_name(world.name + "-run"), background=False, reuse=args.reuse_runs,
+                    judge_only=args.judge_only)
         results.setdefault(variant, []).append((seed, "", v))
         print(row(seed, v), flush=True)
     # The second model's runs last: the reference-model runs are the acceptance result.
@@ -174,7 +188,8 @@ def main() -> int:
         world = prepare(root, args.size, variant, seed, True, **overrides)
         if args.prepare:
             continue
-        b = curate(world, world.with_name(world.name + "-bgrun"), background=True, reuse=args.reuse_runs)
+        b = curate(world, world.with_name(world.name + "-bgrun"), background=True, reuse=args.reuse_runs,
+                    judge_only=args.judge_only)
         results[variant].append((seed, " (background model)", b))
         print(row(seed, b, " (background model)"), flush=True)
     if args.prepare:
