@@ -6,8 +6,8 @@ photos N times with fresh uids (shards, samples, candidates and model groups; sc
 are, for the 1-vs-k sets), and then runs, R rounds, in an order rotated each round:
 
   release   pipeline.release.run_release(..., verified=False) into RUN/release/bench-1 as the CLI runs
-            it (the in-process path up to pipeline.release.IN_PROCESS_MAX_PHOTOS on the default
-            runner, else the Beam pipeline)
+            it with these Beam options (on the default runner: the in-process path, see
+            pipeline/release.py; else the Beam pipeline)
   beam      the same with the Beam pipeline forced (only when the CLI's path is the in-process one)
   plain     the same photos (release.plan's selection) read from the same run shards with
             curation.shard_reader and written by webdataset.ShardWriter, maxcount = photos / shards,
@@ -138,7 +138,7 @@ def main() -> None:
     print(f"{n_all} clean photos replicated, {n} released ({size / 2**20:.1f} MiB of images), "
           f"{plan.nshards} shards; beam args {beam_args or '(defaults)'}")
     options = pipeline_options(beam_args)
-    engine = "in-process" if pipeline_release.in_process(options, n) else "beam"
+    engine = "in-process" if pipeline_release.in_process(options) else "beam"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     print(f"# bench/release.py at {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "

@@ -369,6 +369,7 @@ def write_tar(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, by
 _HEADER_HEAD = b"%07o\0%07o\0%07o\0" % (TAR_MODE, 0, 0)                                  # bytes 100-124
 _HEADER_TAIL = (b"%011o\0" % TAR_MTIME + b" " * 8 + tarfile.REGTYPE + bytes(100) + tarfile.GNU_MAGIC
                 + bytes(tarfile.BLOCKSIZE - 265))                                       # bytes 136-512
+_HEADER_SUM = sum(_HEADER_HEAD) + sum(_HEADER_TAIL)
 
 
 def member_header(name: str, size: int) -> bytes:
@@ -380,8 +381,10 @@ def member_header(name: str, size: int) -> bytes:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, TAR_MTIME, TAR_MODE, 0, 0, "", ""
         return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    buf = raw + bytes(100 - len(raw)) + _HEADER_HEAD + b"%011o\0" % size + _HEADER_TAIL
-    return buf[:148] + b"%06o\0" % sum(buf) + buf[155:]   # the checksum counts its own field as spaces
+    size_field = b"%011o\0" % size
+    checksum = _HEADER_SUM + sum(raw) + sum(size_field)   # the byte sum, its own field counted as spaces
+    return b"".join((raw, bytes(100 - len(raw)), _HEADER_HEAD, size_field, _HEADER_TAIL[:12], b"%06o\0" % checksum,
+                     _HEADER_TAIL[19:]))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -5,10 +5,11 @@
                                                                                   ─▶ records ─▶ the other files
     publish        RUN/release/.NAME-VERSION.*.tmp ─▶ RUN/release/NAME-VERSION (one rename)
 
-A small release (≤ IN_PROCESS_MAX_PHOTOS) on the default runner (the DirectRunner, one worker, in
-memory: every transform in this process, one after the other) runs the same functions in the
-driver without building a pipeline: Beam's start-up alone (~0.4 s) is as long as writing a thousand
-photos, and the bytes written are the same either way (tests/test_release.py compares the two).
+On the default runner (the DirectRunner with one worker, in memory: every transform in this process,
+one after the other) the same functions run in the driver without building a pipeline: there Beam
+adds its start-up (~0.4 s, as long as writing a thousand photos) and the shuffle's encoding of every
+image, and nothing else (bench/RESULTS.md, "release"). Any other runner or worker count runs the
+pipeline; the bytes written are the same either way (tests/test_release.py compares the two).
 
 Input shards are read with curation.shard_reader (the reader clean and score use) through Beam's
 FileSystems; the release folder is written on the local file system, so it can appear in one rename.
@@ -101,18 +102,15 @@ class Release(beam.PTransform):
                 | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder), str(self.photos_file))))
 
 
-# Below this, Beam's fixed start-up is more than ~10% of the release's work (about 1 ms a photo).
-IN_PROCESS_MAX_PHOTOS = 5000
-
-
-def in_process(options, n_photos: int) -> bool:
-    """Run the Release functions in the driver? Only where Beam would run them in this process anyway."""
+def in_process(options) -> bool:
+    """Run the Release functions in the driver? Only where Beam would run them in this process, one
+    after the other, anyway: the DirectRunner with one worker in memory (the default)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
     runner = options.view_as(StandardOptions).runner
     direct = options.view_as(DirectOptions)
-    return (n_photos <= IN_PROCESS_MAX_PHOTOS and runner in (None, "DirectRunner", "direct")
-            and (direct.direct_num_workers or 1) == 1 and direct.direct_running_mode in (None, "in_memory"))
+    return (runner in (None, "DirectRunner", "direct") and (direct.direct_num_workers or 1) == 1
+            and direct.direct_running_mode in (None, "in_memory"))
 
 
 def write_in_process(shards: list[str], photos_file: Path, run: Path, folder: Path) -> list[tuple[str, str, list[dict]]]:
@@ -165,7 +163,7 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
     photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release
     try:
         release.write_photos(plan, photos_file)
-        engine = "beam" if use_beam or (use_beam is None and not in_process(options, n)) else "in-process"
+        engine = "beam" if use_beam or (use_beam is None and not in_process(options)) else "in-process"
         if engine == "in-process":
             written = write_in_process(plan.input_shards(), photos_file, run, tmp)
             finish(written, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
