@@ -7,7 +7,11 @@ For each model (ViT-B-32 with random weights from a local file; the planted worl
 on the same release folder (JPEGs 512x384 as fetch stores them, 4 WebDataset shards per split, in
 curation/release_layout.py's layout):
   raw       the model's forward alone (encode_image) on the same images already decoded and
-            preprocessed in memory, in the same batches (per split): the limit for this machine;
+            preprocessed in memory, in the same batches (per split): no reading, no decoding, no
+            preprocessing; the model's limit on this machine;
+  loop      the same work as evaluate's image loop written as a plain loop in one thread: read the
+            shards (release_reader), decode + open_clip's preprocess each image, forward + normalise
+            each batch (per split): what the evaluation costs without its decode threads;
   evaluate  `curation.evaluate.evaluate`'s image loop (read the shards, decode in threads, forward),
             its ``images_seconds``;
   whole     the whole call: + text bank, 1 vs N and 1 vs k, metrics, 1,000 bootstrap replicates.
@@ -88,6 +92,22 @@ def raw_side(clip, pixels: dict[str, list[torch.Tensor]], batch_size: int) -> fl
     return 0.0
 
 
+def loop_side(clip, ds, batch_size: int) -> float:
+    """Read, decode, preprocess and forward in one thread, batch after batch (no overlap)."""
+    from curation import zeroshot
+
+    for split in ds.splits:
+        batch = []
+        for sample in ds.samples(split):
+            batch.append(clip.preprocess(Image.open(io.BytesIO(sample.image)).convert("RGB")))
+            if len(batch) == batch_size:
+                zeroshot.encode_images(clip, torch.stack(batch))
+                batch = []
+        if batch:
+            zeroshot.encode_images(clip, torch.stack(batch))
+    return 0.0
+
+
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
@@ -103,25 +123,29 @@ def bench_model(name: str, n: int, rounds: int, batch_size: int) -> dict:
     assert sum(map(len, pixels.values())) == n
     sides = {
         "raw": lambda: raw_side(clip, pixels, batch_size),
+        "loop": lambda: loop_side(clip, ds, batch_size),
         "evaluate": lambda: evaluate.evaluate(ds, clip, batch_size=batch_size, progress=False),
     }
-    runs: dict[str, list] = {"raw": [], "evaluate": [], "whole": []}
+    runs: dict[str, list] = {"raw": [], "loop": [], "evaluate": [], "whole": []}
     raw_side(clip, {"warm-up": pixels["common"][:batch_size]}, batch_size)
     for r in range(rounds):
-        order = list(sides)[r % 2:] + list(sides)[:r % 2]
+        order = list(sides)[r % len(sides):] + list(sides)[:r % len(sides)]
         for side in order:
             wall, cpu, out = timed(sides[side])
             if side == "evaluate":
                 runs["evaluate"].append((out["images_seconds"], cpu))
                 runs["whole"].append((wall, cpu))
             else:
-                runs["raw"].append((wall, cpu))
+                runs[side].append((wall, cpu))
     med = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
-    per_round = [round(runs["raw"][i][0] / runs["evaluate"][i][0], 2) for i in range(rounds)]
+    per_round = {base: [round(runs[base][i][0] / runs["evaluate"][i][0], 2) for i in range(rounds)]
+                 for base in ("raw", "loop")}
     return {"model": name, "images": n, "torch_threads": torch.get_num_threads(), "batch_size": batch_size,
+            "decode_threads": max(2, (os.cpu_count() or 2) - 1), "load": round(os.getloadavg()[0], 1),
             "img_s": {k: round(n / v, 1) for k, v in med.items()},
             "ratio_to_raw": {k: round(med["raw"] / v, 2) for k, v in med.items()},
+            "ratio_to_loop": {k: round(med["loop"] / v, 2) for k, v in med.items()},
             "ratio_per_round": per_round,
             "cpu_ms_per_image": {k: round(1000 * v / n, 2) for k, v in cpu.items()}}
 
@@ -146,11 +170,14 @@ def main() -> int:
         r = bench_model(name, n, args.rounds, args.batch_size)
         print(json.dumps(r))
         print(f"| {name} ({r['torch_threads']} torch threads), {n} images, load {os.getloadavg()[0]:.1f} "
-              "| img/s | / raw | CPU ms/image |\n| --- | --- | --- | --- |")
-        for side, label in (("raw", "raw forward (limit)"), ("evaluate", "evaluate, image loop"),
-                            ("whole", "evaluate, whole call")):
-            print(f"| {label} | {r['img_s'][side]} | **{r['ratio_to_raw'][side]}** | {r['cpu_ms_per_image'][side]} |")
-        print(f"per round, evaluate / raw: {r['ratio_per_round']}")
+              "| img/s | / raw | / plain loop | CPU ms/image |\n| --- | --- | --- | --- | --- |")
+        for side, label in (("raw", "raw forward (decoded pixels in memory)"),
+                            ("loop", "plain loop (read, decode, preprocess, forward; one thread)"),
+                            ("evaluate", "evaluate, image loop"), ("whole", "evaluate, whole call")):
+            print(f"| {label} | {r['img_s'][side]} | **{r['ratio_to_raw'][side]}** | {r['ratio_to_loop'][side]} "
+                  f"| {r['cpu_ms_per_image'][side]} |")
+        print(f"per round, raw / evaluate: {r['ratio_per_round']['raw']}; "
+              f"plain loop / evaluate: {r['ratio_per_round']['loop']}")
     return 0
 
 

@@ -3,14 +3,19 @@ against a plain `webdataset.ShardWriter` loop writing the same photos, side by s
 
 Takes a curated run (default: the planted test world's, curated under /tmp if absent), replicates its
 photos N times with fresh uids (shards, samples, candidates and model groups; scores are copied as they
-are, for the 1-vs-k sets), and then alternates, R rounds each:
+are, for the 1-vs-k sets), and then runs, R rounds, in an order rotated each round:
 
-  release   pipeline.release.run_release(..., verified=False) into RUN/release/bench-1
+  release   pipeline.release.run_release(..., verified=False) into RUN/release/bench-1 as the CLI runs
+            it with these Beam options (on the default runner: the in-process path, see
+            pipeline/release.py; else the Beam pipeline)
+  beam      the same with the Beam pipeline forced (only when the CLI's path is the in-process one)
   plain     the same photos (release.plan's selection) read from the same run shards with
             curation.shard_reader and written by webdataset.ShardWriter, maxcount = photos / shards,
             each sample {__key__, jpg, cls, json}
 
-and prints images/s for both (median of the rounds) and their ratio.
+and prints images/s for each (median of the rounds) and the ratios to plain. Both release sides do
+everything `counteranimal release` does (plan, 1-vs-k sets, shards with sha256 per image, metadata,
+card, Croissant, SHA256SUMS, the rename); plain writes the tars only.
 
     .venv/bin/python bench/release.py --run RUN [--times 20] [--rounds 3] [-- BEAM OPTIONS]
 """
@@ -19,8 +24,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tarfile
 import time
@@ -81,25 +89,29 @@ def replicate(src: Path, dst: Path, times: int) -> int:
 
 
 def plain(run: Path, plan: release.Plan, out: Path) -> int:
-    """The baseline: the same photos, read the same way, written by webdataset's ShardWriter."""
+    """The baseline: the same photos, each run shard read once as the release reads it, written by one
+    webdataset ShardWriter per split."""
     import webdataset as wds
 
     shutil.rmtree(out, ignore_errors=True)
-    n = 0
+    want = {(p.in_shard, p.in_key): p for ps in plan.photos.values() for p in ps}
+    sinks = {}
     for split in layout.SPLITS:
         (out / split).mkdir(parents=True)
-        want = {(p.in_shard, p.in_key): p for p in plan.photos[split]}
-        per_shard = -(-len(want) // plan.nshards[split])
-        with wds.ShardWriter(str(out / split / "%d.tar"), maxcount=per_shard, verbose=0) as sink:
-            for shard in sorted({s for s, _ in want}):
-                with open(run / "shards" / shard, "rb") as f:
-                    for key, parts in shard_reader.iter_samples(f):
-                        p = want.get((shard, key))
-                        if p is None:
-                            continue
-                        sink.write({"__key__": p.key, "jpg": shard_reader.image_bytes(parts),
-                                    "cls": str(p.label), "json": json.dumps({"uid": p.uid, "group": p.group})})
-                        n += 1
+        per_shard = -(-len(plan.photos[split]) // plan.nshards[split])
+        sinks[split] = wds.ShardWriter(str(out / split / "%d.tar"), maxcount=per_shard, verbose=0)
+    n = 0
+    for shard in sorted({s for s, _ in want}):
+        with open(run / "shards" / shard, "rb") as f:
+            for key, parts in shard_reader.iter_samples(f):
+                p = want.get((shard, key))
+                if p is None:
+                    continue
+                sinks[p.group].write({"__key__": p.key, "jpg": shard_reader.image_bytes(parts), "cls": str(p.label),
+                                      "json": json.dumps({"uid": p.uid, "group": p.group})})
+                n += 1
+    for sink in sinks.values():
+        sink.close()
     return n
 
 
@@ -126,18 +138,35 @@ def main() -> None:
     print(f"{n_all} clean photos replicated, {n} released ({size / 2**20:.1f} MiB of images), "
           f"{plan.nshards} shards; beam args {beam_args or '(defaults)'}")
     options = pipeline_options(beam_args)
-    ours, theirs = [], []
+    engine = "in-process" if pipeline_release.in_process(options) else "beam"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    print(f"# bench/release.py at {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+          f"Python {platform.python_version()}; the CLI's path here: {engine}")
+
+    def release_side(use_beam):
+        return lambda: pipeline_release.run_release(run, cfg, options, name="bench", version="1", verified=False,
+                                                    say=lambda s: None, use_beam=use_beam)
+
+    sides = {"release": release_side(None)}
+    if engine == "in-process":
+        sides["beam"] = release_side(True)
+    sides["plain"] = lambda: plain(run, plan, work / "plain") == n or sys.exit("plain wrote another count")
+    times: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(args.rounds):
-        t = time.perf_counter()
-        pipeline_release.run_release(run, cfg, options, name="bench", version="1", verified=False, say=lambda s: None)
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        assert plain(run, plan, work / "plain") == n
-        theirs.append(time.perf_counter() - t)
-        print(f"round {r + 1}: release {ours[-1]:.2f}s ({n / ours[-1]:.0f} img/s), "
-              f"ShardWriter {theirs[-1]:.2f}s ({n / theirs[-1]:.0f} img/s)")
-    a, b = n / statistics.median(ours), n / statistics.median(theirs)
-    print(f"median: release {a:.0f} img/s, plain ShardWriter {b:.0f} img/s, ratio {a / b:.2f}")
+        order = list(sides)[r % len(sides):] + list(sides)[:r % len(sides)]
+        for side in order:
+            t = time.perf_counter()
+            sides[side]()
+            times[side].append(time.perf_counter() - t)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s ({n / v[-1]:.0f} img/s)" for k, v in times.items()))
+    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    per_round = {k: [round(times["plain"][i] / times[k][i], 2) for i in range(args.rounds)] for k in sides if k != "plain"}
+    print("median: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in rate.items())
+          + f"; load {os.getloadavg()[0]:.1f}")
+    for k in per_round:
+        print(f"ratio {k} / plain: {rate[k] / rate['plain']:.2f} (per round {per_round[k]})")
 
 
 if __name__ == "__main__":

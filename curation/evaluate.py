@@ -26,12 +26,13 @@ import csv
 import io
 import json
 import os
+import queue
 import re
+import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,9 +56,14 @@ def _decode(preprocess, sample: Sample):
 
     try:
         with Image.open(io.BytesIO(sample.image)) as img:
-            return preprocess(img.convert("RGB"))
+            # convert("RGB") of an RGB image is a copy of its pixels: the same values, so skipped
+            return preprocess(img if img.mode == "RGB" else img.convert("RGB"))
     except Exception as exc:   # noqa: BLE001 - re-raised naming the photo
         raise UserError(f"cannot decode the image: {exc}", where=f"{sample.group}/{sample.key}") from None
+
+
+def _decode_all(preprocess, samples: Sequence[Sample]) -> list:
+    return [_decode(preprocess, s) for s in samples]
 
 
 def _overlap(device: str, decode_threads: int) -> bool:
@@ -74,7 +80,8 @@ def embed(clip, samples: Iterable[Sample], *, batch_size: int = BATCH_SIZE, thre
     """Normalised image embeddings (n, d) float32 for the samples, in order, with the samples (bytes dropped).
 
     A thread pool decodes and preprocesses the next batches while the model runs the current one
-    (the score stage's batching), so the forward rarely waits for JPEG decoding.
+    (the score stage's batching), and a thread of its own reads them from the shards, so the forward
+    waits for neither where there are cores for them.
     """
     import torch
 
@@ -83,40 +90,77 @@ def embed(clip, samples: Iterable[Sample], *, batch_size: int = BATCH_SIZE, thre
     threads = threads or max(2, (os.cpu_count() or 2) - 1)
     ahead = 2 if _overlap(clip.device, threads) else 0
     out, kept = [], []
-    it = iter(samples)
-
-    def next_batch():
-        batch = []
-        for s in it:
-            batch.append(s)
-            if len(batch) == batch_size:
-                break
-        return batch
-
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
+        def start(batch):   # one task per thread and batch, not per photo: a future costs about a resize
+            step = -(-len(batch) // threads)
+            return [pool.submit(_decode_all, clip.preprocess, batch[i:i + step]) for i in range(0, len(batch), step)]
 
-        def submit():
-            b = next_batch()
-            if b:
-                pending.append((b, [pool.submit(_decode, clip.preprocess, s) for s in b]))
-
-        for _ in range(ahead + 1):
-            submit()
-        while pending:
-            batch, futures = pending.popleft()
-            if ahead:
-                submit()
-            pixels = torch.stack([f.result() for f in futures])
-            out.append(zeroshot.encode_images(clip, pixels))
-            kept += [Sample(s.key, b"", s.label, s.class_name, s.group, s.background, s.meta) for s in batch]
-            if progress is not None:
-                progress.update(len(batch))
-            if not ahead:
-                submit()
+        started = _read_ahead(_batches(samples, batch_size), start, ahead)
+        try:
+            for batch, futures in started:
+                pixels = torch.stack([x for f in futures for x in f.result()])
+                out.append(zeroshot.encode_images(clip, pixels))
+                kept += [Sample(s.key, b"", s.label, s.class_name, s.group, s.background, s.meta) for s in batch]
+                if progress is not None:
+                    progress.update(len(batch))
+        finally:
+            started.close()     # stops the reader before the pool shuts down
     if not out:
         return np.zeros((0, 0), np.float32), []
     return np.concatenate(out).astype(np.float32, copy=False), kept
+
+
+def _batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    batch = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_ahead(batches: Iterator[list], start, ahead: int) -> Iterator[tuple[list, list]]:
+    """(batch, start(batch)) in order. ahead = 0: each batch is read and started only when the previous
+    one has been used (no decoding beside the forward); else a reader thread keeps up to ``ahead``
+    batches read and started beyond the one in use. The reader's errors are raised here."""
+    if not ahead:
+        for b in batches:
+            yield b, start(b)
+        return
+    q: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def read():
+        try:
+            for b in batches:
+                if not put((b, start(b))):
+                    return
+            put(done)
+        except BaseException as exc:   # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=read, name="read-shards", daemon=True)
+    reader.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def text_embeddings(clip, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:

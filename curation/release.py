@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import math
 import os
@@ -337,38 +336,55 @@ def sample_members(key: str, ext: str, image: bytes, label: int, record: dict) -
 
 def write_tar(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, bytes]]]) -> tuple[str, int]:
     """Write (key, {ext: bytes}) samples as an uncompressed tar, keys and members sorted, fixed member
-    metadata; returns (sha256, size) of the file."""
+    metadata; returns (sha256, size) of the file.
+
+    The bytes are those tarfile writes in GNU format (Python 3.11; tests/test_release.py compares them),
+    each header built here from one template: tarfile's per-member TarInfo copy and field encoding
+    took about a third of a small release's time (bench/RESULTS.md, "release")."""
     digest, size = hashlib.sha256(), 0
     with open(path, "wb") as f:
-        with tarfile.open(fileobj=_Hashing(f, digest), mode="w", format=tarfile.GNU_FORMAT) as tar:
-            for key, parts in sorted(samples, key=lambda s: s[0]):
-                for ext in sorted(parts):
-                    data = parts[ext]
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size, info.mtime, info.mode = len(data), TAR_MTIME, TAR_MODE
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    info.type = tarfile.REGTYPE
-                    tar.addfile(info, io.BytesIO(data))
-        size = f.tell()
+        def put(b: bytes) -> None:
+            digest.update(b)
+            f.write(b)
+
+        for key, parts in sorted(samples, key=lambda s: s[0]):
+            for ext in sorted(parts):
+                data, header = parts[ext], member_header(f"{key}.{ext}", len(parts[ext]))
+                put(header)
+                put(data)
+                size += len(header) + len(data)
+                if len(data) % tarfile.BLOCKSIZE:
+                    pad = tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE
+                    put(bytes(pad))
+                    size += pad
+        end = 2 * tarfile.BLOCKSIZE   # the end-of-archive blocks, then zeros up to a whole record (as tarfile)
+        end += -(size + end) % tarfile.RECORDSIZE
+        put(bytes(end))
+        size += end
     return digest.hexdigest(), size
 
 
-class _Hashing(io.RawIOBase):
-    """A write-only file that hashes what passes through it (no second read of the shard)."""
+# A GNU tar header with the release's fixed metadata (mode 0644, uid/gid 0, no user names, regular
+# file, TAR_MTIME); name, size and checksum are filled in per member.
+_HEADER_HEAD = b"%07o\0%07o\0%07o\0" % (TAR_MODE, 0, 0)                                  # bytes 100-124
+_HEADER_TAIL = (b"%011o\0" % TAR_MTIME + b" " * 8 + tarfile.REGTYPE + bytes(100) + tarfile.GNU_MAGIC
+                + bytes(tarfile.BLOCKSIZE - 265))                                       # bytes 136-512
+_HEADER_SUM = sum(_HEADER_HEAD) + sum(_HEADER_TAIL)
 
-    def __init__(self, f, digest):
-        self.f, self.digest = f, digest
 
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def write(self, b) -> int:
-        self.digest.update(b)
-        return self.f.write(b)
+def member_header(name: str, size: int) -> bytes:
+    """The header tarfile writes for a regular member ``name`` of ``size`` bytes with the fixed metadata
+    (GNU format): one 512-byte block, built here; names over 100 bytes (a GNU long-name header first)
+    and sizes from 8 GiB take tarfile's own encoding."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > 100 or size >= 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, TAR_MTIME, TAR_MODE, 0, 0, "", ""
+        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    size_field = b"%011o\0" % size
+    checksum = _HEADER_SUM + sum(raw) + sum(size_field)   # the byte sum, its own field counted as spaces
+    return b"".join((raw, bytes(100 - len(raw)), _HEADER_HEAD, size_field, _HEADER_TAIL[:12], b"%06o\0" % checksum,
+                     _HEADER_TAIL[19:]))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -5,6 +5,12 @@
                                                                                   ─▶ records ─▶ the other files
     publish        RUN/release/.NAME-VERSION.*.tmp ─▶ RUN/release/NAME-VERSION (one rename)
 
+On the default runner (the DirectRunner with one worker, in memory: every transform in this process,
+one after the other) the same functions run in the driver without building a pipeline: there Beam
+adds its start-up (~0.4 s, as long as writing a thousand photos) and the shuffle's encoding of every
+image, and nothing else (bench/RESULTS.md, "release"). Any other runner or worker count runs the
+pipeline; the bytes written are the same either way (tests/test_release.py compares the two).
+
 Input shards are read with curation.shard_reader (the reader clean and score use) through Beam's
 FileSystems; the release folder is written on the local file system, so it can appear in one rename.
 """
@@ -96,6 +102,27 @@ class Release(beam.PTransform):
                 | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder), str(self.photos_file))))
 
 
+def in_process(options) -> bool:
+    """Run the Release functions in the driver? Only where Beam would run them in this process, one
+    after the other, anyway: the DirectRunner with one worker in memory (the default)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    direct = options.view_as(DirectOptions)
+    return (runner in (None, "DirectRunner", "direct") and (direct.direct_num_workers or 1) == 1
+            and direct.direct_running_mode in (None, "in_memory"))
+
+
+def write_in_process(shards: list[str], photos_file: Path, run: Path, folder: Path) -> list[tuple[str, str, list[dict]]]:
+    """What Release does, as plain calls: read each run shard once, then write each output shard."""
+    batches: dict[tuple[str, int], list[list[tuple]]] = {}
+    for shard in shards:
+        for out, batch in read_photos(shard, str(run), str(photos_file)):
+            batches.setdefault(out, []).append(batch)
+    writer = WriteShard(str(folder), str(photos_file))
+    return [written for out in sorted(batches) for written in writer.process((out, batches[out]))]
+
+
 def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str, list[int]]:
     """The reference model's "1 vs k" label sets, chosen as the score stage chose them (curation.zeroshot
     .closest_labels over every scored photo of the class), for the released classes."""
@@ -115,7 +142,9 @@ def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str,
 
 
 def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version: str, verified: bool = True,
-                max_shard_bytes: int = release.DEFAULT_MAX_SHARD_BYTES, say=print) -> Path:
+                max_shard_bytes: int = release.DEFAULT_MAX_SHARD_BYTES, say=print, use_beam: bool | None = None) -> Path:
+    """The release folder, written aside and renamed into place. ``use_beam``: True/False force the Beam
+    pipeline or the in-process path; None (the default) picks by in_process()."""
     run = Path(run)
     started = time.monotonic()
     final = layout.release_dir(run, name, version)
@@ -134,11 +163,16 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
     photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release
     try:
         release.write_photos(plan, photos_file)
-        with beam.Pipeline(options=options) as p:
-            records = (p
-                       | "Release" >> Release(plan.input_shards(), photos_file, run, tmp)
-                       | "Collect" >> beam.combiners.ToList())
-            _ = records | "Finish" >> beam.Map(finish, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
+        engine = "beam" if use_beam or (use_beam is None and not in_process(options)) else "in-process"
+        if engine == "in-process":
+            written = write_in_process(plan.input_shards(), photos_file, run, tmp)
+            finish(written, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
+        else:
+            with beam.Pipeline(options=options) as p:
+                records = (p
+                           | "Release" >> Release(plan.input_shards(), photos_file, run, tmp)
+                           | "Collect" >> beam.combiners.ToList())
+                _ = records | "Finish" >> beam.Map(finish, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
         missing = [f"{s}/{layout.shard_name(i)}" for s in layout.SPLITS for i in range(plan.nshards[s])
                    if not (tmp / s / layout.shard_name(i)).is_file()]
         if missing or not (tmp / layout.CHECKSUMS).is_file():
@@ -155,8 +189,8 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
               "excluded": len(plan.excluded)}
     seconds = time.monotonic() - started
     manifest.record_stage(run, "release", config_digest=cfg.digest(), counts=counts, seconds=seconds,
-                          release=str(final))
-    say(f"release: {layout.release_name(name, version)} written in {seconds:.1f}s -> {final}")
+                          release=str(final), engine=engine)
+    say(f"release: {layout.release_name(name, version)} written in {seconds:.1f}s ({engine}) -> {final}")
     return final
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,27 @@ def test_bad_label_is_named_with_its_shard_and_key(release, tmp_path):
         list(open_dataset(bad).samples("common"))
     with pytest.raises(UserError, match="neither a release"):
         open_dataset(tmp_path)
+
+
+def test_embed_reads_ahead_in_order_and_raises_the_readers_errors(release, clip, tmp_path, monkeypatch):
+    """Decoding beside the forward (a reader thread, a decode pool) gives the very embeddings of the
+    sequential path, in the samples' order; a bad sample met by the reader thread is raised here,
+    and no thread is left running."""
+    samples = list(open_dataset(release).samples("common"))
+    got = {}
+    for overlap in (False, True):
+        monkeypatch.setattr(evaluate, "_overlap", lambda *a, o=overlap: o)
+        got[overlap] = evaluate.embed(clip, iter(samples), batch_size=5, threads=3)
+    assert np.array_equal(got[False][0], got[True][0]) and len(got[True][0]) == len(samples) > 10
+    assert [s.key for s in got[True][1]] == [s.key for s in samples]
+    bad = tmp_path / "bad"
+    shutil.copytree(release, bad)
+    last = layout.shard_paths(bad, "common")[-1]     # met after several batches
+    _tar(last, [("abc.cls", b"99"), ("abc.jpg", b"not read")])
+    threads = threading.active_count()
+    with pytest.raises(UserError, match=rf"common/{last.name}: sample abc: \.cls 99 is outside"):
+        evaluate.embed(clip, open_dataset(bad).samples("common"), batch_size=5, threads=3)
+    assert threading.active_count() == threads
 
 
 # -- metrics --------------------------------------------------------------------------------------

@@ -111,12 +111,15 @@ def test_layout_and_counts(unverified):
 
 
 def test_rerelease_is_byte_identical(unverified, tmp_path):
-    """Released again, on Beam's multi-processing runner this time (workers in their own processes)."""
+    """Released again, through the Beam pipeline on its multi-processing runner this time (workers in their
+    own processes); the first release, small on the default runner, took the in-process path."""
     run, rel = unverified
     before = release_files(rel)
     again = copy_run(run, tmp_path / "again")
     assert main(["release", str(again), "--name", "world", "--version", "1", "--unverified", "--",
                  "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]) == 0
+    engines = [json.loads((r / "manifest.json").read_text())["stages"]["release"]["engine"] for r in (run, again)]
+    assert engines == ["in-process", "beam"]
     after = release_files(layout.release_dir(again, "world", "1"))
     assert after == before
     members = tarfile.open(rel / "counter" / "0.tar").getmembers()
@@ -361,6 +364,27 @@ def test_write_tar_is_deterministic_and_sorted(tmp_path):
     with tarfile.open(tmp_path / "1.tar") as tar:
         assert tar.getnames() == ["a.cls", "a.jpg", "a.json", "b.cls", "b.jpg", "b.json"]
     assert io.BytesIO((tmp_path / "1.tar").read_bytes()).read(2) != b"\x1f\x8b"   # not gzip
+
+
+def test_write_tar_writes_what_tarfile_writes(tmp_path):
+    """The headers write_tar builds itself are tarfile's GNU ones, byte for byte: sizes on and off the
+    512-byte blocks, empty members, non-ASCII names, and names too long for one header."""
+    samples = [("x0001", {"jpg": bytes(range(256)) * 2, "cls": b"7", "json": b"{}"}),
+               ("chat-\u00e9t\u00e9", {"webp": b"", "cls": b"12", "json": b'{"a": 1}' * 70}),
+               ("k" * 96, {"jpg": b"\xff" * 513, "json": b"1"}),       # 100 bytes with ".jpg", 101 with ".json"
+               ("z" * 140, {"png": b"\x89PNG" * 1000})]
+    digest, size = release.write_tar(tmp_path / "ours.tar", samples)
+    with open(tmp_path / "ref.tar", "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT,
+                                                           encoding="utf-8") as tar:
+        for key, parts in sorted(samples):
+            for ext in sorted(parts):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode, info.uid, info.gid = len(parts[ext]), release.TAR_MTIME, 0o644, 0, 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(parts[ext]))
+    ref = (tmp_path / "ref.tar").read_bytes()
+    assert (tmp_path / "ours.tar").read_bytes() == ref
+    assert (digest, size) == (hashlib.sha256(ref).hexdigest(), len(ref))
 
 
 def test_sample_key_has_no_dots():
