@@ -1,10 +1,15 @@
 """Benchmark `mitigate` on planted worlds: every method side by side, per seed, judged on a held-back part.
 
-    .venv/bin/python bench/mitigate.py                       # acceptance: seeds 101 102 103, grid 60
-    .venv/bin/python bench/mitigate.py --seeds 0 1 2 --methods clip-ft,spurious --weights vs=3   # tuning
+    .venv/bin/python bench/mitigate.py --seeds 0 1 2 --methods spurious --weights vs=3     # tuning
+    .venv/bin/python bench/mitigate.py --worlds W102 W103 W104                           # acceptance, as recorded
 
-Seeds: 0–2 are the TUNING seeds (every setting below — epochs, learning rate, loss weights — was chosen
-on them); 101–103 are the ACCEPTANCE seeds, run once with the chosen settings (the defaults here).
+Seeds: 0–2 are the TUNING seeds (every setting — epochs, learning rate, loss weights, the spurious
+term — was chosen on them, at 60 photos per grid cell); acceptance runs use other seeds, once, with the
+chosen settings (the defaults here). `--seeds` builds `small` worlds (default 101–103); `--worlds` takes
+built, trained worlds as they are: the recorded acceptance run used bench/discovery's acceptance worlds
+102 (default variant), 103 (shared-common) and 104 (emergent), `small` size with the default size's
+pool (300 photos per class) and a grid of 60 per cell, built and trained by bench/discovery
+(101 there is a null world: nothing to mitigate).
 
 Per seed: build (or reuse) the world at `--grid-per-cell` photos per grid cell (a world that differs
 only in its grid is redrawn in place: pool, training split and reference model kept), train its reference
@@ -40,6 +45,8 @@ def main() -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=list(ACCEPTANCE_SEEDS))
+    ap.add_argument("--worlds", nargs="+", help="built and trained world folders to use as they are, instead of "
+                    "building --seeds (e.g. bench/discovery's acceptance worlds); each one's seed is read from it")
     ap.add_argument("--size", default="small")
     ap.add_argument("--grid-per-cell", type=int, default=60)
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "mitigate-worlds"))
@@ -60,17 +67,28 @@ def main() -> int:
     import torch
 
     methods = tuple(m for m in args.methods.split(",") if m)
+    if args.worlds:
+        worlds = [(json.loads((Path(w) / "world.json").read_text())["spec"]["seed"], w) for w in args.worlds]
+        args.seeds = [s for s, _ in worlds]
+    else:
+        worlds = [(s, None) for s in args.seeds]
     weights = losses.Weights(**args.weights)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    kind = "tuning" if set(args.seeds) <= set(TUNING_SEEDS) else "acceptance" if set(args.seeds) <= set(ACCEPTANCE_SEEDS) else "mixed"
+    kind = "tuning" if set(args.seeds) <= set(TUNING_SEEDS) else "acceptance" if not set(args.seeds) & set(TUNING_SEEDS) else "mixed"
     print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, world size {args.size}, grid {args.grid_per_cell} per cell, {kind} seeds {args.seeds}, "
           f"{args.epochs} epochs, lr {args.lr}, weights {weights}, spurious {args.spurious}, templates {args.templates}")
     summaries, checks = {}, []
-    for seed in args.seeds:
+    for seed, world in worlds:
         t0 = time.time()
-        folder = Path(args.cache) / f"{args.size}-{seed}-g{args.grid_per_cell}"
-        _, model, checkpoint = ensure_trained(folder, args.size, seed, grid_per_cell=args.grid_per_cell)
+        if world is None:
+            folder = Path(args.cache) / f"{args.size}-{seed}-g{args.grid_per_cell}"
+            _, model, checkpoint = ensure_trained(folder, args.size, seed, grid_per_cell=args.grid_per_cell)
+        else:   # as built: read only (its model is the world's reference ca-tiny)
+            folder, model = Path(world), "ca-tiny"
+            checkpoint = folder / "model" / "ca-tiny.pt"
+            if not checkpoint.is_file() or not (folder / "oracle.json").is_file():
+                raise SystemExit(f"{folder}: not a trained world with an oracle (model/ca-tiny.pt, oracle.json)")
         data = mdata.from_world(folder)
         settings = train.Settings(model=model, pretrained=str(checkpoint), methods=methods, weights=weights,
                                   spurious=args.spurious, epochs=args.epochs, lr=args.lr, templates=args.templates,
