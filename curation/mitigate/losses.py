@@ -38,10 +38,17 @@ For a set S of pairs, mean_S is the mean over S, and a term whose set is empty c
       L_ls = 1/(CM) Σ_{c,m} mean_{b,m'} |t_{c,m}·a_{b,m'}|.
   As in the paper and its code, the absolute cosine: orthogonal, not opposite.
 
-Sources: the authors' released code (github.com/YuYang0901/CLIP-spurious-finetune, ``losses.py`` and
-``algorithms/multimodal.py``) was read for the comparisons above; the paper's own text was not
-available offline when this was written, so the forms above are our reading of its Section 4, and
-the positive/negative sets of L_vs in particular are ours where the paper's wording is not at hand.
+Sources: the authors' released code (github.com/YuYang0901/CLIP-spurious-finetune, ``losses.py``,
+``MultimodalLoss._compute_element_wise``, and ``algorithms/multimodal.py``) was re-read for the
+comparisons above (2026-12-02). Further differences of the released code, where we follow the formulas:
+  - its L_lc and L_ls row losses are reshaped ``view(num_templates, num_classes).mean(-1)`` and then
+    indexed by the batch's class labels, i.e. a per-*template* average picked by a *class* index; here
+    every (class, template) prompt counts once;
+  - it has a cross-modal spurious term (|cos| between images and attribute prompts) and a cross-modal
+    class term; the issue's method list does not include them and they are not implemented here.
+The paper's own text is still not in the stored corpora (searched again: only its abstract), so the
+forms above are our reading of its Section 4; the positive/negative sets of L_vs are ours. Every
+formula here is checked term by term against a loop written from it in tests/test_mitigate_losses.py.
 """
 from __future__ import annotations
 
