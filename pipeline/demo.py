@@ -205,11 +205,20 @@ class _BackgroundTrain:
             self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=ROOT, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         CHILDREN.append(self)
+        self.seconds = 0.0
+        # A watcher notes when it ends: wait() is called only once evaluate needs the model.
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        self.proc.wait()
+        self.seconds = time.monotonic() - self.start
 
     def wait(self) -> None:
         waited = time.monotonic()
         code = self.proc.wait()
-        TIMES.append(("world train (second model, background)", time.monotonic() - self.start))
+        self.watcher.join()
+        TIMES.append(("world train (second model, background)", self.seconds))
         if code != 0:
             print(self.log.read_text()[-3000:], file=sys.stderr)
             print(f"demo: `counteranimal {' '.join(self.argv)}` failed (exit {code}); its log: {self.log}",
