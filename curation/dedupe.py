@@ -166,9 +166,9 @@ def find_duplicates(candidates: list[Candidate], max_bits: int,
 # holds the whole run. Its decision splits into blocks that are each small and independent:
 #
 #   1. exact duplicates: per content hash (exact_split), a per-key step;
-#   2. confirmed pairs: per pHash band bucket (bucket_pairs), pairs of members within max_bits whose
-#      thumbnails agree, enough of them to join the bucket's members into components (a pair sharing
-#      several buckets is judged in the smallest one only);
+#   2. confirmed pairs: per pHash band bucket (close_pairs), the pairs of members within max_bits (a
+#      pair sharing several buckets comes from the smallest one only), then per pair, whether the
+#      thumbnails agree (confirmed);
 #   3. components: the confirmed pairs joined (union-find over pairs, whose number grows with the
 #      near duplicates, not with the photos);
 #   4. per component, find_duplicates itself on its members.
@@ -196,47 +196,27 @@ def exact_split(same: list[Candidate]) -> tuple[Candidate, list[tuple[str, Dupli
     return keep, [(c.uid, Duplicate("duplicate", keep.uid)) for c in same if c is not keep]
 
 
-def bucket_pairs(key: tuple[int, int], members: list[Candidate], max_bits: int,
-                 max_difference: float) -> list[tuple[str, str]]:
-    """Confirmed pairs (uid, uid) that join one bucket's members into components.
-
-    Only pairs whose smallest shared bucket is ``key`` are judged here (each pair in one bucket), and
-    a pair already joined through earlier ones is not judged at all: the components are all that
-    step 3 needs, so a bucket of m copies of one picture costs m thumbnail comparisons, not m²/2.
-    """
-    members = sorted((c for c in members if near_candidate(c)), key=_preference)
+def close_pairs(key: tuple[int, int], members: list[Candidate], max_bits: int) -> list[tuple[str, str]]:
+    """Pairs (uid, uid) of one bucket's members within max_bits pHash bits whose smallest shared bucket
+    is ``key`` (so each pair comes from one bucket). Members need no thumbnails: confirmed() judges
+    the pairs, so a bucket's step moves hashes, not pictures."""
+    members = sorted(members, key=lambda c: c.uid)
     if len(members) < 2:
         return []
     width = max(len(c.phashes) for c in members)
     hashes = np.array([[*c.phashes, *[c.phashes[0]] * (width - len(c.phashes))] for c in members], np.uint64)
     keys = [band_keys(c, max_bits) for c in members]
-    local = list(range(len(members)))        # union-find over member indices
-
-    def root(i: int) -> int:
-        while local[i] != i:
-            local[i] = local[local[i]]
-            i = local[i]
-        return i
-
-    out, prep = [], {}
-
-    def thumbs(j: int) -> np.ndarray:
-        if j not in prep:
-            prep[j] = prepared(members[j].thumbnails)
-        return prep[j]
-
+    out = []
     for i in range(len(members) - 1):
         bits = _bit_counts(hashes[i + 1:, :, None] ^ hashes[i][None, None, :]).min(axis=(1, 2))
-        close = [int(j) for j in np.nonzero(bits <= max_bits)[0] + i + 1
-                 if root(int(j)) != root(i) and min(keys[i] & keys[int(j)]) == key]
-        if not close:
-            continue
-        dist = thumb_distances(thumbs(i), np.stack([thumbs(j) for j in close]))
-        for j, d in zip(close, dist):
-            if d <= max_difference and root(j) != root(i):
-                out.append((members[i].uid, members[j].uid))
-                local[root(j)] = root(i)
+        out += [(members[i].uid, members[int(j)].uid) for j in np.nonzero(bits <= max_bits)[0] + i + 1
+                if min(keys[i] & keys[int(j)]) == key]
     return out
+
+
+def confirmed(a: bytes, b: bytes, max_difference: float) -> bool:
+    """Whether two images' thumbnails (image_checks.thumbnails) agree as a copy's do."""
+    return thumb_distance(prepared(a), prepared(b)) <= max_difference
 
 
 def components(pairs) -> dict[str, str]:
@@ -286,7 +266,9 @@ def find_duplicates_blocked(candidates: list[Candidate], max_bits: int,
         if near_candidate(c):
             for key in band_keys(c, max_bits):
                 buckets[key].append(c)
-    pairs = [p for key, members in buckets.items() for p in bucket_pairs(key, members, max_bits, max_difference)]
+    thumbs = {c.uid: c.thumbnails for c in survivors}
+    pairs = [(a, b) for key, members in buckets.items() for a, b in close_pairs(key, members, max_bits)
+             if confirmed(thumbs[a], thumbs[b], max_difference)]
     comp = components(pairs)
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in survivors:

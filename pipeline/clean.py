@@ -1,9 +1,9 @@
 """Clean stage: check every stored image, then dedupe across the run and set each sample's outcome.
 
     plan (names of shards not yet checked) ─▶ check images per shard ─▶ RUN/clean/NNNNN.parquet
-    samples files ─▶ image outcomes + dedupe candidates ─┬▶ per content hash: exact duplicates
-                                                         └▶ per pHash band bucket: confirmed pairs
-                     confirmed pairs ─▶ components ─▶ per component: near duplicates (greedy, no chains)
+    samples files ─▶ image outcomes + dedupe candidates ─▶ per content hash: exact duplicates
+                     per pHash band bucket: close pairs ─▶ ⋈ thumbnails: confirmed pairs ─▶ components
+                     per component (⋈ thumbnails): near duplicates (greedy, no chains)
                      decisions per samples file ─▶ RUN/samples/NNNNN.parquet (status, reason, duplicate_of, flags)
 
 The job graph carries shard and samples-file names only; each step reads its files itself. The
@@ -16,6 +16,7 @@ duplicates, not with the photos.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -87,25 +88,47 @@ def file_outcomes(run_dir: Path, name: str, spec: CleanSpec) -> tuple[pa.Table, 
 
 
 class ReadCandidates(beam.DoFn):
-    """A samples file's name -> (name, Candidate) for each of its images that passed the checks."""
+    """A samples file's name -> (name, Candidate without thumbnails) for each of its images that passed
+    the checks, and ("thumbs") (uid, thumbnails) for those that can be near duplicates: the steps that
+    group images move hashes; thumbnails go only where a pair or a component needs them."""
 
     def __init__(self, run_dir: str, spec: CleanSpec):
         self.run_dir, self.spec = run_dir, spec
 
     def process(self, name: str):
         for c in file_outcomes(Path(self.run_dir), name, self.spec)[2]:
-            yield name, c
+            near = dedupe.near_candidate(c)
+            if near:
+                yield beam.pvalue.TaggedOutput("thumbs", (c.uid, c.thumbnails))
+            yield name, dataclasses.replace(c, thumbnails=None), near
 
 
 def _exact(element):
     """One content hash's images: the kept one (main output) and the others ("dropped")."""
     _, items = element
     items = list(items)
-    keep, dups = dedupe.exact_split([c for _, c in items])
-    where = {c.uid: (name, c.class_idx) for name, c in items}
-    yield next((name, c) for name, c in items if c is keep)
+    keep, dups = dedupe.exact_split([c for _, c, _ in items])
+    where = {c.uid: (name, c.class_idx) for name, c, _ in items}
+    yield next(item for item in items if item[1] is keep)
     for uid, dup in dups:
         yield beam.pvalue.TaggedOutput("dropped", (uid, *where[uid], dup))
+
+
+def _with_thumbs(element, side: str):
+    """(uid, {"thumbs": [t], side: [...]}) -> (value, thumbnails) for each value on ``side``."""
+    _, joined = element
+    thumbs = list(joined["thumbs"])
+    for value in joined[side]:
+        if thumbs:
+            yield value, thumbs[0]
+
+
+def _confirm(element, max_difference: float):
+    """((a, b), {"a": [ta], "b": [tb]}) -> the pair when the thumbnails agree."""
+    pair, joined = element
+    a, b = list(joined["a"]), list(joined["b"])
+    if a and b and dedupe.confirmed(a[0], b[0], max_difference):
+        yield pair
 
 
 class Components(beam.CombineFn):
@@ -128,7 +151,7 @@ class Components(beam.CombineFn):
 def _near(element, max_bits: int, max_difference: float):
     """One component's images -> (uid, samples file, class_idx, Duplicate) for its near duplicates."""
     _, items = element
-    items = list(items)
+    items = [(name, dataclasses.replace(c, thumbnails=thumbs)) for (name, c), thumbs in items]
     where = {c.uid: (name, c.class_idx) for name, c in items}
     dropped, _ = dedupe.find_duplicates([c for _, c in items], max_bits, max_difference)
     for uid, dup in sorted(dropped.items()):
@@ -185,21 +208,36 @@ class Decide(beam.PTransform):
 
     def expand(self, files):
         bits, diff = self.spec.near_duplicate_bits, self.spec.near_duplicate_max_cell_difference
-        cands = files | "ReadCandidates" >> beam.ParDo(ReadCandidates(self.run_dir, self.spec))
-        exact = (cands
-                 | "ByContentHash" >> beam.Map(lambda nc: (nc[1].sha256, nc))
+        read = files | "ReadCandidates" >> beam.ParDo(ReadCandidates(self.run_dir, self.spec)).with_outputs(
+            "thumbs", main="candidates")
+        thumbs = read.thumbs
+        exact = (read.candidates
+                 | "ByContentHash" >> beam.Map(lambda item: (item[1].sha256, item))
                  | "GroupByHash" >> beam.GroupByKey()
                  | "ExactDuplicates" >> beam.FlatMap(_exact).with_outputs("dropped", main="kept"))
-        kept = exact.kept
-        pairs = (kept
-                 | "Buckets" >> beam.FlatMap(lambda nc: [(key, nc[1]) for key in dedupe.band_keys(nc[1], bits)]
-                                             if dedupe.near_candidate(nc[1]) else [])
+        kept = exact.kept | "Light" >> beam.Map(lambda item: item[:2])     # (samples file, Candidate)
+        close = (exact.kept
+                 | "Buckets" >> beam.FlatMap(lambda item: [(key, item[1]) for key in dedupe.band_keys(item[1], bits)]
+                                             if item[2] else [])
                  | "GroupByBucket" >> beam.GroupByKey()
-                 | "ConfirmedPairs" >> beam.FlatMap(lambda kv: dedupe.bucket_pairs(kv[0], list(kv[1]), bits, diff)))
+                 | "ClosePairs" >> beam.FlatMap(lambda kv: dedupe.close_pairs(kv[0], list(kv[1]), bits)))
+        with_a = ({"thumbs": thumbs, "pairs": close | "ByFirst" >> beam.Map(lambda ab: (ab[0], ab))}
+                  | "JoinFirst" >> beam.CoGroupByKey()
+                  | "FirstThumbs" >> beam.FlatMap(_with_thumbs, "pairs"))
+        with_b = ({"thumbs": thumbs, "pairs": close | "BySecond" >> beam.Map(lambda ab: (ab[1], ab))}
+                  | "JoinSecond" >> beam.CoGroupByKey()
+                  | "SecondThumbs" >> beam.FlatMap(_with_thumbs, "pairs"))
+        pairs = ({"a": with_a, "b": with_b}
+                 | "JoinPair" >> beam.CoGroupByKey()
+                 | "ConfirmedPairs" >> beam.FlatMap(_confirm, diff))
         comp = pairs | "Components" >> beam.CombineGlobally(Components())
-        near = (kept
-                | "ByComponent" >> beam.FlatMap(lambda nc, comp: [(comp[nc[1].uid], nc)] if nc[1].uid in comp else [],
-                                                beam.pvalue.AsSingleton(comp))
+        members = (kept
+                   | "InComponent" >> beam.FlatMap(lambda nc, comp: [(nc[1].uid, (comp[nc[1].uid], nc))]
+                                                   if nc[1].uid in comp else [], beam.pvalue.AsSingleton(comp)))
+        near = ({"thumbs": thumbs, "members": members}
+                | "JoinMembers" >> beam.CoGroupByKey()
+                | "MemberThumbs" >> beam.FlatMap(_with_thumbs, "members")
+                | "ByComponent" >> beam.Map(lambda m: (m[0][0], (m[0][1], m[1])))
                 | "GroupByComponent" >> beam.GroupByKey()
                 | "NearDuplicates" >> beam.FlatMap(_near, bits, diff))
         dropped = ({"exact": exact.dropped | "ExactByKeeper" >> beam.Map(lambda d: (d[3].duplicate_of, d)),
