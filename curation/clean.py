@@ -173,16 +173,23 @@ def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: 
     return out
 
 
-def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str) -> dict[str, list[str]]:
-    """{uid: model flags} from ``model_id``'s scores; neighbours are searched among all its scored photos."""
+def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str,
+                        shares: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """{uid: model flags} from ``model_id``'s scores.
+
+    ``shares``: each photo's neighbour share found by the score stage's search in cells
+    (curation/neighbors.py, over the whole run); None: searched here, exactly, among the photos of
+    ``scores`` (neighbor_shares)."""
     cols = ["uid", "model_id", "true_label", "true_rank", "top5_p", "p_subject", "p_animal"]
     mine = scores.filter(pc.equal(scores.column("model_id"), model_id))
     rows = mine.select(cols).to_pylist()
-    shares: list[float | None] = [None] * len(rows)
-    if spec.label_noise_neighbors > 0 and len(rows) > 1:
+    found: list[float | None] = [None] * len(rows)
+    if spec.label_noise_neighbors > 0 and shares is not None:
+        found = [shares.get(r["uid"]) for r in rows]
+    elif spec.label_noise_neighbors > 0 and len(rows) > 1:
         emb = arrays.embeddings(mine.column("embedding"))
-        shares = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
-    return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, shares)}
+        found = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
+    return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, found)}
 
 
 def apply_review_flags(samples: pa.Table, flags_by_uid: dict[str, list[str]]) -> pa.Table:
