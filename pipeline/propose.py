@@ -26,11 +26,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import arrays, atomic, attributes, backgrounds, manifest, stats, zeroshot
+from curation import arrays, atomic, attributes, backgrounds, config, manifest, stats, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
 from pipeline.score import read_text_embeddings, text_path
+from pipeline.worker_errors import marked, user_errors_from_workers
 
 METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
 P_UNITS = 10**9    # p(true) is summed as integers: the same sums in any order, on every runner
@@ -50,10 +51,22 @@ def read_scores(path: str, columns: list[str], model_id: str | None = None) -> I
 # -- backgrounds ---------------------------------------------------------------------------------
 
 class AssignClass(beam.DoFn):
+    """One class's scores -> its groups file. With class-naming prompts (prompts.class_backgrounds) the
+    worker loads the model once (setup) and encodes them itself: the launcher loads no model."""
+
     def __init__(self, run_dir: str, names: list[str], class_names: dict[int, str],
-                 class_dirs: dict[int, list[float]], settings, model_id: str, prompts: "ClassPrompts | None"):
+                 class_dirs: dict[int, list[float]], settings, model_id: str, prompts: "PromptRequest | None"):
         self.run_dir, self.names, self.class_names, self.class_dirs = run_dir, names, class_names, class_dirs
-        self.settings, self.model_id, self.prompts = settings, model_id, prompts
+        self.settings, self.model_id, self.request = settings, model_id, prompts
+        self.prompts: ClassPrompts | None = None
+
+    def setup(self):
+        if self.request is not None:
+            try:
+                self.prompts = class_prompts(config.parse(self.request.cfg_json), self.model_id,
+                                             np.asarray(self.request.generic, np.float32))
+            except UserError as exc:
+                raise marked(exc) from None
 
     def process(self, element):
         (class_idx, label), rows = element
@@ -78,7 +91,7 @@ class AssignBackgrounds(beam.PTransform):
 
     def __init__(self, run_dir: Path, files: list[str], model_id: str, names: list[str],
                  class_names: dict[int, str], class_dirs: dict[int, list[float]], settings: backgrounds.Settings,
-                 prompts: "ClassPrompts | None" = None):
+                 prompts: "PromptRequest | None" = None):
         super().__init__()
         self.run_dir, self.files, self.model_id = run_dir, files, model_id
         self.names, self.class_names, self.class_dirs, self.settings = names, class_names, class_dirs, settings
@@ -116,8 +129,10 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     settings = backgrounds.Settings.from_config(cfg.background_assignment)
     class_names = {cfg.class_index(c): c.name for c in cfg.classes}
     class_dirs = {i: labels[i].tolist() for i in range(len(labels))}   # label-space index → text direction
-    prompts = class_prompts(cfg, model_id, generic)
-    with beam.Pipeline(options=options) as p:
+    prompts = None
+    if cfg.background_assignment.prompts != "generic" and cfg.prompts.class_backgrounds:
+        prompts = PromptRequest(cfg.model_dump(mode="json", by_alias=True), generic.tolist())
+    with user_errors_from_workers(), beam.Pipeline(options=options) as p:
         _ = p | "Backgrounds" >> AssignBackgrounds(run_dir, files, model_id, names, class_names, class_dirs,
                                                    settings, prompts)
     groups = schemas.read_folder(groups_dir, "groups")
@@ -134,6 +149,13 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
 
 
 @dataclass(frozen=True)
+class PromptRequest:
+    """What a worker needs to build ClassPrompts itself: the config and the generic background bank."""
+    cfg_json: dict
+    generic: list
+
+
+@dataclass(frozen=True)
 class ClassPrompts:
     """Per class (class_idx), background text embeddings whose prompts name the class."""
     banks: dict[int, np.ndarray]
@@ -141,7 +163,7 @@ class ClassPrompts:
 
 
 def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPrompts | None:
-    """Encode prompts.class_backgrounds once, in the driver (a few prompts per class × background)."""
+    """Encode prompts.class_backgrounds (a few prompts per class × background), once per worker."""
     mode = cfg.background_assignment.prompts
     if mode == "generic" or not cfg.prompts.class_backgrounds:
         return None

@@ -37,6 +37,7 @@ from curation import (arrays, atomic, clean, clip_models, config, manifest, neig
                       shard_reader, zeroshot)
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
+from pipeline.worker_errors import marked, user_errors_from_workers
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         s = cfg.score
         if s.num_threads:
             torch.set_num_threads(s.num_threads)
-        clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
+        try:
+            clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
+        except UserError as exc:       # this worker's device or files: told on the launcher
+            raise marked(UserError(str(exc), where=f"models ({spec.model_id})")) from None
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
             save_text_bank(Path(self.run_dir), self.model_id, bank)
@@ -635,9 +639,15 @@ def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[
     return rows.column("name").to_pylist(), np.asarray(rows.column("embedding").to_pylist(), dtype=np.float32)
 
 
-def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> None:
+def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml", options=None) -> None:
     """Every configured model (name, weights, device, precision), named by its place in the config,
-    checked before any work starts."""
+    checked before any work starts: what the config says here, the rest on the workers.
+
+    The weights, the device and the precision are the workers' (on a cluster the launcher may have
+    no GPU and not their files), so a small pipeline checks them where the models will run
+    (CheckModel) and its UserError comes back here (pipeline/worker_errors.py). ``options``: the
+    run's pipeline options (None: the DirectRunner, in this process).
+    """
     if cfg.clean.flag_model and cfg.clean.flag_model not in {m.model_id for m in cfg.models}:
         raise UserError(f"clean.flag_model {cfg.clean.flag_model!r} is not one of the models "
                         f"({', '.join(m.model_id for m in cfg.models)}).", where=str(config_path))
@@ -645,12 +655,31 @@ def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> Non
     if len(set(ids)) != len(ids):
         raise UserError(f"two models share the id {next(i for i in ids if ids.count(i) > 1)!r}; give each an id.",
                         where=str(config_path))
-    for i, m in enumerate(cfg.models):
-        try:
-            clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
-        except UserError as exc:
-            raise UserError(str(exc), where=f"{config_path}: models[{i}] ({m.model_id})") from None
     zeroshot.true_labels(cfg)
+    if options is None:
+        from pipeline.options import pipeline_options
+
+        options = pipeline_options([])
+    checks = [(m.name, m.pretrained, f"{config_path}: models[{i}] ({m.model_id})") for i, m in enumerate(cfg.models)]
+    with user_errors_from_workers():
+        with beam.Pipeline(options=options) as p:
+            _ = (p | "Models" >> beam.Create(checks)
+                 | "CheckOnWorker" >> beam.ParDo(CheckModel(cfg.score.device, cfg.score.precision)))
+
+
+class CheckModel(beam.DoFn):
+    """(name, pretrained, where in the config) -> nothing, or the worker's UserError (marked)."""
+
+    def __init__(self, device: str, precision: str):
+        self.device, self.precision = device, precision
+
+    def process(self, check):
+        name, pretrained, where = check
+        try:
+            clip_models.check(name, pretrained, self.device, self.precision)
+        except UserError as exc:
+            raise marked(UserError(str(exc), where=where)) from None
+        return []
 
 
 def score_settings(cfg: RunConfig) -> dict:
@@ -702,10 +731,13 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
             f"({', '.join(p.name for p in gone[:5])}{', …' if len(gone) > 5 else ''})")
 
 
-def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
-    """Score every clean sample not yet scored; returns counts for the manifest."""
+def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print, models_checked: bool = False) -> dict:
+    """Score every clean sample not yet scored; returns counts for the manifest.
+
+    ``models_checked``: check_models already ran for this run (curate checks before its first stage)."""
     run_dir = Path(run_dir)
-    check_models(cfg, run_dir / "config.yaml")
+    if not models_checked:
+        check_models(cfg, run_dir / "config.yaml", options)
     if not (run_dir / "clean").is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
@@ -722,8 +754,9 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
         _ = p | "Finish" >> Finish(run_dir, cfg, samples_files(run_dir))
     else:
         _ = p | "Score" >> Score(run_dir, cfg, work, samples_files(run_dir))
-    result = p.run()
-    result.wait_until_finish()
+    with user_errors_from_workers():
+        result = p.run()
+        result.wait_until_finish()
     metrics = _inference_metrics(result) if scoring else {}
     seconds = time.monotonic() - started
     scores = schemas.read_folder(run_dir / "scores", "scores")
