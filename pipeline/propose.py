@@ -183,22 +183,47 @@ def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPr
 # -- proposals -----------------------------------------------------------------------------------
 
 class CountGroups(beam.PTransform):
-    """groups ⋈ scores by uid → ((source, model, metric, class, background), (n, k))."""
+    """groups ⋈ scores ⋈ review flags by uid → ((source, model, metric, class, background), (n, k)).
 
-    def __init__(self, groups: list[dict], files: list[str]):
+    The job graph carries file names; each step reads its groups, scores or samples file itself."""
+
+    def __init__(self, group_files: list[str], files: list[str], samples: list[str], min_confidence: float):
         super().__init__()
-        self.groups, self.files = groups, files
+        self.group_files, self.files, self.samples, self.min_confidence = group_files, files, samples, min_confidence
 
     def expand(self, pbegin):
-        groups = (pbegin | "Groups" >> beam.Create(self.groups) | "GroupByUid" >> beam.Map(lambda g: (g["uid"], g)))
+        groups = (pbegin
+                  | "GroupFiles" >> beam.Create(self.group_files)
+                  | "ReadGroups" >> beam.FlatMap(read_groups, self.min_confidence))
         scores = (pbegin
                   | "ScoreFiles" >> beam.Create(self.files)
                   | "ReadScores" >> beam.FlatMap(read_scores, ["uid", "model_id", "correct", "correct_1vk", "p_true"])
                   | "ScoreByUid" >> beam.Map(lambda s: (s["uid"], s)))
-        return ({"group": groups, "score": scores}
+        flagged = (pbegin
+                   | "SamplesFiles" >> beam.Create(self.samples)
+                   | "ReadFlags" >> beam.FlatMap(flagged_uids))
+        return ({"group": groups, "score": scores, "flagged": flagged}
                 | "Join" >> beam.CoGroupByKey()
                 | "Cells" >> beam.FlatMap(_cells)
                 | "Count" >> beam.CombinePerKey(_sum_tuples))
+
+
+GROUP_COLUMNS = ["uid", "class_idx", "class_name", "background", "method"]
+
+
+def read_groups(path: str, min_confidence: float) -> Iterable[tuple[str, dict]]:
+    """One groups file's rows that count (confident_groups) -> (uid, row)."""
+    t, _ = confident_groups(schemas.read(path, "groups"), min_confidence)
+    for row in t.select(GROUP_COLUMNS).to_pylist():
+        yield row["uid"], row
+
+
+def flagged_uids(path: str) -> Iterable[tuple[str, bool]]:
+    """One samples file's photos that clean or score flagged for review -> (uid, True)."""
+    t = pq.read_table(path, columns=["uid", "flags"])
+    for uid, flags in zip(t.column("uid").to_pylist(), t.column("flags").to_pylist()):
+        if flags:
+            yield uid, True
 
 
 class CountAttributes(beam.PTransform):
@@ -266,9 +291,10 @@ def _cells(joined):
     """
     uid, sides = joined
     fold = zlib.crc32(uid.encode()) & 1
+    flagged = any(sides.get("flagged", ()))
     for g in sides["group"]:
         human = g["method"] == "human"
-        views = ("all",) if human or g.get("flagged") else ("all", "unflagged")
+        views = ("all",) if human or flagged or g.get("flagged") else ("all", "unflagged")
         for s in sides["score"]:
             for metric, column in METRICS.items():
                 if s[column] is None:
@@ -370,16 +396,17 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if groups.num_rows == 0:
         raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
                         hint="Run the backgrounds stage first.")
-    groups, unsure = confident_groups(groups, cfg.thresholds.min_background_confidence)
-    groups = with_flags(groups, run_dir)
-    columns = ["uid", "class_idx", "class_name", "background", "method", "flagged"]
+    unsure = groups.num_rows - confident_groups(groups, cfg.thresholds.min_background_confidence)[0].num_rows
+    group_files = sorted(str(p) for p in (run_dir / "groups").glob("*.parquet") if not p.name.startswith("."))
+    samples_files = sorted(str(p) for p in (run_dir / "samples").glob("[0-9]*.parquet"))
     banks = attribute_banks(cfg)
     verified = verified_rows(run_dir, cfg)
     with beam.Pipeline(options=options) as p:
         extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
                  if banks else p | "NoAttributes" >> beam.Create([]))
         _ = (p
-             | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
+             | "CountGroups" >> CountGroups(group_files, score_files(run_dir), samples_files,
+                                            cfg.thresholds.min_background_confidence)
              | "Collect" >> beam.combiners.ToList()
              | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra), verified))
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
@@ -438,19 +465,6 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     lv = loop.load_state(run_dir, cfg)
     return [dict(cv.row, source="human", flags_policy="human labels, weighted by sampling rate")
             for _, cv in sorted(lv.classes.items())]
-
-
-def with_flags(groups: pa.Table, run_dir: Path) -> pa.Table:
-    """groups + a "flagged" column: clean flagged the photo for review (RUN/samples flags)."""
-    flagged: set[str] = set()
-    if (run_dir / "samples").is_dir():
-        samples = schemas.read_folder(run_dir / "samples", "samples")
-        if "flags" in samples.column_names:
-            for uid, flags in zip(samples.column("uid").to_pylist(), samples.column("flags").to_pylist()):
-                if flags:
-                    flagged.add(uid)
-    mask = pa.array([u in flagged for u in groups.column("uid").to_pylist()], pa.bool_())
-    return groups.append_column("flagged", mask)
 
 
 def confident_groups(groups: pa.Table, min_confidence: float) -> tuple[pa.Table, int]:
