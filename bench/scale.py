@@ -8,8 +8,8 @@ former whole-run steps on synthetic data at 10^5 and 4·10^5 photos.
 curate: two planted worlds of the "small" size that differ only in pool_per_class (N = 12 classes x
 per-class x 1.2 with the planted noise; 4N = scale x that). The training split does not depend on the
 pool (each split has its own random stream), so one trained model serves both: the first world's
-(trained here unless --model-from names a built world with the same spec but the pool, whose
-model is reused). Each world's pool is served on 127.0.0.1 and `counteranimal curate RUN` runs in a
+(trained here unless --model-from names a built world with the same spec but the pool and the
+grid, whose model is reused). Each world's pool is served on 127.0.0.1 and `counteranimal curate RUN` runs in a
 child process under the DirectRunner (default options), with nothing else in it; its process tree
 (the CLI and any worker it starts) is sampled every 0.2 s from /proc: peak memory = the largest sum
 of the tree's resident set sizes. Near duplicates: every near_duplicate rejection, and those that are
@@ -64,9 +64,11 @@ def checkpoint_for(world: Path, model_from: Path | None) -> Path:
     if model_from is not None:
         a = json.loads((model_from / ".spec.json").read_text())
         b = json.loads((world / ".spec.json").read_text())
-        a.pop("pool_per_class"), b.pop("pool_per_class")
+        # The pool and the grid (the oracle's) have random streams of their own: training does not see them.
+        a, b = ({k: v for k, v in d.items() if not k.startswith(("pool_", "grid_"))} for d in (a, b))
         if a != b:
-            raise SystemExit(f"--model-from {model_from}: its world differs from {world} in more than the pool")
+            raise SystemExit(f"--model-from {model_from}: its world differs from {world} in more than the pool "
+                             "and the grid")
         return train.checkpoint_path(model_from)
     checkpoint = train.checkpoint_path(world)
     if not checkpoint.is_file():
@@ -103,7 +105,7 @@ def tree_rss(root_pid: int) -> int:
 def run_measured(cmd: list[str], env: dict, log: Path) -> dict:
     started = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=env["PYTHONPATH"])
         peak, stop = [0], threading.Event()
 
         def sample():
@@ -209,8 +211,95 @@ def main() -> None:
         cmd_steps(args)
 
 
+def synthetic_candidates(n: int, seed: int) -> list:
+    """n photos for the dedupe: families of 1-3 (a photo and its copies: hashes a few bits apart,
+    thumbnails a little noisy; a third of the copies another animal on the same background, whose
+    thumbnails differ), random hashes otherwise; 2% exact copies."""
+    import numpy as np
+
+    from curation import dedupe, image_checks
+
+    rng = np.random.default_rng(seed)
+    nb = image_checks.THUMB_BYTES
+    out, i = [], 0
+    while len(out) < n:
+        base = int(rng.integers(0, 2**63)) | (int(rng.integers(0, 2)) << 63)
+        thumb = rng.integers(20, 236, nb).astype(np.int16)
+        for j in range(int(rng.integers(1, 4))):
+            flips = sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 6)), replace=False)) if j else 0
+            h = base ^ flips
+            t = thumb + rng.integers(-3, 4, nb) if j else thumb
+            if j and rng.random() < 0.33:
+                t = np.where(rng.random(nb) < 0.33, rng.integers(0, 256, nb), t)
+            sha = out[int(rng.integers(len(out)))].sha256 if out and rng.random() < 0.02 else f"s{i}"
+            out.append(dedupe.Candidate(f"u{i:07d}", int(rng.integers(20)), sha,
+                                        (h, h ^ (1 << int(rng.integers(64))), h ^ (3 << int(rng.integers(62))), h),
+                                        int(rng.choice([4096, 9216, 16384])),
+                                        np.clip(t, 0, 255).astype(np.uint8).tobytes()))
+            i += 1
+    return out[:n]
+
+
+def synthetic_embeddings(n: int, seed: int, d: int = 512):
+    """Unit embeddings in 20 classes x 10 scenes, 2% of the labels wrong (what label_noise looks for)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cls, scene = rng.integers(20, size=n), rng.integers(10, size=n)
+    ccent, scent = rng.normal(size=(20, d)), rng.normal(size=(10, d))
+    x = 0.6 * ccent[cls] + 0.5 * scent[scene] + 0.9 * rng.normal(size=(n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    labels = np.where(rng.random(n) < 0.02, rng.integers(20, size=n), cls)
+    return [f"u{i:07d}" for i in range(n)], x, labels
+
+
 def cmd_steps(args) -> None:
-    raise SystemExit("steps: not written yet")
+    """The former whole-run steps, block by block in one process, at each size."""
+    import numpy as np
+
+    from curation import clean, dedupe, neighbors
+    from curation.config import CleanSpec
+
+    spec = CleanSpec()
+    rows = []
+    for n in args.sizes:
+        cands = synthetic_candidates(n, seed=n)
+        started = time.monotonic()
+        dropped, _ = dedupe.find_duplicates_blocked(cands, spec.near_duplicate_bits,
+                                                    spec.near_duplicate_max_cell_difference)
+        dedupe_s = time.monotonic() - started
+        del cands
+        uids, emb, labels = synthetic_embeddings(n, seed=n)
+        started = time.monotonic()
+        shares = neighbors.shares(uids, emb, labels, spec.label_noise_neighbors)
+        search_s = time.monotonic() - started
+        # Agreement with the exact search, on the first 1,000 photos as queries against all.
+        q = min(1000, n)
+        sims = emb[:q] @ emb.T
+        sims[np.arange(q), np.arange(q)] = -np.inf
+        nearest = np.argpartition(-sims, spec.label_noise_neighbors - 1, axis=1)[:, :spec.label_noise_neighbors]
+        exact = (labels[nearest] == labels[:q, None]).mean(axis=1)
+        flag_exact = exact <= spec.label_noise_max_neighbor_share
+        flag_cells = shares[:q] <= spec.label_noise_max_neighbor_share
+        row = {"photos": n, "dedupe_s": round(dedupe_s, 1), "near_duplicates": sum(
+                   d.reason == "near_duplicate" for d in dropped.values()),
+               "neighbour_search_s": round(search_s, 1), "cells": neighbors.n_cells(n),
+               "share_equal_to_exact": round(float((np.abs(exact - shares[:q]) < 1e-6).mean()), 3),
+               "flag_agreement": round(float((flag_exact == flag_cells).mean()), 3)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    base = rows[0]
+    for r in rows:
+        r["dedupe_s_per_photo_vs_first"] = round(r["dedupe_s"] / r["photos"] / (base["dedupe_s"] / base["photos"]), 2)
+        r["search_s_per_photo_vs_first"] = round(r["neighbour_search_s"] / r["photos"] /
+                                                 (base["neighbour_search_s"] / base["photos"]), 2)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    out = {"date": str(date.today()), "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+           "rows": rows}
+    Path(args.root).mkdir(parents=True, exist_ok=True)
+    atomic.write_text(Path(args.root) / "steps.json", json.dumps(out, indent=2))
+    print(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

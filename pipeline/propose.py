@@ -229,15 +229,34 @@ def flagged_uids(path: str) -> Iterable[tuple[str, bool]]:
 class CountAttributes(beam.PTransform):
     """scores (embeddings) → ((model, class_idx, attribute, present), (n, k)) for prompts.attributes."""
 
-    def __init__(self, files: list[str], banks: dict[str, dict[int, np.ndarray]], names: list[str]):
+    def __init__(self, files: list[str], cfg: RunConfig):
         super().__init__()
-        self.files, self.banks, self.names = files, banks, names
+        self.files, self.cfg_json = files, cfg.model_dump(mode="json", by_alias=True)
 
     def expand(self, pbegin):
         return (pbegin
                 | "ScoreFiles" >> beam.Create(self.files)
-                | "Cells" >> beam.FlatMap(_attribute_cells, self.banks, self.names)
+                | "Cells" >> beam.ParDo(AttributeCells(self.cfg_json))
                 | "Count" >> beam.CombinePerKey(_sum_tuples))
+
+
+class AttributeCells(beam.DoFn):
+    """A score file -> its attribute counts; the worker loads the models and encodes the attribute
+    prompts once (setup): the launcher loads no model."""
+
+    def __init__(self, cfg_json: dict):
+        self.cfg_json = cfg_json
+
+    def setup(self):
+        cfg = config.parse(self.cfg_json)
+        try:
+            self.banks = attribute_banks(cfg)
+        except UserError as exc:
+            raise marked(exc) from None
+        self.names = list(cfg.prompts.attributes)
+
+    def process(self, path: str):
+        yield from _attribute_cells(path, self.banks, self.names)
 
 
 def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
@@ -399,11 +418,10 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     unsure = groups.num_rows - confident_groups(groups, cfg.thresholds.min_background_confidence)[0].num_rows
     group_files = sorted(str(p) for p in (run_dir / "groups").glob("*.parquet") if not p.name.startswith("."))
     samples_files = sorted(str(p) for p in (run_dir / "samples").glob("[0-9]*.parquet"))
-    banks = attribute_banks(cfg)
     verified = verified_rows(run_dir, cfg)
-    with beam.Pipeline(options=options) as p:
-        extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
-                 if banks else p | "NoAttributes" >> beam.Create([]))
+    with user_errors_from_workers(), beam.Pipeline(options=options) as p:
+        extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), cfg)
+                 if cfg.prompts.attributes else p | "NoAttributes" >> beam.Create([]))
         _ = (p
              | "CountGroups" >> CountGroups(group_files, score_files(run_dir), samples_files,
                                             cfg.thresholds.min_background_confidence)
