@@ -257,7 +257,7 @@ def cmd_steps(args) -> None:
     """The former whole-run steps, block by block in one process, at each size."""
     import numpy as np
 
-    from curation import clean, dedupe, neighbors
+    from curation import dedupe, neighbors
     from curation.config import CleanSpec
 
     spec = CleanSpec()
