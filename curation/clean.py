@@ -80,14 +80,25 @@ def wanted_by_shard(samples: pa.Table) -> Iterator[tuple[str | None, dict[str, s
 
 
 def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
-    """Samples with each cleanable row's one outcome set from its image checks and the run-wide dedupe."""
-    by_uid = {r["uid"]: r for r in checks.to_pylist()}
-    rows = samples.to_pylist()
+    """Samples with each cleanable row's one outcome set from its image checks and the run-wide dedupe.
+
+    In one process; the clean stage's pipeline runs the same two halves per samples file
+    (image_outcomes, apply_duplicates) around dedupe's per-block steps."""
+    rows, passed = image_outcomes(samples.to_pylist(), {r["uid"]: r for r in checks.to_pylist()}, spec)
+    dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits, spec.near_duplicate_max_cell_difference)
+    return conform(pa.Table.from_pylist(apply_duplicates(rows, dropped, across), schema=samples.schema), "samples")
+
+
+def image_outcomes(rows: list[dict], checks_by_uid: dict[str, dict],
+                   spec: CleanSpec) -> tuple[list[dict], list[dedupe.Candidate]]:
+    """Samples rows with each cleanable row's image-check outcome (ok or rejected), and the images
+    that passed as dedupe candidates. Rows are updated in place; other rows are left as they are."""
     passed = []
     for row in rows:
         if not is_cleanable(row):
             continue
-        check = by_uid.get(row["uid"]) or _missing(row["uid"], row["shard"] or "", row["key"], "no image checks recorded")
+        check = checks_by_uid.get(row["uid"]) or _missing(row["uid"], row["shard"] or "", row["key"],
+                                                          "no image checks recorded")
         if check["reason"] in (None, *image_checks.SHAPE_REASONS) and check["width"] and check["height"]:
             # Size rules from this run's config, not the one the shard was checked with.
             problem = image_checks.shape_problem(check["width"], check["height"], spec)
@@ -103,15 +114,18 @@ def decide(samples: pa.Table, checks: pa.Table, spec: CleanSpec) -> pa.Table:
             hashes = (check["phash"], *(check["phash_crops"] or [])) if check["phash"] is not None else ()
             passed.append(dedupe.Candidate(row["uid"], row["class_idx"], check["sha256"], hashes,
                                            check["width"] * check["height"], check.get("thumbnails")))
-    dropped, across = dedupe.find_duplicates(passed, spec.near_duplicate_bits,
-                                             spec.near_duplicate_max_cell_difference)
+    return rows, passed
+
+
+def apply_duplicates(rows: list[dict], dropped: dict[str, dedupe.Duplicate], across: set[str]) -> list[dict]:
+    """image_outcomes' rows with the dedupe's decisions: duplicates rejected, kept images flagged."""
     for row in rows:
         dup = dropped.get(row["uid"])
         if dup is not None:
             row.update(status="rejected", reason=dup.reason, duplicate_of=dup.duplicate_of)
         elif row["uid"] in across:
             row["flags"] = [*row["flags"], "duplicate_across_classes"]
-    return conform(pa.Table.from_pylist(rows, schema=samples.schema), "samples")
+    return rows
 
 
 def review_flags(score: dict, spec: CleanSpec, neighbor_share: float | None = None) -> list[str]:
@@ -159,16 +173,23 @@ def neighbor_shares(embeddings: np.ndarray, classes: np.ndarray, k: int, block: 
     return out
 
 
-def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str) -> dict[str, list[str]]:
-    """{uid: model flags} from ``model_id``'s scores; neighbours are searched among all its scored photos."""
+def review_flags_by_uid(scores: pa.Table, spec: CleanSpec, model_id: str,
+                        shares: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """{uid: model flags} from ``model_id``'s scores.
+
+    ``shares``: each photo's neighbour share found by the score stage's search in cells
+    (curation/neighbors.py, over the whole run); None: searched here, exactly, among the photos of
+    ``scores`` (neighbor_shares)."""
     cols = ["uid", "model_id", "true_label", "true_rank", "top5_p", "p_subject", "p_animal"]
     mine = scores.filter(pc.equal(scores.column("model_id"), model_id))
     rows = mine.select(cols).to_pylist()
-    shares: list[float | None] = [None] * len(rows)
-    if spec.label_noise_neighbors > 0 and len(rows) > 1:
+    found: list[float | None] = [None] * len(rows)
+    if spec.label_noise_neighbors > 0 and shares is not None:
+        found = [shares.get(r["uid"]) for r in rows]
+    elif spec.label_noise_neighbors > 0 and len(rows) > 1:
         emb = arrays.embeddings(mine.column("embedding"))
-        shares = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
-    return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, shares)}
+        found = neighbor_shares(emb, np.asarray([r["true_label"] for r in rows]), spec.label_noise_neighbors).tolist()
+    return {r["uid"]: review_flags(r, spec, share) for r, share in zip(rows, found)}
 
 
 def apply_review_flags(samples: pa.Table, flags_by_uid: dict[str, list[str]]) -> pa.Table:

@@ -158,3 +158,124 @@ def find_duplicates(candidates: list[Candidate], max_bits: int,
         classes[dup.duplicate_of].add(class_of[uid])
     across = {uid for uid, cls in classes.items() if cls - {class_of[uid]}}
     return dropped, across
+
+
+# -- the same decision, per block (what the clean stage's pipeline runs) ---------------------------
+#
+# find_duplicates visits every image once, in preference order, against all kept ones: one process
+# holds the whole run. Its decision splits into blocks that are each small and independent:
+#
+#   1. exact duplicates: per content hash (exact_split), a per-key step;
+#   2. confirmed pairs: per pHash band bucket (close_pairs), the pairs of members within max_bits (a
+#      pair sharing several buckets comes from the smallest one only), then per pair, whether the
+#      thumbnails agree (confirmed);
+#   3. components: the confirmed pairs joined (union-find over pairs, whose number grows with the
+#      near duplicates, not with the photos);
+#   4. per component, find_duplicates itself on its members.
+#
+# Step 4 gives each image the decision the whole-run pass gives it: an image is dropped exactly when
+# a kept, more preferred image is a confirmed match, and it then points at the closest of those; all
+# of them are in its component, and whether they are kept depends only on their own confirmed
+# matches, in the same component. find_duplicates_blocked chains the four steps in one process (tests
+# compare it with find_duplicates; bench/scale.py times it); pipeline/clean.py runs each as Beam steps.
+
+def band_keys(c: Candidate, max_bits: int) -> set[tuple[int, int]]:
+    """The (band, value) buckets an image's hashes fall in; two images within max_bits share one."""
+    bands = _band_splitter(max_bits + 1)
+    return {key for h in c.phashes for key in bands(h)}
+
+
+def near_candidate(c: Candidate) -> bool:
+    """Whether an image can be a near duplicate (or the kept image of one): hashes and thumbnails."""
+    return bool(c.phashes) and c.thumbnails is not None
+
+
+def exact_split(same: list[Candidate]) -> tuple[Candidate, list[tuple[str, Duplicate]]]:
+    """One content hash's images: (the kept one, [(uid, Duplicate) for the others])."""
+    keep = min(same, key=_preference)
+    return keep, [(c.uid, Duplicate("duplicate", keep.uid)) for c in same if c is not keep]
+
+
+def close_pairs(key: tuple[int, int], members: list[Candidate], max_bits: int) -> list[tuple[str, str]]:
+    """Pairs (uid, uid) of one bucket's members within max_bits pHash bits whose smallest shared bucket
+    is ``key`` (so each pair comes from one bucket). Members need no thumbnails: confirmed() judges
+    the pairs, so a bucket's step moves hashes, not pictures."""
+    members = sorted(members, key=lambda c: c.uid)
+    if len(members) < 2:
+        return []
+    width = max(len(c.phashes) for c in members)
+    hashes = np.array([[*c.phashes, *[c.phashes[0]] * (width - len(c.phashes))] for c in members], np.uint64)
+    keys = [band_keys(c, max_bits) for c in members]
+    out = []
+    for i in range(len(members) - 1):
+        bits = _bit_counts(hashes[i + 1:, :, None] ^ hashes[i][None, None, :]).min(axis=(1, 2))
+        out += [(members[i].uid, members[int(j)].uid) for j in np.nonzero(bits <= max_bits)[0] + i + 1
+                if min(keys[i] & keys[int(j)]) == key]
+    return out
+
+
+def confirmed(a: bytes, b: bytes, max_difference: float) -> bool:
+    """Whether two images' thumbnails (image_checks.thumbnails) agree as a copy's do."""
+    return thumb_distance(prepared(a), prepared(b)) <= max_difference
+
+
+def components(pairs) -> dict[str, str]:
+    """{uid: its component's name (the smallest uid in it)} for every uid in ``pairs``."""
+    parent: dict[str, str] = {}
+
+    def root(u: str) -> str:
+        while parent.setdefault(u, u) != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {u: root(u) for u in list(parent)}
+
+
+def resolve(exact: dict[str, Duplicate], near: dict[str, Duplicate]) -> dict[str, Duplicate]:
+    """Every dropped image: an exact duplicate of a near duplicate points at that image's keeper."""
+    out = dict(near)
+    for uid, dup in exact.items():
+        target = near.get(dup.duplicate_of)
+        out[uid] = Duplicate(dup.reason, target.duplicate_of if target else dup.duplicate_of)
+    return out
+
+
+def across_classes(dropped: dict[str, Duplicate], class_of: dict[str, int]) -> set[str]:
+    """Kept uids with a duplicate of another class."""
+    return {dup.duplicate_of for uid, dup in dropped.items() if class_of[uid] != class_of[dup.duplicate_of]}
+
+
+def find_duplicates_blocked(candidates: list[Candidate], max_bits: int,
+                            max_difference: float) -> tuple[dict[str, Duplicate], set[str]]:
+    """find_duplicates' result, computed block by block (the four steps above) in one process."""
+    by_hash: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        by_hash[c.sha256].append(c)
+    exact, survivors = {}, []
+    for same in by_hash.values():
+        keep, dups = exact_split(same)
+        survivors.append(keep)
+        exact.update(dups)
+    buckets: dict[tuple[int, int], list[Candidate]] = defaultdict(list)
+    for c in survivors:
+        if near_candidate(c):
+            for key in band_keys(c, max_bits):
+                buckets[key].append(c)
+    thumbs = {c.uid: c.thumbnails for c in survivors}
+    pairs = [(a, b) for key, members in buckets.items() for a, b in close_pairs(key, members, max_bits)
+             if confirmed(thumbs[a], thumbs[b], max_difference)]
+    comp = components(pairs)
+    groups: dict[str, list[Candidate]] = defaultdict(list)
+    for c in survivors:
+        if c.uid in comp:
+            groups[comp[c.uid]].append(c)
+    near: dict[str, Duplicate] = {}
+    for members in groups.values():
+        near.update(find_duplicates(members, max_bits, max_difference)[0])
+    dropped = resolve(exact, near)
+    return dropped, across_classes(dropped, {c.uid: c.class_idx for c in candidates})

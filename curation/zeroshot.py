@@ -134,23 +134,39 @@ def closest_labels(embeddings: np.ndarray, truth: np.ndarray, label_emb: np.ndar
     The class's own label is always among them (the paper's protocol compares it with its 20 nearest
     competitors), so when it is not in the top k it replaces the k-th.
     """
+    return {int(t): labels_for_class(int(t), *class_sum(embeddings[truth == t]), label_emb, k) for t in np.unique(truth)}
+
+
+def class_sum(embeddings: np.ndarray) -> tuple[np.ndarray, int]:
+    """(sum in float64, count) of a class's image embeddings. The scores store float16 values, all
+    multiples of 2^-24 below 1, so the float64 sum is exact: partial sums over shards, added in any
+    order on any runner, give the same total (the score stage combines them per class)."""
+    return np.asarray(embeddings, dtype=np.float64).sum(axis=0), len(embeddings)
+
+
+def labels_for_class(t: int, total: np.ndarray, count: int, label_emb: np.ndarray, k: int) -> np.ndarray:
+    """closest_labels for one class, from class_sum's total and count."""
     k = min(k, len(label_emb))
-    out = {}
+    mean_sim = (total / count).astype(np.float32) @ label_emb.T
+    top = np.argsort(-mean_sim, kind="stable")[:k]
+    if t not in top:
+        top[-1] = t
+    return top
+
+
+def top1_among(embeddings: np.ndarray, truth: np.ndarray, sets: dict[int, np.ndarray],
+               label_emb: np.ndarray) -> np.ndarray:
+    """Per image: the top-1 label among its class's label set (closest_labels)."""
+    top1 = np.empty(len(truth), dtype=np.int32)
     for t in np.unique(truth):
-        mean_sim = embeddings[truth == t].astype(np.float32).mean(axis=0) @ label_emb.T
-        top = np.argsort(-mean_sim, kind="stable")[:k]
-        if t not in top:
-            top[-1] = t
-        out[int(t)] = top
-    return out
+        rows = np.nonzero(truth == t)[0]
+        labels = sets[int(t)]
+        sims = embeddings[rows].astype(np.float32) @ label_emb[labels].T
+        top1[rows] = labels[np.argmax(sims, axis=1)]
+    return top1
 
 
 def one_vs_k(embeddings: np.ndarray, truth: np.ndarray, label_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per image: (top-1 label among its class's k closest labels, whether that is its class)."""
-    sets = closest_labels(embeddings, truth, label_emb, k)
-    top1 = np.empty(len(truth), dtype=np.int32)
-    for t, labels in sets.items():
-        rows = np.nonzero(truth == t)[0]
-        sims = embeddings[rows].astype(np.float32) @ label_emb[labels].T
-        top1[rows] = labels[np.argmax(sims, axis=1)]
+    top1 = top1_among(embeddings, truth, closest_labels(embeddings, truth, label_emb, k), label_emb)
     return top1, top1 == truth

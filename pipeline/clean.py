@@ -1,15 +1,22 @@
 """Clean stage: check every stored image, then dedupe across the run and set each sample's outcome.
 
-    plan (shards not yet checked) ─▶ check images per shard ─▶ RUN/clean/NNNNN.parquet
-                                       all shards ─▶ dedupe run-wide ─▶ RUN/samples/NNNNN.parquet (status, reason,
-                                                                         duplicate_of, flags)
+    plan (names of shards not yet checked) ─▶ check images per shard ─▶ RUN/clean/NNNNN.parquet
+    samples files ─▶ image outcomes + dedupe candidates ─▶ per content hash: exact duplicates
+                     per pHash band bucket: close pairs ─▶ ⋈ thumbnails: confirmed pairs ─▶ components
+                     per component (⋈ thumbnails): near duplicates (greedy, no chains)
+                     decisions per samples file ─▶ RUN/samples/NNNNN.parquet (status, reason, duplicate_of, flags)
 
-The per-shard checks (decoding every image) are the expensive part: each shard's file appears
-whole and a re-run skips shards already checked for the same samples. The run-wide decision is
-cheap and recomputed every time, so it is always consistent with all shards.
+The job graph carries shard and samples-file names only; each step reads its files itself. The
+per-shard checks (decoding every image) are the expensive part: each shard's file appears whole
+and a re-run skips shards already checked for the same samples. The run-wide decision is cheap and
+recomputed every time, so it is always consistent with all shards; it runs as per-key steps
+(curation/dedupe.py: the same decisions as dedupe.find_duplicates in one process). The one step
+that sees the whole run joins the confirmed pairs into components: its input grows with the near
+duplicates, not with the photos.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,23 +25,45 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, clean, manifest, shard_reader
+from curation import atomic, clean, dedupe, manifest, shard_reader
 from curation.config import CleanSpec, RunConfig
 from curation.errors import UserError
+
+UNSTORED = "_unstored"    # the checks of cleanable samples no shard holds (every one missing_in_shard)
 
 
 def checks_path(run_dir: Path, shard: str) -> Path:
     return run_dir / "clean" / f"{shard.split('.', 1)[0]}.parquet"
 
 
+def samples_files(run_dir: Path) -> list[str]:
+    """The samples files' names (one per fetch chunk, named like its shard)."""
+    return sorted(p.name for p in (run_dir / "samples").glob("[0-9]*.parquet"))
+
+
+def _read_samples(run_dir: Path, shard: str) -> pa.Table:
+    """The samples that may name ``shard``: its own chunk's file (all files for UNSTORED)."""
+    if shard == UNSTORED:
+        return schemas.read_folder(run_dir / "samples", "samples")
+    return schemas.read(run_dir / "samples" / f"{shard.split('.', 1)[0]}.parquet", "samples")
+
+
+def wanted_in(run_dir: Path, shard: str) -> dict[str, str]:
+    """{key: uid} of the cleanable samples stored in ``shard``."""
+    for name, wanted in clean.wanted_by_shard(_read_samples(run_dir, shard)):
+        if (name or UNSTORED) == shard:
+            return wanted
+    return {}
+
+
 class CheckShard(beam.DoFn):
     def __init__(self, run_dir: str, spec: CleanSpec):
         self.run_dir, self.spec = run_dir, spec
 
-    def process(self, work: tuple[str, dict[str, str]]):
+    def process(self, shard: str):
         from apache_beam.io.filesystems import FileSystems
 
-        shard, wanted = work
+        wanted = wanted_in(Path(self.run_dir), shard)
         path = str(Path(self.run_dir) / "shards" / shard)
         if FileSystems.exists(path):
             with FileSystems.open(path) as f:
@@ -45,35 +74,219 @@ class CheckShard(beam.DoFn):
         yield shard
 
 
-class Clean(beam.PTransform):
-    """Image checks per shard in parallel, then one run-wide decision."""
+def file_outcomes(run_dir: Path, name: str, spec: CleanSpec) -> tuple[pa.Table, list[dict], list[dedupe.Candidate]]:
+    """One samples file as read, its rows with the image-check outcomes, and its dedupe candidates."""
+    samples = schemas.read(run_dir / "samples" / name, "samples")
+    rows = samples.to_pylist()
+    checks: dict[str, dict] = {}
+    for shard in sorted({r["shard"] or UNSTORED for r in rows if clean.is_cleanable(r)}):
+        path = checks_path(run_dir, shard)
+        if path.exists():
+            checks.update((r["uid"], r) for r in schemas.read(path, "image_checks").to_pylist())
+    rows, passed = clean.image_outcomes(rows, checks, spec)
+    return samples, rows, passed
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[tuple[str, dict[str, str]]]):
+
+class ReadCandidates(beam.DoFn):
+    """A samples file's name -> (name, Candidate without thumbnails) for each of its images that passed
+    the checks, and ("thumbs") (uid, thumbnails) for those that can be near duplicates: the steps that
+    group images move hashes; thumbnails go only where a pair or a component needs them."""
+
+    def __init__(self, run_dir: str, spec: CleanSpec):
+        self.run_dir, self.spec = run_dir, spec
+
+    def process(self, name: str):
+        for c in file_outcomes(Path(self.run_dir), name, self.spec)[2]:
+            near = dedupe.near_candidate(c)
+            if near:
+                yield beam.pvalue.TaggedOutput("thumbs", (c.uid, c.thumbnails))
+            yield name, dataclasses.replace(c, thumbnails=None), near
+
+
+def _exact(element):
+    """One content hash's images: the kept one (main output) and the others ("dropped")."""
+    _, items = element
+    items = list(items)
+    keep, dups = dedupe.exact_split([c for _, c, _ in items])
+    where = {c.uid: (name, c.class_idx) for name, c, _ in items}
+    yield next(item for item in items if item[1] is keep)
+    for uid, dup in dups:
+        yield beam.pvalue.TaggedOutput("dropped", (uid, *where[uid], dup))
+
+
+def _with_thumbs(element, side: str):
+    """(uid, {"thumbs": [t], side: [...]}) -> (value, thumbnails) for each value on ``side``."""
+    _, joined = element
+    thumbs = list(joined["thumbs"])
+    for value in joined[side]:
+        if thumbs:
+            yield value, thumbs[0]
+
+
+def _confirm(element, max_difference: float):
+    """((a, b), {"a": [ta], "b": [tb]}) -> the pair when the thumbnails agree."""
+    pair, joined = element
+    a, b = list(joined["a"]), list(joined["b"])
+    if a and b and dedupe.confirmed(a[0], b[0], max_difference):
+        yield pair
+
+
+class Components(beam.CombineFn):
+    """Confirmed pairs -> {uid: component}; its input grows with the near duplicates, not the photos."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, pair):
+        acc.append(pair)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [p for acc in accs for p in acc]
+
+    def extract_output(self, acc):
+        return dedupe.components(sorted(acc))
+
+
+def _near(element, max_bits: int, max_difference: float):
+    """One component's images -> (uid, samples file, class_idx, Duplicate) for its near duplicates."""
+    _, items = element
+    items = [(name, dataclasses.replace(c, thumbnails=thumbs)) for (name, c), thumbs in items]
+    where = {c.uid: (name, c.class_idx) for name, c in items}
+    dropped, _ = dedupe.find_duplicates([c for _, c in items], max_bits, max_difference)
+    for uid, dup in sorted(dropped.items()):
+        yield uid, *where[uid], dup
+
+
+def _resolve(element):
+    """Per kept-or-near uid: exact duplicates of a near duplicate point at that image's keeper."""
+    _, joined = element
+    near = list(joined["near"])
+    target = near[0][3].duplicate_of if near else None
+    yield from near
+    for uid, name, cls, dup in joined["exact"]:
+        yield uid, name, cls, dedupe.Duplicate(dup.reason, target or dup.duplicate_of)
+
+
+def _across(element):
+    """A kept image whose duplicates carry another class -> (its samples file, ("flag", uid))."""
+    uid, joined = element
+    kept = list(joined["kept"])
+    if kept and any(cls != kept[0][1].class_idx for cls in joined["classes"]):
+        yield kept[0][0], ("flag", uid)
+
+
+class WriteOutcomes(beam.DoFn):
+    """(samples file, decisions) -> the file rewritten with every outcome, when any changed."""
+
+    def __init__(self, run_dir: str, spec: CleanSpec):
+        self.run_dir, self.spec = run_dir, spec
+
+    def process(self, element):
+        name, joined = element
+        dropped, across = {}, set()
+        for decision in joined["decisions"]:
+            if decision[0] == "flag":
+                across.add(decision[1])
+            else:
+                dropped[decision[1]] = decision[2]
+        run_dir = Path(self.run_dir)
+        samples, rows, _ = file_outcomes(run_dir, name, self.spec)
+        new = schemas.conform(pa.Table.from_pylist(clean.apply_duplicates(rows, dropped, across),
+                                                   schema=samples.schema), "samples")
+        if not new.equals(samples):
+            atomic.write_parquet(run_dir / "samples" / name, new)
+        yield name
+
+
+class Decide(beam.PTransform):
+    """Samples files (names) -> every sample's outcome, written back per file; yields the file names."""
+
+    def __init__(self, run_dir: str, spec: CleanSpec):
         super().__init__()
-        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+        self.run_dir, self.spec = run_dir, spec
+
+    def expand(self, files):
+        bits, diff = self.spec.near_duplicate_bits, self.spec.near_duplicate_max_cell_difference
+        read = files | "ReadCandidates" >> beam.ParDo(ReadCandidates(self.run_dir, self.spec)).with_outputs(
+            "thumbs", main="candidates")
+        thumbs = read.thumbs
+        exact = (read.candidates
+                 | "ByContentHash" >> beam.Map(lambda item: (item[1].sha256, item))
+                 | "GroupByHash" >> beam.GroupByKey()
+                 | "ExactDuplicates" >> beam.FlatMap(_exact).with_outputs("dropped", main="kept"))
+        kept = exact.kept | "Light" >> beam.Map(lambda item: item[:2])     # (samples file, Candidate)
+        close = (exact.kept
+                 | "Buckets" >> beam.FlatMap(lambda item: [(key, item[1]) for key in dedupe.band_keys(item[1], bits)]
+                                             if item[2] else [])
+                 | "GroupByBucket" >> beam.GroupByKey()
+                 | "ClosePairs" >> beam.FlatMap(lambda kv: dedupe.close_pairs(kv[0], list(kv[1]), bits)))
+        with_a = ({"thumbs": thumbs, "pairs": close | "ByFirst" >> beam.Map(lambda ab: (ab[0], ab))}
+                  | "JoinFirst" >> beam.CoGroupByKey()
+                  | "FirstThumbs" >> beam.FlatMap(_with_thumbs, "pairs"))
+        with_b = ({"thumbs": thumbs, "pairs": close | "BySecond" >> beam.Map(lambda ab: (ab[1], ab))}
+                  | "JoinSecond" >> beam.CoGroupByKey()
+                  | "SecondThumbs" >> beam.FlatMap(_with_thumbs, "pairs"))
+        pairs = ({"a": with_a, "b": with_b}
+                 | "JoinPair" >> beam.CoGroupByKey()
+                 | "ConfirmedPairs" >> beam.FlatMap(_confirm, diff))
+        comp = pairs | "Components" >> beam.CombineGlobally(Components())
+        members = (kept
+                   | "InComponent" >> beam.FlatMap(lambda nc, comp: [(nc[1].uid, (comp[nc[1].uid], nc))]
+                                                   if nc[1].uid in comp else [], beam.pvalue.AsSingleton(comp)))
+        near = ({"thumbs": thumbs, "members": members}
+                | "JoinMembers" >> beam.CoGroupByKey()
+                | "MemberThumbs" >> beam.FlatMap(_with_thumbs, "members")
+                | "ByComponent" >> beam.Map(lambda m: (m[0][0], (m[0][1], m[1])))
+                | "GroupByComponent" >> beam.GroupByKey()
+                | "NearDuplicates" >> beam.FlatMap(_near, bits, diff))
+        dropped = ({"exact": exact.dropped | "ExactByKeeper" >> beam.Map(lambda d: (d[3].duplicate_of, d)),
+                    "near": near | "NearByUid" >> beam.Map(lambda d: (d[0], d))}
+                   | "JoinDrops" >> beam.CoGroupByKey()
+                   | "Resolve" >> beam.FlatMap(_resolve))
+        flags = ({"kept": kept | "KeptByUid" >> beam.Map(lambda nc: (nc[1].uid, nc)),
+                  "classes": dropped | "ClassByTarget" >> beam.Map(lambda d: (d[3].duplicate_of, d[2]))}
+                 | "JoinTargets" >> beam.CoGroupByKey()
+                 | "AcrossClasses" >> beam.FlatMap(_across))
+        decisions = ((dropped | "DropByFile" >> beam.Map(lambda d: (d[1], ("drop", d[0], d[3]))), flags)
+                     | "AllDecisions" >> beam.Flatten())
+        return ({"file": files | "FileKey" >> beam.Map(lambda n: (n, None)), "decisions": decisions}
+                | "ByFile" >> beam.CoGroupByKey()
+                | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(self.run_dir, self.spec)))
+
+
+class Clean(beam.PTransform):
+    """Image checks per shard in parallel, then the run-wide decision as per-key steps (Decide)."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[str], files: list[str]):
+        super().__init__()
+        self.run_dir, self.cfg, self.work, self.files = str(run_dir), cfg, work, files
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Plan" >> beam.Create(self.work)
-                | "Spread" >> beam.Reshuffle()
-                | "CheckImages" >> beam.ParDo(CheckShard(self.run_dir, self.cfg.clean))
-                | "AllShards" >> beam.combiners.ToList()
-                | "DedupeAndDecide" >> beam.Map(lambda _, run_dir, spec: decide(Path(run_dir), spec),
-                                                self.run_dir, self.cfg.clean))
+        checked = (pbegin
+                   | "Plan" >> beam.Create(self.work)
+                   | "Spread" >> beam.Reshuffle()
+                   | "CheckImages" >> beam.ParDo(CheckShard(self.run_dir, self.cfg.clean)))
+        files = (pbegin
+                 | "SamplesFiles" >> beam.Create(self.files)
+                 | "AfterChecks" >> beam.Map(lambda name, _: name, beam.pvalue.AsList(checked))
+                 | "SpreadFiles" >> beam.Reshuffle())
+        return files | "Decide" >> Decide(self.run_dir, self.cfg.clean)
 
 
-def plan(run_dir: Path) -> tuple[list[tuple[str, dict[str, str]]], int]:
-    """(shard, {key: uid}) for shards whose checks are missing or stale, and how many are current."""
+def plan(run_dir: Path) -> tuple[list[str], int, int]:
+    """Names of shards whose checks are missing or stale, how many are current, and the images to check."""
     samples = schemas.read_folder(run_dir / "samples", "samples")
-    work, done = [], 0
+    work, done, n = [], 0, 0
     for shard, wanted in clean.wanted_by_shard(samples):
-        shard = shard or "_unstored"
+        shard = shard or UNSTORED
         path = checks_path(run_dir, shard)
         if path.exists() and _covers(path, set(wanted.values())):
             done += 1
         else:
-            work.append((shard, wanted))
-    return work, done
+            work.append(shard)
+            n += len(wanted)
+    return work, done, n
 
 
 def _covers(path: Path, uids: set[str]) -> bool:
@@ -89,7 +302,8 @@ def _covers(path: Path, uids: set[str]) -> bool:
 
 
 def decide(run_dir: Path, spec: CleanSpec) -> dict:
-    """Read every samples file and every check, set outcomes run-wide, rewrite changed samples files."""
+    """The whole-run decision in this process (clean.decide over every file): the reference the
+    pipeline's Decide must equal, kept for tests and for comparing the two."""
     files = sorted((run_dir / "samples").glob("[0-9]*.parquet"))
     parts = [schemas.read(p, "samples") for p in files]
     checks = schemas.read_folder(run_dir / "clean", "image_checks")
@@ -110,12 +324,11 @@ def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
         raise UserError("no fetched samples to clean", where=str(run_dir / "samples"),
                         hint="Run the fetch stage first: `counteranimal curate RUN --stages sources,fetch`.")
     atomic.clean_temp_files(run_dir / "clean")
-    work, done = plan(run_dir)
-    n = sum(len(w) for _, w in work)
+    work, done, n = plan(run_dir)
     say(f"clean: {len(work) + done} shards, {done} already checked; checking {n} images")
     started = time.monotonic()
     with beam.Pipeline(options=options) as p:
-        _ = p | "Clean" >> Clean(run_dir, cfg, work)
+        _ = p | "Clean" >> Clean(run_dir, cfg, work, samples_files(run_dir))
     counts = clean.outcome_counts(schemas.read_folder(run_dir / "samples", "samples"))
     seconds = time.monotonic() - started
     manifest.record_stage(run_dir, "clean", config_digest=cfg.digest(), counts=counts, seconds=seconds,

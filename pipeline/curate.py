@@ -68,9 +68,9 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     # Options are checked before any stage writes, so a flag typo leaves nothing behind.
     from pipeline.options import pipeline_options
     options = pipeline_options(beam_args or [])
-    if "score" in stages:   # model names, checkpoint files and devices too
+    if "score" in stages:   # model names, checkpoint files and devices too, on the workers
         from pipeline.score import check_models
-        check_models(cfg, run_dir / "config.yaml")
+        check_models(cfg, run_dir / "config.yaml", options)
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
     if "sources" in stages:
@@ -88,7 +88,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
         _require_a_clean_photo(paths, after_clean[0])
     if "score" in stages:
         from pipeline.score import run_score
-        result.counts["score"] = run_score(paths.run, cfg, options, say)
+        result.counts["score"] = run_score(paths.run, cfg, options, say, models_checked=True)
     if "backgrounds" in stages:
         from pipeline.propose import run_backgrounds
         result.counts["backgrounds"] = run_backgrounds(paths.run, cfg, options, say)

@@ -26,11 +26,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from curation import arrays, atomic, attributes, backgrounds, manifest, stats, zeroshot
+from curation import arrays, atomic, attributes, backgrounds, config, manifest, stats, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
 from pipeline.score import read_text_embeddings, text_path
+from pipeline.worker_errors import marked, user_errors_from_workers
 
 METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
 P_UNITS = 10**9    # p(true) is summed as integers: the same sums in any order, on every runner
@@ -50,10 +51,22 @@ def read_scores(path: str, columns: list[str], model_id: str | None = None) -> I
 # -- backgrounds ---------------------------------------------------------------------------------
 
 class AssignClass(beam.DoFn):
+    """One class's scores -> its groups file. With class-naming prompts (prompts.class_backgrounds) the
+    worker loads the model once (setup) and encodes them itself: the launcher loads no model."""
+
     def __init__(self, run_dir: str, names: list[str], class_names: dict[int, str],
-                 class_dirs: dict[int, list[float]], settings, model_id: str, prompts: "ClassPrompts | None"):
+                 class_dirs: dict[int, list[float]], settings, model_id: str, prompts: "PromptRequest | None"):
         self.run_dir, self.names, self.class_names, self.class_dirs = run_dir, names, class_names, class_dirs
-        self.settings, self.model_id, self.prompts = settings, model_id, prompts
+        self.settings, self.model_id, self.request = settings, model_id, prompts
+        self.prompts: ClassPrompts | None = None
+
+    def setup(self):
+        if self.request is not None:
+            try:
+                self.prompts = class_prompts(config.parse(self.request.cfg_json), self.model_id,
+                                             np.asarray(self.request.generic, np.float32))
+            except UserError as exc:
+                raise marked(exc) from None
 
     def process(self, element):
         (class_idx, label), rows = element
@@ -78,7 +91,7 @@ class AssignBackgrounds(beam.PTransform):
 
     def __init__(self, run_dir: Path, files: list[str], model_id: str, names: list[str],
                  class_names: dict[int, str], class_dirs: dict[int, list[float]], settings: backgrounds.Settings,
-                 prompts: "ClassPrompts | None" = None):
+                 prompts: "PromptRequest | None" = None):
         super().__init__()
         self.run_dir, self.files, self.model_id = run_dir, files, model_id
         self.names, self.class_names, self.class_dirs, self.settings = names, class_names, class_dirs, settings
@@ -116,8 +129,10 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     settings = backgrounds.Settings.from_config(cfg.background_assignment)
     class_names = {cfg.class_index(c): c.name for c in cfg.classes}
     class_dirs = {i: labels[i].tolist() for i in range(len(labels))}   # label-space index → text direction
-    prompts = class_prompts(cfg, model_id, generic)
-    with beam.Pipeline(options=options) as p:
+    prompts = None
+    if cfg.background_assignment.prompts != "generic" and cfg.prompts.class_backgrounds:
+        prompts = PromptRequest(cfg.model_dump(mode="json", by_alias=True), generic.tolist())
+    with user_errors_from_workers(), beam.Pipeline(options=options) as p:
         _ = p | "Backgrounds" >> AssignBackgrounds(run_dir, files, model_id, names, class_names, class_dirs,
                                                    settings, prompts)
     groups = schemas.read_folder(groups_dir, "groups")
@@ -134,6 +149,13 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
 
 
 @dataclass(frozen=True)
+class PromptRequest:
+    """What a worker needs to build ClassPrompts itself: the config and the generic background bank."""
+    cfg_json: dict
+    generic: list
+
+
+@dataclass(frozen=True)
 class ClassPrompts:
     """Per class (class_idx), background text embeddings whose prompts name the class."""
     banks: dict[int, np.ndarray]
@@ -141,7 +163,7 @@ class ClassPrompts:
 
 
 def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPrompts | None:
-    """Encode prompts.class_backgrounds once, in the driver (a few prompts per class × background)."""
+    """Encode prompts.class_backgrounds (a few prompts per class × background), once per worker."""
     mode = cfg.background_assignment.prompts
     if mode == "generic" or not cfg.prompts.class_backgrounds:
         return None
@@ -161,36 +183,80 @@ def class_prompts(cfg: RunConfig, model_id: str, generic: np.ndarray) -> ClassPr
 # -- proposals -----------------------------------------------------------------------------------
 
 class CountGroups(beam.PTransform):
-    """groups ⋈ scores by uid → ((source, model, metric, class, background), (n, k))."""
+    """groups ⋈ scores ⋈ review flags by uid → ((source, model, metric, class, background), (n, k)).
 
-    def __init__(self, groups: list[dict], files: list[str]):
+    The job graph carries file names; each step reads its groups, scores or samples file itself."""
+
+    def __init__(self, group_files: list[str], files: list[str], samples: list[str], min_confidence: float):
         super().__init__()
-        self.groups, self.files = groups, files
+        self.group_files, self.files, self.samples, self.min_confidence = group_files, files, samples, min_confidence
 
     def expand(self, pbegin):
-        groups = (pbegin | "Groups" >> beam.Create(self.groups) | "GroupByUid" >> beam.Map(lambda g: (g["uid"], g)))
+        groups = (pbegin
+                  | "GroupFiles" >> beam.Create(self.group_files)
+                  | "ReadGroups" >> beam.FlatMap(read_groups, self.min_confidence))
         scores = (pbegin
                   | "ScoreFiles" >> beam.Create(self.files)
                   | "ReadScores" >> beam.FlatMap(read_scores, ["uid", "model_id", "correct", "correct_1vk", "p_true"])
                   | "ScoreByUid" >> beam.Map(lambda s: (s["uid"], s)))
-        return ({"group": groups, "score": scores}
+        flagged = (pbegin
+                   | "SamplesFiles" >> beam.Create(self.samples)
+                   | "ReadFlags" >> beam.FlatMap(flagged_uids))
+        return ({"group": groups, "score": scores, "flagged": flagged}
                 | "Join" >> beam.CoGroupByKey()
                 | "Cells" >> beam.FlatMap(_cells)
                 | "Count" >> beam.CombinePerKey(_sum_tuples))
 
 
+GROUP_COLUMNS = ["uid", "class_idx", "class_name", "background", "method"]
+
+
+def read_groups(path: str, min_confidence: float) -> Iterable[tuple[str, dict]]:
+    """One groups file's rows that count (confident_groups) -> (uid, row)."""
+    t, _ = confident_groups(schemas.read(path, "groups"), min_confidence)
+    for row in t.select(GROUP_COLUMNS).to_pylist():
+        yield row["uid"], row
+
+
+def flagged_uids(path: str) -> Iterable[tuple[str, bool]]:
+    """One samples file's photos that clean or score flagged for review -> (uid, True)."""
+    t = pq.read_table(path, columns=["uid", "flags"])
+    for uid, flags in zip(t.column("uid").to_pylist(), t.column("flags").to_pylist()):
+        if flags:
+            yield uid, True
+
+
 class CountAttributes(beam.PTransform):
     """scores (embeddings) → ((model, class_idx, attribute, present), (n, k)) for prompts.attributes."""
 
-    def __init__(self, files: list[str], banks: dict[str, dict[int, np.ndarray]], names: list[str]):
+    def __init__(self, files: list[str], cfg: RunConfig):
         super().__init__()
-        self.files, self.banks, self.names = files, banks, names
+        self.files, self.cfg_json = files, cfg.model_dump(mode="json", by_alias=True)
 
     def expand(self, pbegin):
         return (pbegin
                 | "ScoreFiles" >> beam.Create(self.files)
-                | "Cells" >> beam.FlatMap(_attribute_cells, self.banks, self.names)
+                | "Cells" >> beam.ParDo(AttributeCells(self.cfg_json))
                 | "Count" >> beam.CombinePerKey(_sum_tuples))
+
+
+class AttributeCells(beam.DoFn):
+    """A score file -> its attribute counts; the worker loads the models and encodes the attribute
+    prompts once (setup): the launcher loads no model."""
+
+    def __init__(self, cfg_json: dict):
+        self.cfg_json = cfg_json
+
+    def setup(self):
+        cfg = config.parse(self.cfg_json)
+        try:
+            self.banks = attribute_banks(cfg)
+        except UserError as exc:
+            raise marked(exc) from None
+        self.names = list(cfg.prompts.attributes)
+
+    def process(self, path: str):
+        yield from _attribute_cells(path, self.banks, self.names)
 
 
 def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
@@ -244,9 +310,10 @@ def _cells(joined):
     """
     uid, sides = joined
     fold = zlib.crc32(uid.encode()) & 1
+    flagged = any(sides.get("flagged", ()))
     for g in sides["group"]:
         human = g["method"] == "human"
-        views = ("all",) if human or g.get("flagged") else ("all", "unflagged")
+        views = ("all",) if human or flagged or g.get("flagged") else ("all", "unflagged")
         for s in sides["score"]:
             for metric, column in METRICS.items():
                 if s[column] is None:
@@ -348,16 +415,16 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if groups.num_rows == 0:
         raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
                         hint="Run the backgrounds stage first.")
-    groups, unsure = confident_groups(groups, cfg.thresholds.min_background_confidence)
-    groups = with_flags(groups, run_dir)
-    columns = ["uid", "class_idx", "class_name", "background", "method", "flagged"]
-    banks = attribute_banks(cfg)
+    unsure = groups.num_rows - confident_groups(groups, cfg.thresholds.min_background_confidence)[0].num_rows
+    group_files = sorted(str(p) for p in (run_dir / "groups").glob("*.parquet") if not p.name.startswith("."))
+    samples_files = sorted(str(p) for p in (run_dir / "samples").glob("[0-9]*.parquet"))
     verified = verified_rows(run_dir, cfg)
-    with beam.Pipeline(options=options) as p:
-        extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), banks, list(cfg.prompts.attributes))
-                 if banks else p | "NoAttributes" >> beam.Create([]))
+    with user_errors_from_workers(), beam.Pipeline(options=options) as p:
+        extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), cfg)
+                 if cfg.prompts.attributes else p | "NoAttributes" >> beam.Create([]))
         _ = (p
-             | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
+             | "CountGroups" >> CountGroups(group_files, score_files(run_dir), samples_files,
+                                            cfg.thresholds.min_background_confidence)
              | "Collect" >> beam.combiners.ToList()
              | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra), verified))
     proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
@@ -416,19 +483,6 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     lv = loop.load_state(run_dir, cfg)
     return [dict(cv.row, source="human", flags_policy="human labels, weighted by sampling rate")
             for _, cv in sorted(lv.classes.items())]
-
-
-def with_flags(groups: pa.Table, run_dir: Path) -> pa.Table:
-    """groups + a "flagged" column: clean flagged the photo for review (RUN/samples flags)."""
-    flagged: set[str] = set()
-    if (run_dir / "samples").is_dir():
-        samples = schemas.read_folder(run_dir / "samples", "samples")
-        if "flags" in samples.column_names:
-            for uid, flags in zip(samples.column("uid").to_pylist(), samples.column("flags").to_pylist()):
-                if flags:
-                    flagged.add(uid)
-    mask = pa.array([u in flagged for u in groups.column("uid").to_pylist()], pa.bool_())
-    return groups.append_column("flagged", mask)
 
 
 def confident_groups(groups: pa.Table, min_confidence: float) -> tuple[pa.Table, int]:

@@ -33,9 +33,11 @@ import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
-from curation import arrays, atomic, clean, clip_models, config, manifest, settings_record, shard_reader, zeroshot
+from curation import (arrays, atomic, clean, clip_models, config, manifest, neighbors, settings_record,
+                      shard_reader, zeroshot)
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
+from pipeline.worker_errors import marked, user_errors_from_workers
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,6 @@ class ImageSample:
     shard: str
     key: str
     data: bytes | None = None     # None: the handler reads it from RUN/shards/<shard> (ShardStream)
-
-
-@dataclass(frozen=True)
-class ShardWork:
-    shard: str                               # e.g. "00003.tar"
-    samples: tuple[tuple[str, str, int], ...]  # (key, uid, class_idx), sorted by key
 
 
 def model_slug(model_id: str) -> str:
@@ -116,7 +112,10 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         s = cfg.score
         if s.num_threads:
             torch.set_num_threads(s.num_threads)
-        clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
+        try:
+            clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
+        except UserError as exc:       # this worker's device or files: told on the launcher
+            raise marked(UserError(str(exc), where=f"models ({spec.model_id})")) from None
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
             save_text_bank(Path(self.run_dir), self.model_id, bank)
@@ -350,10 +349,30 @@ def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> Non
 
 # -- the transform ------------------------------------------------------------------------------
 
-def shard_samples(work: ShardWork) -> Iterable[list[ImageSample]]:
-    """One shard's wanted samples in key order, as one RunInference element (the handler reads the bytes)."""
-    if work.samples:
-        yield [ImageSample(uid, cls, work.shard, key) for key, uid, cls in work.samples]
+def samples_path(run_dir: Path, shard: str) -> Path:
+    """The samples file of the fetch chunk that wrote ``shard`` (same name)."""
+    return run_dir / "samples" / f"{shard.split('.', 1)[0]}.parquet"
+
+
+def clean_samples(run_dir: Path, shard: str) -> list[tuple[str, str, int]]:
+    """(key, uid, class_idx) of the shard's clean samples, in key order."""
+    t = schemas.read(samples_path(run_dir, shard), "samples")
+    ok = t.filter(pc.and_(pc.equal(t.column("status"), "ok"), pc.equal(t.column("shard"), shard)))
+    return sorted((r["key"] or r["uid"], r["uid"], r["class_idx"])
+                  for r in ok.select(["uid", "class_idx", "key"]).to_pylist())
+
+
+class ShardSamples(beam.DoFn):
+    """A shard's name -> its clean samples in key order, as one RunInference element (the handler
+    reads the bytes): the job graph carries names, each worker reads its shard's samples itself."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+
+    def process(self, shard: str):
+        samples = clean_samples(Path(self.run_dir), shard)
+        if samples:
+            yield [ImageSample(uid, cls, shard, key) for key, uid, cls in samples]
 
 
 class WriteShardScores(beam.DoFn):
@@ -369,51 +388,230 @@ class WriteShardScores(beam.DoFn):
 
 
 class Score(beam.PTransform):
-    """Shards to scores: read batches, one RunInference per model, write per shard, then finish."""
+    """Shards to scores: read batches, one RunInference per model, write per shard, then Finish."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[ShardWork]):
+    def __init__(self, run_dir: Path, cfg: RunConfig, work: list[str], files: list[str]):
         super().__init__()
-        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+        self.run_dir, self.cfg, self.work, self.files = str(run_dir), cfg, work, files
 
     def expand(self, pbegin):
         shards = (pbegin
                   | "Plan" >> beam.Create(self.work)
                   | "Spread" >> beam.Reshuffle()
-                  | "ShardSamples" >> beam.FlatMap(shard_samples))
+                  | "ShardSamples" >> beam.ParDo(ShardSamples(self.run_dir)))
         scored = [shards | f"RunInference[{m.model_id}]" >> RunInference(
                       OpenClipModelHandler(m, self.cfg, self.run_dir).with_no_batching())
                   for m in self.cfg.models]
-        return (scored
-                | "AllModels" >> beam.Flatten()
-                | "ByShard" >> beam.GroupByKey()
-                | "WriteScores" >> beam.ParDo(WriteShardScores(self.run_dir))
-                | "AllShards" >> beam.combiners.ToList()
-                | "OneVsK+Flags" >> beam.Map(lambda _, run_dir, cfg: finish(Path(run_dir), cfg),
-                                             self.run_dir, self.cfg))
+        written = (scored
+                   | "AllModels" >> beam.Flatten()
+                   | "ByShard" >> beam.GroupByKey()
+                   | "WriteScores" >> beam.ParDo(WriteShardScores(self.run_dir)))
+        return pbegin | "Finish" >> Finish(self.run_dir, self.cfg, self.files, after=written)
+
+
+class Finish(beam.PTransform):
+    """After every shard is scored: the "1 vs k" columns and the review flags, per shard.
+
+        samples files ─▶ scores ─▶ per (model, class): embedding sums ─▶ its k closest labels ─┐
+                                └▶ flag model's embeddings ─▶ cells (curation/neighbors.py) ─▶ per cell:
+                                   nearest photos ─▶ per photo: share of its class ─────────────┴▶ per shard:
+                                   RUN/scores/NNNNN.parquet (top1_1vk, correct_1vk), RUN/samples/NNNNN.parquet (flags)
+
+    ``files``: the samples files' names (every one, so a file whose photos are no longer scored
+    loses its model flags); ``after``: a PCollection to wait for (the scores being written).
+    """
+
+    def __init__(self, run_dir: str, cfg: RunConfig, files: list[str], after=None):
+        super().__init__()
+        self.run_dir, self.cfg, self.files, self.after = str(run_dir), cfg, files, after
+
+    def expand(self, pbegin):
+        cfg, run_dir = self.cfg, self.run_dir
+        names = pbegin | "SamplesFiles" >> beam.Create(self.files)
+        if self.after is not None:
+            names = names | "AfterScores" >> beam.Map(lambda n, _: n, beam.pvalue.AsList(self.after))
+        names = names | "SpreadFiles" >> beam.Reshuffle()
+        sets = (names
+                | "ClassSums" >> beam.FlatMap(_class_sums, run_dir)
+                | "SumPerClass" >> beam.CombinePerKey(_add_sums)
+                | "LabelSets" >> beam.ParDo(LabelSets(run_dir, cfg.score.one_vs_k)))
+        flag_model = cfg.clean.flag_model or cfg.models[0].model_id
+        k = cfg.clean.label_noise_neighbors
+        shares = (names | "NoNeighbours" >> beam.FlatMap(lambda _: []))
+        if k > 0:
+            rows = names | "FlagModelRows" >> beam.FlatMap(_embedding_rows, run_dir, flag_model)
+            count = rows | "Count" >> beam.combiners.Count.Globally()
+            sample = rows | "Sample" >> beam.combiners.Top.Of(
+                neighbors.MAX_TRAIN, key=lambda r: (neighbors.sample_key(r[0]), r[0]), reverse=True)
+            cells = sample | "Cells" >> beam.Map(_train_cells, beam.pvalue.AsSingleton(count))
+            shares = (rows
+                      | "Route" >> beam.FlatMap(_route, beam.pvalue.AsSingleton(cells))
+                      | "GroupByCell" >> beam.GroupByKey()
+                      | "SearchCell" >> beam.FlatMap(_search_cell, k)
+                      | "GroupByPhoto" >> beam.GroupByKey()
+                      | "Share" >> beam.Map(_share, k))
+        return ({"file": names | "FileKey" >> beam.Map(lambda n: (n.split(".", 1)[0], None)), "shares": shares}
+                | "ByShard" >> beam.CoGroupByKey()
+                | "FinishShard" >> beam.ParDo(FinishShard(run_dir, cfg), beam.pvalue.AsDict(sets)))
+
+
+def _scores_of(run_dir: str, name: str):
+    path = scores_path(Path(run_dir), name)
+    return schemas.read(path, "scores") if path.exists() else None
+
+
+def _class_sums(name: str, run_dir: str):
+    """One shard's scores -> ((model_id, true label), (embedding sum, count)) per model and class."""
+    t = _scores_of(run_dir, name)
+    if t is None or not t.num_rows:
+        return
+    emb = arrays.embeddings(t.column("embedding"))
+    keys = list(zip(t.column("model_id").to_pylist(), t.column("true_label").to_pylist()))
+    for key in sorted(set(keys)):
+        rows = np.asarray([i for i, k in enumerate(keys) if k == key])
+        yield key, zeroshot.class_sum(emb[rows])
+
+
+def _add_sums(values):
+    total, count = None, 0
+    for s, n in values:
+        total, count = (s.copy() if total is None else total + s), count + n
+    return total, count
+
+
+class LabelSets(beam.DoFn):
+    """((model_id, class), (sum, count)) -> ((model_id, class), its k closest labels)."""
+
+    def __init__(self, run_dir: str, k: int):
+        self.run_dir, self.k = run_dir, k
+        self.labels: dict[str, np.ndarray] = {}
+
+    def process(self, element):
+        (model_id, t), (total, count) = element
+        if model_id not in self.labels:
+            self.labels[model_id] = read_text_embeddings(Path(self.run_dir), model_id, "label")[1]
+        yield (model_id, t), zeroshot.labels_for_class(t, total, count, self.labels[model_id], self.k)
+
+
+def _embedding_rows(name: str, run_dir: str, model_id: str):
+    """One shard's scores of ``model_id`` -> (uid, shard stem, true label, float16 embedding) per photo."""
+    t = _scores_of(run_dir, name)
+    if t is None:
+        return
+    t = t.filter(pc.equal(t.column("model_id"), model_id))
+    emb = arrays.embeddings(t.column("embedding")).astype(np.float16)
+    stem = name.split(".", 1)[0]
+    for uid, label, e in zip(t.column("uid").to_pylist(), t.column("true_label").to_pylist(), emb):
+        yield uid, stem, label, e
+
+
+def _train_cells(sample, count: int):
+    sample = sorted(sample, key=lambda r: (neighbors.sample_key(r[0]), r[0]))
+    cells = neighbors.n_cells(count)
+    sample = sample[:cells * neighbors.TRAIN_PER_CELL]
+    return neighbors.train_cells(np.stack([r[3] for r in sample]) if sample else np.zeros((0, 1)), cells)
+
+
+def _route(row, centroids):
+    """A photo -> (cell, ("data", row)) for the cell it lives in, (cell, ("query", row)) for each probed."""
+    cells = neighbors.probe(row[3][None].astype(np.float32), centroids)[0]
+    yield int(cells[0]), ("data", row)
+    for c in cells:
+        yield int(c), ("query", row)
+
+
+def _search_cell(element, k: int):
+    """One cell: each query's k best among the photos living there -> (uid, (stem, class, found))."""
+    _, items = element
+    data = sorted((row for kind, row in items if kind == "data"), key=lambda r: r[0])
+    queries = sorted((row for kind, row in items if kind == "query"), key=lambda r: r[0])
+    if not data or not queries:
+        return
+    d_emb = np.stack([r[3] for r in data])
+    for start in range(0, len(queries), 4096):
+        q = queries[start:start + 4096]
+        sims, classes, uids = neighbors.cell_search([r[0] for r in q], np.stack([r[3] for r in q]),
+                                                    [r[0] for r in data], d_emb,
+                                                    np.asarray([r[2] for r in data]), k)
+        for i, r in enumerate(q):
+            yield r[0], (r[1], r[2], (sims[i], classes[i], uids[i]))
+
+
+def _share(element, k: int):
+    uid, found = element
+    found = list(found)
+    stem, own = found[0][0], found[0][1]
+    return stem, (uid, neighbors.share(own, neighbors.merge([f[2] for f in found], k)))
+
+
+class FinishShard(beam.DoFn):
+    """(shard stem, {shares}) -> its scores' "1 vs k" columns and its samples' review flags, rewritten
+    when they changed."""
+
+    def __init__(self, run_dir: str, cfg: RunConfig):
+        self.run_dir, self.cfg = run_dir, cfg
+        self.labels: dict[str, np.ndarray] = {}
+
+    def process(self, element, sets):
+        stem, joined = element
+        run_dir, cfg = Path(self.run_dir), self.cfg
+        shares = dict(s for s in joined["shares"])
+        path = scores_path(run_dir, stem)
+        flags: dict[str, list[str]] = {}
+        if path.exists():
+            t = schemas.read(path, "scores")
+            new = self._one_vs_k(t, sets)
+            if not new.equals(t):
+                atomic.write_parquet(path, new)
+            flags = clean.review_flags_by_uid(t, cfg.clean, cfg.clean.flag_model or cfg.models[0].model_id,
+                                              shares=shares if cfg.clean.label_noise_neighbors > 0 else None)
+        spath = run_dir / "samples" / f"{stem}.parquet"
+        if spath.exists():
+            samples = schemas.read(spath, "samples")
+            flagged = clean.apply_review_flags(samples, flags)
+            if not flagged.equals(samples):
+                atomic.write_parquet(spath, flagged)
+        yield stem
+
+    def _one_vs_k(self, t: pa.Table, sets: dict) -> pa.Table:
+        top1 = np.zeros(t.num_rows, dtype=np.int32)
+        model_col = np.asarray(t.column("model_id").to_pylist())
+        truth = t.column("true_label").to_numpy()
+        emb = arrays.embeddings(t.column("embedding")) if t.num_rows else None
+        for m in set(model_col.tolist()):
+            if m not in self.labels:
+                self.labels[m] = read_text_embeddings(Path(self.run_dir), m, "label")[1]
+            rows = np.nonzero(model_col == m)[0]
+            top1[rows] = zeroshot.top1_among(emb[rows], truth[rows],
+                                             {int(c): sets[(m, int(c))] for c in np.unique(truth[rows])},
+                                             self.labels[m])
+        return (t.set_column(t.schema.get_field_index("top1_1vk"), "top1_1vk", pa.array(top1, pa.int32()))
+                 .set_column(t.schema.get_field_index("correct_1vk"), "correct_1vk", pa.array(top1 == truth)))
 
 
 # -- planning, finishing, the entry point -------------------------------------------------------------
 
-def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[ShardWork], int]:
-    """Shards that still need scores (and how many are done), from the clean samples."""
+def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[str], int, int]:
+    """Names of the shards that still need scores, how many are done, and the images to score."""
     samples = schemas.read_folder(run_dir / "samples", "samples")
-    ok = samples.filter(pc.equal(samples.column("status"), "ok")).select(["uid", "class_idx", "shard", "key"])
-    by_shard: dict[str, list[tuple[str, str, int]]] = {}
+    ok = samples.filter(pc.equal(samples.column("status"), "ok")).select(["uid", "class_idx", "shard"])
+    by_shard: dict[str, set[str]] = {}
     for r in ok.to_pylist():
-        by_shard.setdefault(r["shard"], []).append((r["key"] or r["uid"], r["uid"], r["class_idx"]))
+        by_shard.setdefault(r["shard"], set()).add(r["uid"])
     truth = zeroshot.true_labels(cfg)
-    unknown = sorted({c for rows in by_shard.values() for _, _, c in rows} - set(truth))
+    unknown = sorted(set(ok.column("class_idx").to_pylist()) - set(truth))
     if unknown:
         raise UserError(f"samples have class_idx {', '.join(map(str, unknown[:5]))}, which the config's classes do not "
                         "list", where=str(run_dir / "samples"))
     model_ids = {m.model_id for m in cfg.models}
-    work, done = [], 0
-    for shard, rows in sorted(by_shard.items()):
-        if _scored(scores_path(run_dir, shard), {uid for _, uid, _ in rows}, model_ids):
+    work, done, n = [], 0, 0
+    for shard, uids in sorted(by_shard.items()):
+        if _scored(scores_path(run_dir, shard), uids, model_ids):
             done += 1
         else:
-            work.append(ShardWork(shard, tuple(sorted(rows))))
-    return work, done
+            work.append(shard)
+            n += len(uids)
+    return work, done, n
 
 
 def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
@@ -427,41 +625,8 @@ def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
     return have == {(u, m) for u in uids for m in model_ids}
 
 
-def finish(run_dir: Path, cfg: RunConfig) -> dict:
-    """After every shard is scored: the run-wide "1 vs k" columns, then the review flags on samples."""
-    files = sorted((run_dir / "scores").glob("[0-9]*.parquet"))
-    if not files:
-        return {}
-    tables = [schemas.read(p, "scores") for p in files]
-    scores = pa.concat_tables(tables)
-    k = cfg.score.one_vs_k
-    top1 = np.zeros(scores.num_rows, dtype=np.int32)
-    model_col = np.asarray(scores.column("model_id").to_pylist())
-    for m in cfg.models:
-        rows = np.nonzero(model_col == m.model_id)[0]
-        if not len(rows):
-            continue
-        _, labels = read_text_embeddings(run_dir, m.model_id, "label")
-        emb = arrays.embeddings(scores.column("embedding").take(rows))
-        truth = scores.column("true_label").take(rows).to_numpy()
-        top1[rows], _ = zeroshot.one_vs_k(emb, truth, labels, k)
-    truth_all = scores.column("true_label").to_numpy()
-    start = 0
-    for path, t in zip(files, tables):
-        part = slice(start, start + t.num_rows)
-        start += t.num_rows
-        new = (t.set_column(t.schema.get_field_index("top1_1vk"), "top1_1vk", pa.array(top1[part], pa.int32()))
-                .set_column(t.schema.get_field_index("correct_1vk"), "correct_1vk",
-                            pa.array(top1[part] == truth_all[part])))
-        if not new.equals(t):
-            atomic.write_parquet(path, new)
-    flags = clean.review_flags_by_uid(scores, cfg.clean, cfg.clean.flag_model or cfg.models[0].model_id)
-    for path in sorted((run_dir / "samples").glob("[0-9]*.parquet")):
-        samples = schemas.read(path, "samples")
-        flagged = clean.apply_review_flags(samples, flags)
-        if not flagged.equals(samples):
-            atomic.write_parquet(path, flagged)
-    return {"scored_rows": scores.num_rows}
+def samples_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "samples").glob("[0-9]*.parquet"))
 
 
 def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:
@@ -474,9 +639,15 @@ def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[
     return rows.column("name").to_pylist(), np.asarray(rows.column("embedding").to_pylist(), dtype=np.float32)
 
 
-def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> None:
+def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml", options=None) -> None:
     """Every configured model (name, weights, device, precision), named by its place in the config,
-    checked before any work starts."""
+    checked before any work starts: what the config says here, the rest on the workers.
+
+    The weights, the device and the precision are the workers' (on a cluster the launcher may have
+    no GPU and not their files), so a small pipeline checks them where the models will run
+    (CheckModel) and its UserError comes back here (pipeline/worker_errors.py). ``options``: the
+    run's pipeline options (None: the DirectRunner, in this process).
+    """
     if cfg.clean.flag_model and cfg.clean.flag_model not in {m.model_id for m in cfg.models}:
         raise UserError(f"clean.flag_model {cfg.clean.flag_model!r} is not one of the models "
                         f"({', '.join(m.model_id for m in cfg.models)}).", where=str(config_path))
@@ -484,12 +655,31 @@ def check_models(cfg: RunConfig, config_path: str | Path = "config.yaml") -> Non
     if len(set(ids)) != len(ids):
         raise UserError(f"two models share the id {next(i for i in ids if ids.count(i) > 1)!r}; give each an id.",
                         where=str(config_path))
-    for i, m in enumerate(cfg.models):
-        try:
-            clip_models.check(m.name, m.pretrained, cfg.score.device, cfg.score.precision)
-        except UserError as exc:
-            raise UserError(str(exc), where=f"{config_path}: models[{i}] ({m.model_id})") from None
     zeroshot.true_labels(cfg)
+    if options is None:
+        from pipeline.options import pipeline_options
+
+        options = pipeline_options([])
+    checks = [(m.name, m.pretrained, f"{config_path}: models[{i}] ({m.model_id})") for i, m in enumerate(cfg.models)]
+    with user_errors_from_workers():
+        with beam.Pipeline(options=options) as p:
+            _ = (p | "Models" >> beam.Create(checks)
+                 | "CheckOnWorker" >> beam.ParDo(CheckModel(cfg.score.device, cfg.score.precision)))
+
+
+class CheckModel(beam.DoFn):
+    """(name, pretrained, where in the config) -> nothing, or the worker's UserError (marked)."""
+
+    def __init__(self, device: str, precision: str):
+        self.device, self.precision = device, precision
+
+    def process(self, check):
+        name, pretrained, where = check
+        try:
+            clip_models.check(name, pretrained, self.device, self.precision)
+        except UserError as exc:
+            raise marked(UserError(str(exc), where=where)) from None
+        return []
 
 
 def score_settings(cfg: RunConfig) -> dict:
@@ -541,29 +731,33 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
             f"({', '.join(p.name for p in gone[:5])}{', …' if len(gone) > 5 else ''})")
 
 
-def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
-    """Score every clean sample not yet scored; returns counts for the manifest."""
+def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print, models_checked: bool = False) -> dict:
+    """Score every clean sample not yet scored; returns counts for the manifest.
+
+    ``models_checked``: check_models already ran for this run (curate checks before its first stage)."""
     run_dir = Path(run_dir)
-    check_models(cfg, run_dir / "config.yaml")
+    if not models_checked:
+        check_models(cfg, run_dir / "config.yaml", options)
     if not (run_dir / "clean").is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
     atomic.clean_temp_files(run_dir / "scores")
     drop_stale_scores(run_dir, cfg, say)
-    work, done = plan(run_dir, cfg)
-    n = sum(len(w.samples) for w in work)
+    work, done, n = plan(run_dir, cfg)
     say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
         f"with {len(cfg.models)} model(s): {', '.join(m.model_id for m in cfg.models)}")
     started = time.monotonic()
-    if not work and _text_current(run_dir, cfg):
-        finish(run_dir, cfg)       # nothing to score: no model to load, only the run-wide columns and flags
-        metrics = {}
+    p = beam.Pipeline(options=options)
+    scoring = bool(work) or not _text_current(run_dir, cfg)
+    if not scoring:
+        # Nothing to score: no model to load, only the "1 vs k" columns and flags over every shard.
+        _ = p | "Finish" >> Finish(run_dir, cfg, samples_files(run_dir))
     else:
-        p = beam.Pipeline(options=options)
-        _ = p | "Score" >> Score(run_dir, cfg, work)
+        _ = p | "Score" >> Score(run_dir, cfg, work, samples_files(run_dir))
+    with user_errors_from_workers():
         result = p.run()
         result.wait_until_finish()
-        metrics = _inference_metrics(result)
+    metrics = _inference_metrics(result) if scoring else {}
     seconds = time.monotonic() - started
     scores = schemas.read_folder(run_dir / "scores", "scores")
     counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,

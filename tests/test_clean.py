@@ -53,8 +53,8 @@ def test_rerun_changes_nothing_and_a_lost_shard_check_is_redone(cleaned, tmp_pat
     first = schemas.read_folder(run / "samples", "samples")
     assert clean_stage.plan(run)[0] == []                       # all shards current
     (run / "clean" / "00001.parquet").unlink()
-    work, done = clean_stage.plan(run)
-    assert [w[0] for w in work] == ["00001.tar"] and done == 1
+    work, done, n = clean_stage.plan(run)
+    assert work == ["00001.tar"] and done == 1 and n > 0
     clean_stage.run_clean(run, config.load(run), pipeline_options([]), say=lambda s: None)
     assert schemas.read_folder(run / "samples", "samples").equals(first)
 
@@ -69,7 +69,44 @@ def test_checks_from_an_older_image_checks_schema_are_redone(cleaned, tmp_path):
     path = run / "clean" / "00000.parquet"
     table = pq.read_table(path).drop_columns(["thumbnails"])     # as image_checks v1 wrote it
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, VERSION_KEY: b"1"}), path)
-    assert [w[0] for w in clean_stage.plan(run)[0]] == ["00000.tar"]
+    assert clean_stage.plan(run)[0] == ["00000.tar"]
+
+
+def test_the_pipelines_per_key_decision_equals_the_whole_run_decision(cleaned, tmp_path):
+    """Decide (per content hash, bucket and component, on the DirectRunner) against clean.decide in one
+    process, on the same samples and checks; the planted run has exact, near and cross-class copies."""
+    import apache_beam as beam
+
+    planted, before = cleaned
+    runs = {}
+    for how in ("pipeline", "one_process"):
+        run = runs[how] = tmp_path / how
+        shutil.copytree(planted.run, run)
+        for p, part in zip(sorted((run / "samples").glob("[0-9]*.parquet")), _parts(before, run)):
+            _write(p, part)
+    spec = config.load(planted.run).clean
+    clean_stage.decide(runs["one_process"], spec)
+    with beam.Pipeline(options=pipeline_options([])) as p:
+        _ = (p | beam.Create(clean_stage.samples_files(runs["pipeline"]))
+             | clean_stage.Decide(str(runs["pipeline"]), spec))
+    want = schemas.read_folder(runs["one_process"] / "samples", "samples")
+    assert {r["reason"] for r in want.to_pylist()} >= {"duplicate", "near_duplicate"}
+    assert schemas.read_folder(runs["pipeline"] / "samples", "samples").equals(want)
+
+
+def _parts(before, run):
+    """The fetched samples (before clean), split back into the run's samples files."""
+    import pyarrow.compute as pc
+
+    for p in sorted((run / "samples").glob("[0-9]*.parquet")):
+        uids = schemas.read(p, "samples").column("uid")
+        yield before.filter(pc.is_in(before.column("uid"), uids))
+
+
+def _write(path, table):
+    from curation import atomic
+
+    atomic.write_parquet(path, table)
 
 
 def _greedy_brute_force(cands, max_bits):

@@ -132,3 +132,58 @@ def test_bit_counts_without_numpy_2_agree_with_python():
     values = [0, 1, 2**63, 2**64 - 1, 0xF0F0_F0F0_F0F0_F0F0, 12345678901234567890]
     got = dedupe._unpacked_bit_counts(np.array(values, np.uint64).reshape(2, 3))
     assert got.ravel().tolist() == [v.bit_count() for v in values]
+
+
+def synthetic(n: int, seed: int, families: int) -> list[dedupe.Candidate]:
+    """Photos in scene families: hashes a few bits from the family's (many pHash candidates, chains),
+    thumbnails either the family's with a little noise (a copy) or with many cells repainted (another
+    animal); some exact copies; some without thumbnails or hashes."""
+    rng = np.random.default_rng(seed)
+    base_hash = rng.integers(0, 2**63, families, dtype=np.int64).astype(np.uint64)
+    base_thumb = rng.integers(20, 236, (families, image_checks.THUMB_BYTES)).astype(np.int16)
+    out = []
+    for i in range(n):
+        f = int(rng.integers(families))
+        hashes = tuple(int(base_hash[f] ^ np.uint64(sum(1 << int(b) for b in rng.choice(64, rng.integers(0, 7),
+                                                                                   replace=False))))
+                       for _ in range(3))
+        thumb = base_thumb[f] + rng.integers(-3, 4, image_checks.THUMB_BYTES)
+        if rng.random() < 0.6:       # another animal: a third of the cells repainted
+            cells = rng.random(image_checks.THUMB_BYTES) < 0.33
+            thumb = np.where(cells, rng.integers(0, 256, image_checks.THUMB_BYTES), thumb)
+        thumbs = np.clip(thumb, 0, 255).astype(np.uint8).tobytes()
+        kind = rng.random()
+        sha = f"s{i}" if kind > 0.05 or not out else out[int(rng.integers(len(out)))].sha256
+        out.append(dedupe.Candidate(f"u{i:05d}", int(rng.integers(4)), sha, () if kind > 0.98 else hashes,
+                                    int(rng.choice([4096, 9216, 16384])), None if 0.96 < kind <= 0.98 else thumbs))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blocked_decision_equals_the_whole_run_pass(seed):
+    cands = synthetic(300, seed, families=15)
+    whole = dedupe.find_duplicates(cands, SPEC.near_duplicate_bits, SPEC.near_duplicate_max_cell_difference)
+    blocked = dedupe.find_duplicates_blocked(cands, SPEC.near_duplicate_bits, SPEC.near_duplicate_max_cell_difference)
+    near = sum(d.reason == "near_duplicate" for d in whole[0].values())
+    assert near > 25 and whole[1]          # the input has near duplicates, chains and cross-class copies to decide
+    assert blocked == whole
+    shuffled = list(reversed(cands))
+    assert dedupe.find_duplicates_blocked(shuffled, SPEC.near_duplicate_bits,
+                                          SPEC.near_duplicate_max_cell_difference) == whole
+
+
+def test_blocked_decision_on_real_pixels(manifest):
+    bg = background(manifest, "snow")
+    img = compose.background_crop(next(p for p in manifest.photos("snow")), np.random.default_rng(1), SIDE)
+    copies = [img, img.resize((SIDE - 8, SIDE - 8)), img.crop((6, 6, SIDE - 6, SIDE - 6)).resize((SIDE, SIDE))]
+    cands = [candidate(f"c{i}", jpeg(x, 80 + i)) for i, x in enumerate(copies)]
+    cands += [candidate(f"b{i}", jpeg(bg, 70 + 5 * i), class_idx=2 + i) for i in range(3)]
+    cands.append(candidate("x0", jpeg(bg, 70), class_idx=7))      # an exact copy of b0
+    whole = find(cands)
+    assert whole[0] and whole == dedupe.find_duplicates_blocked(cands, SPEC.near_duplicate_bits,
+                                                                SPEC.near_duplicate_max_cell_difference)
+
+
+def test_components_join_pairs_and_name_each_by_its_smallest_uid():
+    comp = dedupe.components([("b", "c"), ("d", "e"), ("c", "a"), ("e", "f")])
+    assert comp == {"a": "a", "b": "a", "c": "a", "d": "d", "e": "d", "f": "d"}
