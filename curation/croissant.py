@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curation import release_layout as layout
+from curation import release_layout as layout, storage
 
 CONTEXT = {
     "@language": "en",
@@ -156,9 +156,7 @@ def _semver(version: str) -> str:
 
 
 def _column(folder: Path, name: str) -> list:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(folder / layout.METADATA, columns=[name]).column(name).to_pylist()
+    return storage.read_table(folder / layout.METADATA, columns=[name]).column(name).to_pylist()
 
 
 def dumps(doc: dict) -> str:

@@ -30,12 +30,11 @@ from typing import Callable
 
 import jinja2
 import pyarrow as pa
-import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import schemas
-from curation import atomic, config, plots
+from curation import atomic, config, plots, storage
 from curation.report_verification import verification_section
 from curation.errors import UserError
 
@@ -124,7 +123,7 @@ def _read_manifest(path: Path) -> dict:
 
 def _read_plain(path: Path, required: list[str]) -> pa.Table:
     try:
-        table = pq.read_table(path)
+        table = storage.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"not a readable parquet file ({exc})", where=str(path)) from None
     lacking = [c for c in required if c not in table.column_names]

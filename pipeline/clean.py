@@ -15,10 +15,9 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, clean, manifest, shard_reader
+from curation import atomic, clean, manifest, shard_reader, storage
 from curation.config import CleanSpec, RunConfig
 from curation.errors import UserError
 
@@ -35,13 +34,13 @@ class CheckShard(beam.DoFn):
         from apache_beam.io.filesystems import FileSystems
 
         shard, wanted = work
-        path = str(Path(self.run_dir) / "shards" / shard)
+        path = str(storage.path(self.run_dir) / "shards" / shard)
         if FileSystems.exists(path):
             with FileSystems.open(path) as f:
                 rows = clean.check_shard(shard, wanted, shard_reader.iter_samples(f), self.spec)
         else:
             rows = clean.check_shard(shard, wanted, [], self.spec)   # every wanted sample: missing_in_shard
-        atomic.write_parquet(checks_path(Path(self.run_dir), shard), clean.checks_table(rows))
+        atomic.write_parquet(checks_path(storage.path(self.run_dir), shard), clean.checks_table(rows))
         yield shard
 
 
@@ -50,7 +49,7 @@ class Clean(beam.PTransform):
 
     def __init__(self, run_dir: Path, cfg: RunConfig, work: list[tuple[str, dict[str, str]]]):
         super().__init__()
-        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+        self.run_dir, self.cfg, self.work = storage.path(run_dir), cfg, work
 
     def expand(self, pbegin):
         return (pbegin
@@ -58,7 +57,7 @@ class Clean(beam.PTransform):
                 | "Spread" >> beam.Reshuffle()
                 | "CheckImages" >> beam.ParDo(CheckShard(self.run_dir, self.cfg.clean))
                 | "AllShards" >> beam.combiners.ToList()
-                | "DedupeAndDecide" >> beam.Map(lambda _, run_dir, spec: decide(Path(run_dir), spec),
+                | "DedupeAndDecide" >> beam.Map(lambda _, run_dir, spec: decide(storage.path(run_dir), spec),
                                                 self.run_dir, self.cfg.clean))
 
 
@@ -80,10 +79,10 @@ def _covers(path: Path, uids: set[str]) -> bool:
     """The checks file holds exactly these uids and was written with the current image_checks
     schema (older ones lack what dedupe now needs, e.g. v1 had no thumbnails)."""
     try:
-        found = pq.read_schema(path)
+        found = storage.read_schema(path)
         if schemas.version_of(found) != schemas.version_of(schemas.SCHEMAS["image_checks"]):
             return False
-        return set(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
+        return set(storage.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
     except (OSError, pa.ArrowInvalid, KeyError, TypeError):
         return False
 
@@ -105,7 +104,7 @@ def decide(run_dir: Path, spec: CleanSpec) -> dict:
 
 
 def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     if not any((run_dir / "samples").glob("[0-9]*.parquet")):
         raise UserError("no fetched samples to clean", where=str(run_dir / "samples"),
                         hint="Run the fetch stage first: `counteranimal curate RUN --stages sources,fetch`.")

@@ -20,10 +20,9 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, config, fetch_status, manifest, settings_record
+from curation import atomic, config, fetch_status, manifest, settings_record, storage
 from curation.errors import UserError
 from curation.fetch_status import Chunk
 
@@ -59,7 +58,7 @@ class CurateResult:
 
 def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[str] | None = None,
         say: Callable[[str], None] = print) -> CurateResult:
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     cfg = config.load(run_dir)
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
@@ -300,7 +299,7 @@ class _Progress:
             if p.name in self._seen:
                 continue
             try:
-                status = pq.read_table(p, columns=["status"]).column("status").to_pylist()
+                status = storage.read_table(p, columns=["status"]).column("status").to_pylist()
             except (OSError, pa.ArrowInvalid):
                 continue
             failed = status.count("failed")   # "rejected" is clean's verdict on a photo fetched fine

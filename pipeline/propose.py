@@ -23,10 +23,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import arrays, atomic, attributes, backgrounds, manifest, stats, zeroshot
+from curation import arrays, atomic, attributes, backgrounds, manifest, stats, storage, zeroshot
 from curation.config import RunConfig
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
@@ -41,7 +40,7 @@ def score_files(run_dir: Path) -> list[str]:
 
 
 def read_scores(path: str, columns: list[str], model_id: str | None = None) -> Iterable[dict]:
-    table = pq.read_table(path, columns=columns + (["model_id"] if "model_id" not in columns else []))
+    table = storage.read_table(path, columns=columns + (["model_id"] if "model_id" not in columns else []))
     if model_id is not None:
         table = table.filter(pc.equal(table.column("model_id"), model_id))
     yield from table.to_pylist()
@@ -69,7 +68,7 @@ class AssignClass(beam.DoFn):
             a.update(class_idx=class_idx, class_name=self.class_names.get(class_idx, str(class_idx)),
                      model_id=self.model_id)
         table = schemas.conform(pa.Table.from_pylist(assigned), "groups", f"groups of class {class_idx}")
-        atomic.write_parquet(Path(self.run_dir) / "groups" / f"model-{class_idx:05d}.parquet", table)
+        atomic.write_parquet(storage.path(self.run_dir) / "groups" / f"model-{class_idx:05d}.parquet", table)
         yield class_idx, len(assigned)
 
 
@@ -195,7 +194,7 @@ class CountAttributes(beam.PTransform):
 
 def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
     """One score file's counts, per model and class at once (vectorised)."""
-    t = pq.read_table(path, columns=["model_id", "class_idx", "correct", "embedding"])
+    t = storage.read_table(path, columns=["model_id", "class_idx", "correct", "embedding"])
     by: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, key in enumerate(zip(t.column("model_id").to_pylist(), t.column("class_idx").to_pylist())):
         by[key].append(i)
@@ -335,7 +334,7 @@ def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: 
                  for (model_id, c, a, present), (n, k) in attribute_cells if model_id == m.model_id]
         deltas.extend(dict(d, model_id=m.model_id)
                       for d in attribute_deltas(model_groups, list(cfg.backgrounds), extra))
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     atomic.write_parquet(run_dir / "group_stats.parquet", _table(stat_rows, "group_stats"))
     atomic.write_parquet(run_dir / "attributes.parquet", _table(deltas, "attribute_deltas"))
     atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))

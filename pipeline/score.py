@@ -29,11 +29,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
-from curation import arrays, atomic, clean, clip_models, config, manifest, settings_record, shard_reader, zeroshot
+from curation import arrays, atomic, clean, clip_models, config, manifest, settings_record, shard_reader, storage, zeroshot
 from curation.config import ModelSpec, RunConfig
 from curation.errors import UserError
 
@@ -119,7 +118,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         clip = clip_models.load(spec.name, spec.pretrained, device=s.device, precision=s.precision)
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
-            save_text_bank(Path(self.run_dir), self.model_id, bank)
+            save_text_bank(storage.path(self.run_dir), self.model_id, bank)
         threads = s.decode_threads or max(2, (os.cpu_count() or 2) - 1)
         return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(threads),
                             draft_size(clip) if s.decode == "draft" else None,
@@ -128,7 +127,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
                       inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
         size = self.batch_size
-        streams = {shard: ShardStream(Path(self.run_dir) / "shards" / shard, [s.key for s in batch if s.shard == shard])
+        streams = {shard: ShardStream(storage.path(self.run_dir) / "shards" / shard, [s.key for s in batch if s.shard == shard])
                    for shard in dict.fromkeys(s.shard for s in batch if s.data is None)}
         rows: list[dict] = []
         try:
@@ -364,7 +363,7 @@ class WriteShardScores(beam.DoFn):
         shard, tables = shard_tables
         table = pa.concat_tables(list(tables))
         table = table.take(pc.sort_indices(table, [("uid", "ascending"), ("model_id", "ascending")]))
-        atomic.write_parquet(scores_path(Path(self.run_dir), shard), schemas.conform(table, "scores"))
+        atomic.write_parquet(scores_path(storage.path(self.run_dir), shard), schemas.conform(table, "scores"))
         yield shard
 
 
@@ -373,7 +372,7 @@ class Score(beam.PTransform):
 
     def __init__(self, run_dir: Path, cfg: RunConfig, work: list[ShardWork]):
         super().__init__()
-        self.run_dir, self.cfg, self.work = str(run_dir), cfg, work
+        self.run_dir, self.cfg, self.work = storage.path(run_dir), cfg, work
 
     def expand(self, pbegin):
         shards = (pbegin
@@ -388,7 +387,7 @@ class Score(beam.PTransform):
                 | "ByShard" >> beam.GroupByKey()
                 | "WriteScores" >> beam.ParDo(WriteShardScores(self.run_dir))
                 | "AllShards" >> beam.combiners.ToList()
-                | "OneVsK+Flags" >> beam.Map(lambda _, run_dir, cfg: finish(Path(run_dir), cfg),
+                | "OneVsK+Flags" >> beam.Map(lambda _, run_dir, cfg: finish(storage.path(run_dir), cfg),
                                              self.run_dir, self.cfg))
 
 
@@ -420,7 +419,7 @@ def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
     if not path.exists():
         return False
     try:
-        t = pq.read_table(path, columns=["uid", "model_id"])
+        t = storage.read_table(path, columns=["uid", "model_id"])
     except (OSError, pa.ArrowInvalid):
         return False
     have = set(zip(t.column("uid").to_pylist(), t.column("model_id").to_pylist()))
@@ -543,7 +542,7 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
 
 def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     """Score every clean sample not yet scored; returns counts for the manifest."""
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     check_models(cfg, run_dir / "config.yaml")
     if not (run_dir / "clean").is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
@@ -583,7 +582,7 @@ def _text_current(run_dir: Path, cfg: RunConfig) -> bool:
         path = text_path(run_dir, m.model_id)
         if not path.exists():
             return False
-        t = pq.read_table(path, columns=["kind", "index", "name"]).sort_by("index").to_pylist()
+        t = storage.read_table(path, columns=["kind", "index", "name"]).sort_by("index").to_pylist()
         if any([r["name"] for r in t if r["kind"] == kind] != names for kind, names in want.items()):
             return False
     return True
