@@ -84,7 +84,7 @@ def build(folder: str | Path, ctx: dict, digests: dict[str, str] | None = None) 
     """The Croissant document for the release folder (its shards and metadata already written).
 
     ``digests`` (relative path → sha256) is used and filled, so SHA256SUMS need not hash the files again."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     digests = {} if digests is None else digests
     exts = sorted({e for e in _column(folder, "image_ext")}) or ["jpg"]
     distribution = [

@@ -30,10 +30,9 @@ from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic
+from curation import atomic, storage
 from curation import release_layout as layout
 from curation.config import RunConfig
 from curation.errors import UserError
@@ -122,22 +121,22 @@ def write_photos(plan: Plan, path: str | os.PathLike) -> None:
     """The plan's photos as a parquet file the workers read (instead of pickling thousands into the job)."""
     photos = [p for ps in plan.photos.values() for p in ps]
     columns = {f.name: [getattr(p, f.name) for p in photos] for f in dataclasses.fields(Photo)}   # not asdict(): it deep-copies
-    pq.write_table(pa.table({n: pa.array(v, type=PHOTO_TYPES.get(n)) for n, v in columns.items()}), path)
+    atomic.write_parquet(path, pa.table({n: pa.array(v, type=PHOTO_TYPES.get(n)) for n, v in columns.items()}))
 
 
 def read_photos(path: str | os.PathLike, in_shard: str) -> list[Photo]:
     """The photos stored in one run shard, as write_photos wrote them (the file is read once per process)."""
-    return _photos(str(path))[0].get(in_shard, [])
+    return _photos(storage.path(path))[0].get(in_shard, [])
 
 
 def photos_by_key(path: str | os.PathLike) -> dict[str, Photo]:
     """Every photo of the plan by its release key (the writers look records up by key)."""
-    return _photos(str(path))[1]
+    return _photos(storage.path(path))[1]
 
 
 @functools.lru_cache(maxsize=2)
-def _photos(path: str) -> tuple[dict[str, list[Photo]], dict[str, Photo]]:
-    columns = pq.read_table(path).to_pydict()
+def _photos(path) -> tuple[dict[str, list[Photo]], dict[str, Photo]]:
+    columns = storage.read_table(path).to_pydict()
     names = list(columns)
     by_shard: dict[str, list[Photo]] = {}
     by_key: dict[str, Photo] = {}
@@ -168,7 +167,7 @@ def read_proposals(run: Path) -> list[dict]:
     if not path.exists():
         raise UserError("no proposals to release", where=str(path), hint="Run `counteranimal curate RUN` first.")
     try:
-        raw = pq.read_table(path)
+        raw = storage.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"not a readable parquet file ({exc})", where=str(path)) from None
     schemas.conform(raw, "proposals", str(path))     # the required columns are there and well typed
@@ -203,7 +202,7 @@ def clip_templates(cfg: RunConfig) -> list[str]:
 def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Plan:
     """Which photos the release holds, each with its group and output shard."""
-    run = Path(run)
+    run = storage.path(run)
     labels = true_labels(cfg)
     pairs = kept_pairs(read_proposals(run), cfg, verified, labels)
     if not pairs:
@@ -339,7 +338,7 @@ def write_tar(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, by
     """Write (key, {ext: bytes}) samples as an uncompressed tar, keys and members sorted, fixed member
     metadata; returns (sha256, size) of the file."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "wb") as f:
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:   # an upload once whole, for an object store
         with tarfile.open(fileobj=_Hashing(f, digest), mode="w", format=tarfile.GNU_FORMAT) as tar:
             for key, parts in sorted(samples, key=lambda s: s[0]):
                 for ext in sorted(parts):
@@ -373,7 +372,7 @@ class _Hashing(io.RawIOBase):
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -404,6 +403,10 @@ def write_lines(path: Path, lines: Iterable[str]) -> None:
 
 def temp_folder(final: Path) -> Path:
     """An empty folder beside ``final`` (same file system, so publish() is a rename)."""
+    if storage.is_url(final):
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):   # left by a killed release
+            storage.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        return final.parent / f".{final.name}.{os.urandom(4).hex()}.tmp"
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):   # left by a killed release
         if stale.is_dir():
@@ -414,7 +417,18 @@ def temp_folder(final: Path) -> Path:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` the release: the old one (if any) is renamed away first, then removed."""
+    """Make ``tmp`` the release: the old one (if any) is renamed away first, then removed.
+
+    An object store has no folder rename: the old release's objects are removed, the new ones
+    copied into place inside the store, SHA256SUMS last, so a reader that starts from SHA256SUMS
+    (``download`` does) never finds a release without it."""
+    if storage.is_url(final):
+        storage.rmtree(final)
+        objects = sorted(tmp.rglob("*"), key=lambda p: (p.name == layout.CHECKSUMS, str(p)))
+        for p in objects:
+            p.fs.copy(p.key, (final / p.relative_to(tmp).as_posix()).key)
+        storage.rmtree(tmp)
+        return
     os.chmod(tmp, 0o777 & ~atomic._UMASK)
     old = None
     if final.exists():
@@ -427,7 +441,7 @@ def publish(tmp: Path, final: Path) -> None:
 
 def verify_checksums(folder: str | os.PathLike) -> list[str]:
     """Files whose sha256 differs from SHA256SUMS, or that it lists and are missing; [] when whole."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     bad = []
     for line in (folder / layout.CHECKSUMS).read_text().splitlines():
         digest, rel = line.split("  ", 1)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Iterable
 
 import apache_beam as beam
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import card, croissant, manifest, release, shard_reader, zeroshot
+from curation import atomic, card, croissant, manifest, release, shard_reader, storage, zeroshot
 from curation import release_layout as layout
 from curation.config import RunConfig
 from curation.errors import UserError
@@ -38,7 +36,7 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
     wanted = {p.in_key: p for p in release.read_photos(photos_file, shard)}
     batches: dict[tuple[str, int], list[tuple]] = {}
     found = set()
-    path = f"{run.rstrip('/')}/shards/{shard}"
+    path = str(storage.path(run) / "shards" / shard)
     with FileSystems.open(path) as f:
         for key, parts in shard_reader.iter_samples(f):
             photo = wanted.get(key)
@@ -73,7 +71,7 @@ class WriteShard(beam.DoFn):
             records.append(dict(record, key=photo.key, shard=rel, image_ext=ext, bytes=len(data),
                                 width=photo.width, height=photo.height, run_class_idx=photo.class_idx,
                                 flags=photo.flags))
-        path = Path(self.folder) / rel
+        path = storage.path(self.folder) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         digest, _ = release.write_tar(path, samples)
         yield rel, digest, records      # one element per shard: its records travel as one batch
@@ -91,9 +89,9 @@ class Release(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "RunShards" >> beam.Create(self.shards)
-                | "ReadPhotos" >> beam.FlatMap(read_photos, str(self.run), str(self.photos_file))
+                | "ReadPhotos" >> beam.FlatMap(read_photos, self.run, self.photos_file)   # paths: curation/storage
                 | "ByOutputShard" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder), str(self.photos_file))))
+                | "WriteShards" >> beam.ParDo(WriteShard(self.folder, self.photos_file)))
 
 
 def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str, list[int]]:
@@ -116,7 +114,7 @@ def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str,
 
 def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version: str, verified: bool = True,
                 max_shard_bytes: int = release.DEFAULT_MAX_SHARD_BYTES, say=print) -> Path:
-    run = Path(run)
+    run = storage.path(run)
     started = time.monotonic()
     final = layout.release_dir(run, name, version)
     plan = release.plan(run, cfg, verified=verified, max_shard_bytes=max_shard_bytes)
@@ -131,21 +129,21 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
                         where=str(run / "shards"), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
     sets = one_vs_k_sets(run, cfg, [p.label for p in plan.pairs])
     tmp = release.temp_folder(final)
-    photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release
+    photos_file = tmp.parent / f"{tmp.name}.photos.tmp"     # beside the temp folder: not part of the release
     try:
         release.write_photos(plan, photos_file)
         with beam.Pipeline(options=options) as p:
             records = (p
                        | "Release" >> Release(plan.input_shards(), photos_file, run, tmp)
                        | "Collect" >> beam.combiners.ToList())
-            _ = records | "Finish" >> beam.Map(finish, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
+            _ = records | "Finish" >> beam.Map(finish, tmp, plan.summary(), cfg, run, name, version, sets)
         missing = [f"{s}/{layout.shard_name(i)}" for s in layout.SPLITS for i in range(plan.nshards[s])
                    if not (tmp / s / layout.shard_name(i)).is_file()]
         if missing or not (tmp / layout.CHECKSUMS).is_file():
             raise RuntimeError(f"the release pipeline finished without writing {missing or [layout.CHECKSUMS]}")
         release.publish(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.rmtree(tmp)
         raise
     finally:
         photos_file.unlink(missing_ok=True)
@@ -165,7 +163,7 @@ def finish(shards: list[tuple[str, str, list[dict]]], folder: str, plan: release
     """Everything beside the shards, once every shard is written (the pipeline's last step).
 
     ``shards``: per written shard its path in the release, its sha256 and its photos' records."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     records = [r for _, _, rs in shards for r in rs]
     digests = {rel: digest for rel, digest, _ in shards}   # the shards are not hashed twice
     for split in layout.SPLITS:
@@ -176,8 +174,8 @@ def finish(shards: list[tuple[str, str, list[dict]]], folder: str, plan: release
     lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(sets.items(), key=lambda kv: int(kv[0]))]
     (folder / layout.ONE_VS_K).write_text("{\n" + ",\n".join(lines) + "\n}\n")   # one class per line
     table = release.metadata_table(records)
-    pq.write_table(table, folder / layout.METADATA)
-    context = card.context(plan, table, cfg, Path(run), name, version, sets)
+    atomic.write_parquet(folder / layout.METADATA, table)
+    context = card.context(plan, table, cfg, storage.path(run), name, version, sets)
     (folder / layout.CARD).write_text(card.render(context))
     (folder / layout.CROISSANT).write_text(croissant.dumps(croissant.build(folder, context, digests)))
     release.write_checksums(folder, digests)
