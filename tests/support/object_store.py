@@ -85,3 +85,81 @@ def s3_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# -- one planted world curated twice under one image server: on local disk and in a bucket ----------
+
+@dataclass
+class BucketRuns:
+    """The same run, curated and released with the DirectRunner on local disk and in a moto bucket.
+
+    The image server stays up for the session (candidate uids hash the URLs, so every run that is
+    compared with these must fetch from the same server)."""
+    server: S3Server
+    image_base: str
+    local: Path            # RUN on local disk, curated and released
+    bucket: str            # s3://runs: the bucket's URL
+    config_text: str       # the run's config.yaml
+    urls: Path             # the candidate list (a local file; each run gets a copy)
+
+    def new_run(self, name: str):
+        """An empty run folder in the bucket holding config.yaml and urls.csv, as ``storage.path``."""
+        from curation import atomic, storage
+
+        run = storage.path(f"{self.bucket}/{name}")
+        atomic.write_text(run / "config.yaml", self.config_text)
+        (run / "urls.csv").put_file(self.urls)
+        return run
+
+
+RELEASE = ["--name", "world", "--version", "1", "--unverified"]
+
+
+@pytest.fixture(scope="session")
+def bucket_runs(trained_world, s3_server, tmp_path_factory):
+    from curation import atomic, config
+    from curation.world.run_config import run_config
+    from pipeline.cli import main
+    from pipeline.imageserver import ImageServer
+    from tests.support.curated_world import MIN_GROUP_SIZE
+
+    tw = trained_world
+    root = tmp_path_factory.mktemp("bucket-runs")
+    cfg = run_config(tw.dir, tw.model, tw.checkpoint, thresholds={"min_group_size": MIN_GROUP_SIZE})
+    server = ImageServer(tw.pool_dir).start()
+    try:
+        urls = tw.candidate_urls(server.base, root / "urls.csv")
+        runs = BucketRuns(s3_server, server.base, root / "local", s3_server.bucket("runs"), config.dump(cfg),
+                          Path(urls))
+        atomic.write_text(runs.local / "config.yaml", runs.config_text)
+        atomic.write_bytes(runs.local / "urls.csv", runs.urls.read_bytes())
+        assert main(["curate", str(runs.local)]) == 0
+        assert main(["release", str(runs.local), *RELEASE]) == 0
+        yield runs
+    finally:
+        server.stop()
+
+
+def tables(run) -> dict[str, object]:
+    """Every parquet artifact of a run (local or in a bucket) by its path in the run, temp names skipped.
+
+    img2dataset's own per-shard tables list rows as downloads finish: those are sorted by key."""
+    from curation import storage
+
+    run = storage.path(run)
+    out = {}
+    for p in sorted(run.rglob("*.parquet")):
+        rel = p.relative_to(run).as_posix()
+        if p.name.startswith(".") or rel.startswith("release/"):
+            continue
+        table = storage.read_table(p)
+        out[rel] = table.sort_by("key") if rel.startswith("shards/") else table
+    return out
+
+
+def files(folder) -> dict[str, bytes]:
+    """Every file under a folder (local or in a bucket) by its relative path, with its bytes."""
+    from curation import storage
+
+    folder = storage.path(folder)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
