@@ -35,6 +35,7 @@ import schemas
 from curation import atomic, storage
 from curation import release_layout as layout
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from curation.label_space import label_names, true_labels  # noqa: F401  (release.label_names: classnames.txt)
 from curation.sources.common import normalize_license
@@ -163,7 +164,7 @@ def reference_model(cfg: RunConfig) -> str:
 
 def read_proposals(run: Path) -> list[dict]:
     """Every proposals row with every column it has (later schema versions add columns the card shows)."""
-    path = run / "proposals.parquet"
+    path = RunPaths(run).proposals
     if not path.exists():
         raise UserError("no proposals to release", where=str(path), hint="Run `counteranimal curate RUN` first.")
     try:
@@ -208,18 +209,18 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
     if not pairs:
         if verified:
             raise UserError("no verified pair is kept: proposals.parquet has no 'human' row with decision 'kept' "
-                            f"for model {decision_model(cfg)!r}", where=str(run / "proposals.parquet"),
+                            f"for model {decision_model(cfg)!r}", where=str(RunPaths(run).proposals),
                             hint="Verify photos first (`counteranimal annotate push|pull RUN`), or release the "
                                  "model's pairs with --unverified.")
-        raise UserError(f"no pair is kept for model {decision_model(cfg)!r}", where=str(run / "proposals.parquet"),
+        raise UserError(f"no pair is kept for model {decision_model(cfg)!r}", where=str(RunPaths(run).proposals),
                         hint="Nothing to release: see `counteranimal report RUN` for why each class was dropped.")
-    groups = schemas.read_folder(run / "groups", "groups")
+    groups = schemas.read_folder(RunPaths(run).groups, "groups")
     is_human = pc.equal(groups.column("method"), "human")
     left_out = 0
     if verified:
         groups = groups.filter(is_human)
         if groups.num_rows == 0:
-            raise UserError("no human-verified groups", where=str(run / "groups" / "human.parquet"),
+            raise UserError("no human-verified groups", where=str(RunPaths(run).groups / "human.parquet"),
                             hint="Run `counteranimal annotate pull RUN` first, or pass --unverified.")
     else:
         groups = groups.filter(pc.invert(is_human))
@@ -235,9 +236,9 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
         in_pairs = m if in_pairs is None else pc.or_(in_pairs, m)
     groups = groups.filter(in_pairs)
     uids = pc.unique(groups.column("uid"))
-    samples = _rows_by_uid(schemas.read_folder(run / "samples", "samples"), uids,
+    samples = _rows_by_uid(schemas.read_folder(RunPaths(run).samples, "samples"), uids,
                            ["uid", "status", "reason", "shard", "key", "bytes", "width", "height", "flags"])
-    candidates = _rows_by_uid(schemas.read_folder(run / "candidates", "candidates"), uids,
+    candidates = _rows_by_uid(schemas.read_folder(RunPaths(run).candidates_folder, "candidates"), uids,
                               ["uid", "url", "source", "source_id", "license", "attribution"])
     allow = {normalize_license(x) for x in cfg.license_allow}   # as the sources stage compares them
     by_class = {p.class_idx: p for p in pairs}
@@ -274,7 +275,7 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
     keys = Counter(p.key for ps in photos.values() for p in ps)
     clash = sorted(k for k, n in keys.items() if n > 1)
     if clash:
-        raise UserError(f"uids map to the same sample key {clash[0]!r}", where=str(run / "samples"))
+        raise UserError(f"uids map to the same sample key {clash[0]!r}", where=str(RunPaths(run).samples))
     nshards = {}
     for split in layout.SPLITS:
         photos[split].sort(key=lambda p: p.key)

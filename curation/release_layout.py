@@ -53,7 +53,9 @@ def release_name(name: str, version: str) -> str:
 
 
 def release_dir(run: str | os.PathLike, name: str, version: str) -> Path:
-    return storage.path(run) / "release" / release_name(name, version)
+    from curation.run_paths import RunPaths
+
+    return RunPaths(run).release(name, version)
 
 
 def shard_name(i: int) -> str:

@@ -19,11 +19,12 @@ import pyarrow as pa
 import schemas
 from curation import atomic, clean, manifest, shard_reader, storage
 from curation.config import CleanSpec, RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 
 
 def checks_path(run_dir: Path, shard: str) -> Path:
-    return run_dir / "clean" / f"{shard.split('.', 1)[0]}.parquet"
+    return RunPaths(run_dir).checks(shard)
 
 
 class CheckShard(beam.DoFn):
@@ -63,7 +64,7 @@ class Clean(beam.PTransform):
 
 def plan(run_dir: Path) -> tuple[list[tuple[str, dict[str, str]]], int]:
     """(shard, {key: uid}) for shards whose checks are missing or stale, and how many are current."""
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     work, done = [], 0
     for shard, wanted in clean.wanted_by_shard(samples):
         shard = shard or "_unstored"
@@ -105,17 +106,17 @@ def decide(run_dir: Path, spec: CleanSpec) -> dict:
 
 def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     run_dir = storage.path(run_dir)
-    if not any((run_dir / "samples").glob("[0-9]*.parquet")):
-        raise UserError("no fetched samples to clean", where=str(run_dir / "samples"),
+    if not any(RunPaths(run_dir).samples.glob("[0-9]*.parquet")):
+        raise UserError("no fetched samples to clean", where=str(RunPaths(run_dir).samples),
                         hint="Run the fetch stage first: `counteranimal curate RUN --stages sources,fetch`.")
-    atomic.clean_temp_files(run_dir / "clean")
+    atomic.clean_temp_files(RunPaths(run_dir).clean)
     work, done = plan(run_dir)
     n = sum(len(w) for _, w in work)
     say(f"clean: {len(work) + done} shards, {done} already checked; checking {n} images")
     started = time.monotonic()
     with beam.Pipeline(options=options) as p:
         _ = p | "Clean" >> Clean(run_dir, cfg, work)
-    counts = clean.outcome_counts(schemas.read_folder(run_dir / "samples", "samples"))
+    counts = clean.outcome_counts(schemas.read_folder(RunPaths(run_dir).samples, "samples"))
     seconds = time.monotonic() - started
     manifest.record_stage(run_dir, "clean", config_digest=cfg.digest(), counts=counts, seconds=seconds,
                           images_checked=n, shards_done_before=done)

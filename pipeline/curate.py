@@ -25,29 +25,12 @@ import schemas
 from curation import atomic, config, fetch_status, manifest, settings_record, storage
 from curation.errors import UserError
 from curation.fetch_status import Chunk
+from curation.run_paths import RunPaths
 
 STAGES = ["sources", "fetch", "clean", "score", "backgrounds", "propose"]
 
 
-@dataclass
-class CuratePaths:
-    run: Path
-
-    @property
-    def candidates(self) -> Path:
-        return self.run / "candidates" / "candidates.parquet"
-
-    @property
-    def rejected(self) -> Path:
-        return self.run / "candidates_rejected.parquet"
-
-    @property
-    def shards(self) -> Path:
-        return self.run / "shards"
-
-    @property
-    def samples(self) -> Path:
-        return self.run / "samples"
+CuratePaths = RunPaths     # the stages below name artifacts through it (curation/run_paths.py)
 
 
 @dataclass
@@ -69,7 +52,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     options = pipeline_options(beam_args or [])
     if "score" in stages:   # model names, checkpoint files and devices too
         from pipeline.score import check_models
-        check_models(cfg, run_dir / "config.yaml")
+        check_models(cfg, RunPaths(run_dir).config)
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
     if "sources" in stages:
@@ -203,7 +186,7 @@ def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:
 
 def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
     """Stop before score when clean rejected every fetched photo (thresholds too strict for the photos)."""
-    if not (paths.run / "clean").is_dir() or not paths.samples.is_dir():
+    if not paths.clean.is_dir() or not paths.samples.is_dir():
         return
     samples = schemas.read_folder(paths.samples, "samples")
     status = samples.column("status")
@@ -215,7 +198,7 @@ def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
     reasons = _fmt_counts(manifest.count_by(rejected, "reason"))
     raise UserError(
         f"clean rejected every one of the {rejected.num_rows} fetched photos ({reasons}), so the {stage} stage "
-        f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.run / "config.yaml"),
+        f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.config),
         hint="Loosen clean.min_side, clean.max_aspect_ratio or clean.near_duplicate_bits, then run the clean stage "
              "again (it re-applies them without decoding the photos again).")
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from curation import atomic, fetch_status, image_header, storage
 from curation.fetch_status import Chunk
+from curation.run_paths import RunPaths
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -106,9 +107,7 @@ def resizer_for(s: FetchSettings) -> GuardedResizer:
 
 
 def shard_paths(run_dir: Path, chunk: Chunk) -> dict[str, Path]:
-    name = chunk.name
-    return {"tar": run_dir / "shards" / f"{name}.tar", "parquet": run_dir / "shards" / f"{name}.parquet",
-            "stats": run_dir / "shards" / f"{name}_stats.json", "samples": run_dir / "samples" / f"{name}.parquet"}
+    return RunPaths(run_dir).shard_files(chunk.name)
 
 
 def completed(run_dir: Path, chunk: Chunk, candidates: pa.Table) -> pa.Table | None:
@@ -138,7 +137,7 @@ def fetch_chunk(run_dir: str | Path, chunk: Chunk, candidates: pa.Table, s: Fetc
     if storage.is_url(run_dir):   # built on this worker's disk, then uploaded object by object
         tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{chunk.name}-"))
     else:
-        tmp = run_dir / "shards" / f"{TEMP_PREFIX}{chunk.name}-{uuid.uuid4().hex[:8]}"
+        tmp = RunPaths(run_dir).shards / f"{TEMP_PREFIX}{chunk.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
     try:
         columns = ["url"] + [c for c in CARRIED_COLUMNS if c in candidates.column_names]

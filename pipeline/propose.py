@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import schemas
 from curation import arrays, atomic, attributes, backgrounds, manifest, stats, storage, zeroshot
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
 from pipeline.score import read_text_embeddings, text_path
@@ -35,8 +36,9 @@ METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
 P_UNITS = 10**9    # p(true) is summed as integers: the same sums in any order, on every runner
 
 
-def score_files(run_dir: Path) -> list[str]:
-    return sorted(str(p) for p in (run_dir / "scores").glob("*.parquet") if not p.name.startswith("."))
+def score_files(run_dir: Path) -> list:
+    # Path objects, not strings: a URL path carries its storage options to the workers (curation/storage.py)
+    return sorted(p for p in RunPaths(run_dir).scores.glob("*.parquet") if not p.name.startswith("."))
 
 
 def read_scores(path: str, columns: list[str], model_id: str | None = None) -> Iterable[dict]:
@@ -68,7 +70,7 @@ class AssignClass(beam.DoFn):
             a.update(class_idx=class_idx, class_name=self.class_names.get(class_idx, str(class_idx)),
                      model_id=self.model_id)
         table = schemas.conform(pa.Table.from_pylist(assigned), "groups", f"groups of class {class_idx}")
-        atomic.write_parquet(storage.path(self.run_dir) / "groups" / f"model-{class_idx:05d}.parquet", table)
+        atomic.write_parquet(RunPaths(self.run_dir).model_groups(class_idx), table)
         yield class_idx, len(assigned)
 
 
@@ -90,14 +92,14 @@ class AssignBackgrounds(beam.PTransform):
                 | "ReadScores" >> beam.FlatMap(read_scores, columns, self.model_id)
                 | "ByClass" >> beam.Map(lambda r: ((r["class_idx"], r["true_label"]), r))
                 | "Group" >> beam.GroupByKey()
-                | "Assign" >> beam.ParDo(AssignClass(str(self.run_dir), self.names, self.class_names,
+                | "Assign" >> beam.ParDo(AssignClass(self.run_dir, self.names, self.class_names,
                                                      self.class_dirs, self.settings, self.model_id, self.prompts)))
 
 
 def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     files = score_files(run_dir)
     if not files:
-        raise UserError("no scores to assign backgrounds from", where=str(run_dir / "scores"),
+        raise UserError("no scores to assign backgrounds from", where=str(RunPaths(run_dir).scores),
                         hint="Run the score stage first.")
     model_id = cfg.background_assignment.model or cfg.models[0].model_id
     if model_id not in {m.model_id for m in cfg.models}:
@@ -108,7 +110,7 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if names != list(cfg.backgrounds):
         raise UserError(f"the scores were made with backgrounds {names}, the config now lists {cfg.backgrounds}",
                         where=str(text_path(run_dir, model_id)), hint="Re-run the score stage.")
-    groups_dir = run_dir / "groups"
+    groups_dir = RunPaths(run_dir).groups
     for stale in groups_dir.glob("model-*.parquet"):
         stale.unlink()
     atomic.clean_temp_files(groups_dir)
@@ -335,17 +337,17 @@ def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: 
         deltas.extend(dict(d, model_id=m.model_id)
                       for d in attribute_deltas(model_groups, list(cfg.backgrounds), extra))
     run_dir = storage.path(run_dir)
-    atomic.write_parquet(run_dir / "group_stats.parquet", _table(stat_rows, "group_stats"))
-    atomic.write_parquet(run_dir / "attributes.parquet", _table(deltas, "attribute_deltas"))
-    atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))
+    atomic.write_parquet(RunPaths(run_dir).group_stats, _table(stat_rows, "group_stats"))
+    atomic.write_parquet(RunPaths(run_dir).attributes, _table(deltas, "attribute_deltas"))
+    atomic.write_parquet(RunPaths(run_dir).proposals, _table(proposal_rows, "proposals"))
     return len(proposal_rows)
 
 
 def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     started = time.monotonic()
-    groups = schemas.read_folder(run_dir / "groups", "groups")
+    groups = schemas.read_folder(RunPaths(run_dir).groups, "groups")
     if groups.num_rows == 0:
-        raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
+        raise UserError("no background groups to propose pairs from", where=str(RunPaths(run_dir).groups),
                         hint="Run the backgrounds stage first.")
     groups, unsure = confident_groups(groups, cfg.thresholds.min_background_confidence)
     groups = with_flags(groups, run_dir)
@@ -358,8 +360,8 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
         _ = (p
              | "CountGroups" >> CountGroups(groups.select(columns).to_pylist(), score_files(run_dir))
              | "Collect" >> beam.combiners.ToList()
-             | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra), verified))
-    proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
+             | "Select" >> beam.Map(write_selection, run_dir, cfg, beam.pvalue.AsList(extra), verified))
+    proposal_rows = schemas.read(RunPaths(run_dir).proposals, "proposals").to_pylist()
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
     undecided = [r for r in final if r["decision"] == "undecided"]
@@ -408,7 +410,7 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     most; so the propose stage takes the loop's weighted pairs, the same ones `annotate status`
     shows and `release` ships. None before any pull.
     """
-    if not (run_dir / "annotation" / "verdicts.parquet").is_file():
+    if not (RunPaths(run_dir).annotation / "verdicts.parquet").is_file():
         return None
     from annotation import loop
 
@@ -420,8 +422,8 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
 def with_flags(groups: pa.Table, run_dir: Path) -> pa.Table:
     """groups + a "flagged" column: clean flagged the photo for review (RUN/samples flags)."""
     flagged: set[str] = set()
-    if (run_dir / "samples").is_dir():
-        samples = schemas.read_folder(run_dir / "samples", "samples")
+    if RunPaths(run_dir).samples.is_dir():
+        samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
         if "flags" in samples.column_names:
             for uid, flags in zip(samples.column("uid").to_pylist(), samples.column("flags").to_pylist()):
                 if flags:

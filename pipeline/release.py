@@ -23,6 +23,7 @@ import schemas
 from curation import atomic, card, croissant, manifest, release, shard_reader, storage, zeroshot
 from curation import release_layout as layout
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from pipeline.score import read_text_embeddings
 
@@ -98,10 +99,10 @@ def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str,
     """The reference model's "1 vs k" label sets, chosen as the score stage chose them (curation.zeroshot
     .closest_labels over every scored photo of the class), for the released classes."""
     model_id = release.reference_model(cfg)
-    scores = schemas.read_folder(run / "scores", "scores")
+    scores = schemas.read_folder(RunPaths(run).scores, "scores")
     scores = scores.filter(pc.equal(scores.column("model_id"), model_id))
     if scores.num_rows == 0:
-        raise UserError(f"no scores of the reference model {model_id!r}", where=str(run / "scores"),
+        raise UserError(f"no scores of the reference model {model_id!r}", where=str(RunPaths(run).scores),
                         hint="Run the score stage first.")
     from curation import arrays
 
@@ -123,10 +124,10 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
         f"({', '.join(f'{s} {len(plan.photos[s])} in {plan.nshards[s]} shards' for s in layout.SPLITS)})"
         f"{'' if verified else ', UNVERIFIED (model-proposed pairs and groups)'}"
         f"{f'; {len(plan.excluded)} excluded' if plan.excluded else ''}")
-    absent = [s for s in plan.input_shards() if not (run / "shards" / s).is_file()]
+    absent = [s for s in plan.input_shards() if not (RunPaths(run).shards / s).is_file()]
     if absent:
         raise UserError(f"{len(absent)} shard(s) holding photos to release are missing, e.g. {absent[0]}",
-                        where=str(run / "shards"), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
+                        where=str(RunPaths(run).shards), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
     sets = one_vs_k_sets(run, cfg, [p.label for p in plan.pairs])
     tmp = release.temp_folder(final)
     photos_file = tmp.parent / f"{tmp.name}.photos.tmp"     # beside the temp folder: not part of the release

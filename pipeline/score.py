@@ -34,6 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 import schemas
 from curation import arrays, atomic, clean, clip_models, config, manifest, settings_record, shard_reader, storage, zeroshot
 from curation.config import ModelSpec, RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 
 
@@ -52,16 +53,12 @@ class ShardWork:
     samples: tuple[tuple[str, str, int], ...]  # (key, uid, class_idx), sorted by key
 
 
-def model_slug(model_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
-
-
 def scores_path(run_dir: Path, shard: str) -> Path:
-    return run_dir / "scores" / f"{shard.split('.', 1)[0]}.parquet"
+    return RunPaths(run_dir).scores_file(shard)
 
 
 def text_path(run_dir: Path, model_id: str) -> Path:
-    return run_dir / "scores" / "text" / f"{model_slug(model_id)}.parquet"
+    return RunPaths(run_dir).text_bank(model_id)
 
 
 # -- the model handler ----------------------------------------------------------------------------
@@ -395,7 +392,7 @@ class Score(beam.PTransform):
 
 def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[ShardWork], int]:
     """Shards that still need scores (and how many are done), from the clean samples."""
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     ok = samples.filter(pc.equal(samples.column("status"), "ok")).select(["uid", "class_idx", "shard", "key"])
     by_shard: dict[str, list[tuple[str, str, int]]] = {}
     for r in ok.to_pylist():
@@ -404,7 +401,7 @@ def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[ShardWork], int]:
     unknown = sorted({c for rows in by_shard.values() for _, _, c in rows} - set(truth))
     if unknown:
         raise UserError(f"samples have class_idx {', '.join(map(str, unknown[:5]))}, which the config's classes do not "
-                        "list", where=str(run_dir / "samples"))
+                        "list", where=str(RunPaths(run_dir).samples))
     model_ids = {m.model_id for m in cfg.models}
     work, done = [], 0
     for shard, rows in sorted(by_shard.items()):
@@ -515,7 +512,7 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
     """
     import shutil
 
-    folder = run_dir / "scores"
+    folder = RunPaths(run_dir).scores
     now = score_settings(cfg)
     before = settings_record.replace(folder / "settings.json", now)
     if before and any(folder.glob("[0-9]*.parquet")):
@@ -529,7 +526,7 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
                 p.unlink()
             shutil.rmtree(folder / "text", ignore_errors=True)
 
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     ok = samples.filter(pc.equal(samples.column("status"), "ok"))
     live = {str(s).split(".", 1)[0] for s in ok.column("shard").to_pylist() if s}
     gone = [p for p in sorted(folder.glob("[0-9]*.parquet")) if p.name.split(".", 1)[0] not in live]
@@ -543,11 +540,11 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
 def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
     """Score every clean sample not yet scored; returns counts for the manifest."""
     run_dir = storage.path(run_dir)
-    check_models(cfg, run_dir / "config.yaml")
-    if not (run_dir / "clean").is_dir():
+    check_models(cfg, RunPaths(run_dir).config)
+    if not RunPaths(run_dir).clean.is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
-    atomic.clean_temp_files(run_dir / "scores")
+    atomic.clean_temp_files(RunPaths(run_dir).scores)
     drop_stale_scores(run_dir, cfg, say)
     work, done = plan(run_dir, cfg)
     n = sum(len(w.samples) for w in work)
@@ -564,7 +561,7 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
         result.wait_until_finish()
         metrics = _inference_metrics(result)
     seconds = time.monotonic() - started
-    scores = schemas.read_folder(run_dir / "scores", "scores")
+    scores = schemas.read_folder(RunPaths(run_dir).scores, "scores")
     counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,
               "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None, **metrics}
     manifest.record_stage(run_dir, "score", config_digest=cfg.digest(), counts=counts, seconds=seconds,
