@@ -32,12 +32,12 @@ class CheckShard(beam.DoFn):
         self.run_dir, self.spec = run_dir, spec
 
     def process(self, work: tuple[str, dict[str, str]]):
-        from apache_beam.io.filesystems import FileSystems
-
         shard, wanted = work
-        path = str(storage.path(self.run_dir) / "shards" / shard)
-        if FileSystems.exists(path):
-            with FileSystems.open(path) as f:
+        # Through the run's own path (curation/storage.py), not Beam's FileSystems: the path carries the
+        # storage options, which Beam's S3 file system lacks in an external worker pool's threads.
+        path = RunPaths(self.run_dir).shards / shard
+        if path.exists():
+            with path.open("rb") as f:
                 rows = clean.check_shard(shard, wanted, shard_reader.iter_samples(f), self.spec)
         else:
             rows = clean.check_shard(shard, wanted, [], self.spec)   # every wanted sample: missing_in_shard

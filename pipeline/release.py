@@ -5,8 +5,9 @@
                                                                                   ─▶ records ─▶ the other files
     publish        RUN/release/.NAME-VERSION.*.tmp ─▶ RUN/release/NAME-VERSION (one rename)
 
-Input shards are read with curation.shard_reader (the reader clean and score use) through Beam's
-FileSystems; the release folder is written on the local file system, so it can appear in one rename.
+Input shards are read with curation.shard_reader (the reader clean and score use) through the run's
+own paths (curation/storage.py); a local release folder appears in one rename, one in an object
+store object by object with SHA256SUMS last (curation.release.publish).
 """
 from __future__ import annotations
 
@@ -32,13 +33,11 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
     """One run shard's chosen photos → per (split, output shard) one batch of (key, extension, bytes).
 
     Batches, not single photos, cross the shuffle: a few elements per shard instead of one per photo."""
-    from apache_beam.io.filesystems import FileSystems
-
     wanted = {p.in_key: p for p in release.read_photos(photos_file, shard)}
     batches: dict[tuple[str, int], list[tuple]] = {}
     found = set()
-    path = str(storage.path(run) / "shards" / shard)
-    with FileSystems.open(path) as f:
+    path = RunPaths(run).shards / shard
+    with path.open("rb") as f:   # a local file or an object, with the run's storage options (curation/storage.py)
         for key, parts in shard_reader.iter_samples(f):
             photo = wanted.get(key)
             image = release.image_ext(parts) if photo is not None else None
@@ -48,7 +47,7 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
     missing = sorted(set(wanted) - found)
     if missing:
         raise UserError(f"sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok in RUN/samples but its "
-                        f"image is not in the shard ({len(missing)} such)", where=path,
+                        f"image is not in the shard ({len(missing)} such)", where=str(path),
                         hint="The shard changed after the clean stage: re-run `counteranimal curate RUN`.")
     yield from sorted(batches.items(), key=lambda kv: kv[0])
 

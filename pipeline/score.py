@@ -196,10 +196,8 @@ class ShardStream:
         threading.Thread(target=self._read, name=f"read {path.name}", daemon=True).start()
 
     def _read(self) -> None:
-        from apache_beam.io.filesystems import FileSystems
-
         try:
-            with FileSystems.open(str(self.path)) as f:
+            with storage.path(self.path).open("rb") as f:   # a local file or an object (curation/storage.py)
                 for key, parts in shard_reader.iter_samples(f):
                     data = shard_reader.image_bytes(parts)
                     if key in self.wanted and data is not None:
