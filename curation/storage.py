@@ -176,8 +176,8 @@ class UrlPath:
             yield UrlPath(self.scheme, entry, self.options)
 
     def glob(self, pattern: str) -> Iterator["UrlPath"]:
-        """Entries matching ``pattern`` one level down (files and "folders"), or at any depth
-        for a pattern starting ``**/``; hidden names match only a pattern that starts with a dot."""
+        """Entries one level down (files and "folders") whose name matches ``pattern`` (fnmatch, as
+        pathlib: ``*`` matches dot names too), or at any depth for a pattern starting ``**/``."""
         if pattern.startswith("**/"):
             yield from self.rglob(pattern[3:])
             return
