@@ -57,7 +57,7 @@ def portable_elsewhere(tmp_path_factory):
 
 
 def _job_service_and_pool(logs: Path, cwd: Path | None = None, env: dict | None = None, drop: tuple = ()):
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(drop or ("\0",))}, **(env or {}),
+    env = {**{k: v for k, v in os.environ.items() if not any(k.startswith(d) for d in drop)}, **(env or {}),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if cwd is not None:    # the project itself must still import there, as from an installed package
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
