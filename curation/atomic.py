@@ -1,4 +1,8 @@
-"""Outputs appear whole or not at all: write to a temp name in the same folder, then rename."""
+"""Outputs appear whole or not at all: write to a temp name in the same folder, then rename.
+
+For a run directory in an object store (curation/storage.py) the temp file is local and the
+rename is the upload: a single PUT, which the store makes visible only once it is complete.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from curation import storage
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -18,7 +23,16 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
 
     The file gets ``mode``, or by default the mode any new file would get (umask applied).
     """
-    path = Path(path)
+    path = storage.path(path)
+    if isinstance(path, storage.UrlPath):
+        fd, tmp = tempfile.mkstemp(prefix=".counteranimal-", suffix=path.suffix or ".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            path.put_file(tmp)
+        finally:
+            os.unlink(tmp)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -33,6 +47,10 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = storage.path(path)
+    if isinstance(path, storage.UrlPath):
+        path.write_bytes(data)     # one PUT
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -50,7 +68,9 @@ def write_parquet(path: str | os.PathLike, table) -> None:
 
 def clean_temp_files(folder: str | os.PathLike) -> int:
     """Remove leftovers of writes that a killed run never renamed; returns how many."""
-    folder = Path(folder)
+    folder = storage.path(folder)
+    if isinstance(folder, storage.UrlPath):
+        return 0      # uploads are whole objects: no temp names are ever left there
     if not folder.is_dir():
         return 0
     n = 0

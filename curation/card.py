@@ -11,9 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curation import release_layout as layout
+from curation import release_layout as layout, storage
 from curation.config import RunConfig
 
 # proposals columns the pair table shows when the run's proposals have them (schema v2 added several).
@@ -68,12 +67,12 @@ def verification(run: Path) -> dict | None:
     ann_dir = run / "annotation"
     out: dict = {}
     if (ann_dir / "annotations.parquet").exists():
-        t = pq.read_table(ann_dir / "annotations.parquet", columns=["uid", "annotator", "skipped"])
+        t = storage.read_table(ann_dir / "annotations.parquet", columns=["uid", "annotator", "skipped"])
         skipped = sum(bool(x) for x in t.column("skipped").to_pylist())
         out.update(labels=t.num_rows - skipped, skipped=skipped, photos=len(set(t.column("uid").to_pylist())),
                    annotators=len(set(t.column("annotator").to_pylist())))
     if (ann_dir / "annotators.parquet").exists():
-        out["annotator_rows"] = pq.read_table(ann_dir / "annotators.parquet").to_pylist()
+        out["annotator_rows"] = storage.read_table(ann_dir / "annotators.parquet").to_pylist()
     if (ann_dir / "agreement.json").exists():
         try:
             agreement = json.loads((ann_dir / "agreement.json").read_text()).get("agreement") or {}
@@ -81,7 +80,7 @@ def verification(run: Path) -> dict | None:
             agreement = {}
         out["agreement"] = {k: v for k, v in agreement.items() if isinstance(v, dict)}
     if (ann_dir / "verification.parquet").exists():
-        t = pq.read_table(ann_dir / "verification.parquet")
+        t = storage.read_table(ann_dir / "verification.parquet")
         if "simulated" in t.column_names:
             out["simulated"] = any(bool(x) for x in t.column("simulated").to_pylist())
         if "tasks" in t.column_names:

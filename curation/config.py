@@ -366,7 +366,9 @@ def parse(data: Any, source: str = "config.yaml") -> RunConfig:
 
 
 def load(path: str | Path) -> RunConfig:
-    path = Path(path)
+    from curation import storage
+
+    path = storage.path(path)
     if path.is_dir():
         path = path / "config.yaml"
     if not path.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curation import release_layout as layout
+from curation import release_layout as layout, storage
 
 CONTEXT = {
     "@language": "en",
@@ -84,7 +84,7 @@ def build(folder: str | Path, ctx: dict, digests: dict[str, str] | None = None) 
     """The Croissant document for the release folder (its shards and metadata already written).
 
     ``digests`` (relative path → sha256) is used and filled, so SHA256SUMS need not hash the files again."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     digests = {} if digests is None else digests
     exts = sorted({e for e in _column(folder, "image_ext")}) or ["jpg"]
     distribution = [
@@ -156,9 +156,7 @@ def _semver(version: str) -> str:
 
 
 def _column(folder: Path, name: str) -> list:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(folder / layout.METADATA, columns=[name]).column(name).to_pylist()
+    return storage.read_table(folder / layout.METADATA, columns=[name]).column(name).to_pylist()
 
 
 def dumps(doc: dict) -> str:

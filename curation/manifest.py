@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from curation import atomic
+from curation import atomic, storage
 
 PACKAGES = ("counteranimal", "apache-beam", "img2dataset", "open_clip_torch", "torch", "pyarrow", "webdataset")
 
@@ -27,7 +27,7 @@ def versions() -> dict[str, str | None]:
 
 
 def read(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "manifest.json"
+    path = storage.path(run_dir) / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -35,7 +35,7 @@ def update(run_dir: str | Path, patch: dict[str, Any]) -> dict:
     """Deep-merge ``patch`` into the manifest (dicts merge, other values replace) and save it."""
     doc = _merge(read(run_dir), patch)
     doc["updated_at"] = _now()
-    atomic.write_text(Path(run_dir) / "manifest.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(storage.path(run_dir) / "manifest.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return doc
 
 
@@ -58,7 +58,7 @@ def record_stage(run_dir: str | Path, stage: str, *, config_digest: str, counts:
     stages = dict(doc.get("stages") or {})
     stages[stage] = {"counts": counts, "seconds": round(seconds, 3), "finished_at": _now(), **extra}
     doc.update(versions=versions(), config_digest=config_digest, stages=stages, updated_at=_now())
-    atomic.write_text(Path(run_dir) / "manifest.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(storage.path(run_dir) / "manifest.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return doc
 
 

@@ -29,12 +29,12 @@ from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic
+from curation import atomic, storage
 from curation import release_layout as layout
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from curation.label_space import label_names, true_labels  # noqa: F401  (release.label_names: classnames.txt)
 from curation.sources.common import normalize_license
@@ -121,22 +121,22 @@ def write_photos(plan: Plan, path: str | os.PathLike) -> None:
     """The plan's photos as a parquet file the workers read (instead of pickling thousands into the job)."""
     photos = [p for ps in plan.photos.values() for p in ps]
     columns = {f.name: [getattr(p, f.name) for p in photos] for f in dataclasses.fields(Photo)}   # not asdict(): it deep-copies
-    pq.write_table(pa.table({n: pa.array(v, type=PHOTO_TYPES.get(n)) for n, v in columns.items()}), path)
+    atomic.write_parquet(path, pa.table({n: pa.array(v, type=PHOTO_TYPES.get(n)) for n, v in columns.items()}))
 
 
 def read_photos(path: str | os.PathLike, in_shard: str) -> list[Photo]:
     """The photos stored in one run shard, as write_photos wrote them (the file is read once per process)."""
-    return _photos(str(path))[0].get(in_shard, [])
+    return _photos(storage.path(path))[0].get(in_shard, [])
 
 
 def photos_by_key(path: str | os.PathLike) -> dict[str, Photo]:
     """Every photo of the plan by its release key (the writers look records up by key)."""
-    return _photos(str(path))[1]
+    return _photos(storage.path(path))[1]
 
 
 @functools.lru_cache(maxsize=2)
-def _photos(path: str) -> tuple[dict[str, list[Photo]], dict[str, Photo]]:
-    columns = pq.read_table(path).to_pydict()
+def _photos(path) -> tuple[dict[str, list[Photo]], dict[str, Photo]]:
+    columns = storage.read_table(path).to_pydict()
     names = list(columns)
     by_shard: dict[str, list[Photo]] = {}
     by_key: dict[str, Photo] = {}
@@ -163,11 +163,11 @@ def reference_model(cfg: RunConfig) -> str:
 
 def read_proposals(run: Path) -> list[dict]:
     """Every proposals row with every column it has (later schema versions add columns the card shows)."""
-    path = run / "proposals.parquet"
+    path = RunPaths(run).proposals
     if not path.exists():
         raise UserError("no proposals to release", where=str(path), hint="Run `counteranimal curate RUN` first.")
     try:
-        raw = pq.read_table(path)
+        raw = storage.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"not a readable parquet file ({exc})", where=str(path)) from None
     schemas.conform(raw, "proposals", str(path))     # the required columns are there and well typed
@@ -202,24 +202,24 @@ def clip_templates(cfg: RunConfig) -> list[str]:
 def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Plan:
     """Which photos the release holds, each with its group and output shard."""
-    run = Path(run)
+    run = storage.path(run)
     labels = true_labels(cfg)
     pairs = kept_pairs(read_proposals(run), cfg, verified, labels)
     if not pairs:
         if verified:
             raise UserError("no verified pair is kept: proposals.parquet has no 'human' row with decision 'kept' "
-                            f"for model {decision_model(cfg)!r}", where=str(run / "proposals.parquet"),
+                            f"for model {decision_model(cfg)!r}", where=str(RunPaths(run).proposals),
                             hint="Verify photos first (`counteranimal annotate push|pull RUN`), or release the "
                                  "model's pairs with --unverified.")
-        raise UserError(f"no pair is kept for model {decision_model(cfg)!r}", where=str(run / "proposals.parquet"),
+        raise UserError(f"no pair is kept for model {decision_model(cfg)!r}", where=str(RunPaths(run).proposals),
                         hint="Nothing to release: see `counteranimal report RUN` for why each class was dropped.")
-    groups = schemas.read_folder(run / "groups", "groups")
+    groups = schemas.read_folder(RunPaths(run).groups, "groups")
     is_human = pc.equal(groups.column("method"), "human")
     left_out = 0
     if verified:
         groups = groups.filter(is_human)
         if groups.num_rows == 0:
-            raise UserError("no human-verified groups", where=str(run / "groups" / "human.parquet"),
+            raise UserError("no human-verified groups", where=str(RunPaths(run).groups / "human.parquet"),
                             hint="Run `counteranimal annotate pull RUN` first, or pass --unverified.")
     else:
         groups = groups.filter(pc.invert(is_human))
@@ -235,9 +235,9 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
         in_pairs = m if in_pairs is None else pc.or_(in_pairs, m)
     groups = groups.filter(in_pairs)
     uids = pc.unique(groups.column("uid"))
-    samples = _rows_by_uid(schemas.read_folder(run / "samples", "samples"), uids,
+    samples = _rows_by_uid(schemas.read_folder(RunPaths(run).samples, "samples"), uids,
                            ["uid", "status", "reason", "shard", "key", "bytes", "width", "height", "flags"])
-    candidates = _rows_by_uid(schemas.read_folder(run / "candidates", "candidates"), uids,
+    candidates = _rows_by_uid(schemas.read_folder(RunPaths(run).candidates_folder, "candidates"), uids,
                               ["uid", "url", "source", "source_id", "license", "attribution"])
     allow = {normalize_license(x) for x in cfg.license_allow}   # as the sources stage compares them
     by_class = {p.class_idx: p for p in pairs}
@@ -274,7 +274,7 @@ def plan(run: str | os.PathLike, cfg: RunConfig, *, verified: bool = True,
     keys = Counter(p.key for ps in photos.values() for p in ps)
     clash = sorted(k for k, n in keys.items() if n > 1)
     if clash:
-        raise UserError(f"uids map to the same sample key {clash[0]!r}", where=str(run / "samples"))
+        raise UserError(f"uids map to the same sample key {clash[0]!r}", where=str(RunPaths(run).samples))
     nshards = {}
     for split in layout.SPLITS:
         photos[split].sort(key=lambda p: p.key)
@@ -342,7 +342,7 @@ def write_tar(path: str | os.PathLike, samples: Iterable[tuple[str, dict[str, by
     each header built here from one template: tarfile's per-member TarInfo copy and field encoding
     took about a third of a small release's time (bench/RESULTS.md, "release")."""
     digest, size = hashlib.sha256(), 0
-    with open(path, "wb") as f:
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:   # an upload once whole, for an object store
         def put(b: bytes) -> None:
             digest.update(b)
             f.write(b)
@@ -389,7 +389,7 @@ def member_header(name: str, size: int) -> bytes:
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -420,6 +420,10 @@ def write_lines(path: Path, lines: Iterable[str]) -> None:
 
 def temp_folder(final: Path) -> Path:
     """An empty folder beside ``final`` (same file system, so publish() is a rename)."""
+    if storage.is_url(final):
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):   # left by a killed release
+            storage.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        return final.parent / f".{final.name}.{os.urandom(4).hex()}.tmp"
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):   # left by a killed release
         if stale.is_dir():
@@ -430,7 +434,18 @@ def temp_folder(final: Path) -> Path:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` the release: the old one (if any) is renamed away first, then removed."""
+    """Make ``tmp`` the release: the old one (if any) is renamed away first, then removed.
+
+    An object store has no folder rename: the old release's objects are removed, the new ones
+    copied into place inside the store, SHA256SUMS last, so a reader that starts from SHA256SUMS
+    (``download`` does) never finds a release without it."""
+    if storage.is_url(final):
+        storage.rmtree(final)
+        objects = sorted(tmp.rglob("*"), key=lambda p: (p.name == layout.CHECKSUMS, str(p)))
+        for p in objects:
+            p.fs.copy(p.key, (final / p.relative_to(tmp).as_posix()).key)
+        storage.rmtree(tmp)
+        return
     os.chmod(tmp, 0o777 & ~atomic._UMASK)
     old = None
     if final.exists():
@@ -443,7 +458,7 @@ def publish(tmp: Path, final: Path) -> None:
 
 def verify_checksums(folder: str | os.PathLike) -> list[str]:
     """Files whose sha256 differs from SHA256SUMS, or that it lists and are missing; [] when whole."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     bad = []
     for line in (folder / layout.CHECKSUMS).read_text().splitlines():
         digest, rel = line.split("  ", 1)

@@ -23,6 +23,8 @@ import os
 import re
 from pathlib import Path
 
+from curation import storage
+
 SPLITS = ("common", "counter")
 
 NSHARDS = "nshards.txt"
@@ -51,7 +53,9 @@ def release_name(name: str, version: str) -> str:
 
 
 def release_dir(run: str | os.PathLike, name: str, version: str) -> Path:
-    return Path(run) / "release" / release_name(name, version)
+    from curation.run_paths import RunPaths
+
+    return RunPaths(run).release(name, version)
 
 
 def shard_name(i: int) -> str:
@@ -60,7 +64,7 @@ def shard_name(i: int) -> str:
 
 
 def read_nshards(release: str | os.PathLike, split: str) -> int:
-    path = Path(release) / split / NSHARDS
+    path = storage.path(release) / split / NSHARDS
     text = path.read_text().strip()
     try:
         n = int(text)
@@ -75,7 +79,7 @@ def shard_paths(release: str | os.PathLike, split: str) -> list[Path]:
     """The split's shards in order, from its nshards.txt."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    folder = Path(release) / split
+    folder = storage.path(release) / split
     return [folder / shard_name(i) for i in range(read_nshards(release, split))]
 
 
@@ -93,7 +97,7 @@ def sample_key(uid: str) -> str:
 
 def relative_files(release: str | os.PathLike) -> list[str]:
     """Every file a release holds besides SHA256SUMS, as sorted POSIX paths relative to it."""
-    root = Path(release)
+    root = storage.path(release)
     out = []
     for p in root.rglob("*"):
         if p.is_file() and p.name != CHECKSUMS and not p.name.startswith("."):

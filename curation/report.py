@@ -30,13 +30,13 @@ from typing import Callable
 
 import jinja2
 import pyarrow as pa
-import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import schemas
-from curation import atomic, config, plots
+from curation import atomic, config, plots, storage
 from curation.report_verification import verification_section
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 
 THUMBS_PER_SIDE = 12
@@ -82,7 +82,7 @@ class RunData:
 def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
     """Read the run's artifacts; only config.yaml is required."""
     run = Path(run)
-    data = RunData(run=run, config=config.load(run), manifest=_read_manifest(run / "manifest.json"))
+    data = RunData(run=run, config=config.load(run), manifest=_read_manifest(RunPaths(run).manifest))
     for attr, rel, name, is_folder, maker in _ARTIFACTS:
         path = run / rel
         present = any(path.glob("*.parquet")) if is_folder else path.exists()
@@ -93,7 +93,7 @@ def gather(run: str | Path, truth: str | Path | None = None) -> RunData:
         if attr == "scores":   # embeddings are large and not needed here
             table = table.select(_SCORE_COLUMNS)
         data.tables[attr] = table
-    truth_path = Path(truth) if truth else run / "truth.parquet"
+    truth_path = Path(truth) if truth else RunPaths(run).truth
     if truth_path.exists():
         data.truth = _truth_by_uid(_read_plain(truth_path, ["uid", "background"]), data.candidates)
         data.truth_source = str(truth_path)
@@ -124,7 +124,7 @@ def _read_manifest(path: Path) -> dict:
 
 def _read_plain(path: Path, required: list[str]) -> pa.Table:
     try:
-        table = pq.read_table(path)
+        table = storage.read_table(path)
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"not a readable parquet file ({exc})", where=str(path)) from None
     lacking = [c for c in required if c not in table.column_names]
@@ -555,7 +555,7 @@ def grids_section(page: Page) -> dict | None:
     chosen = {key: sorted(uids, key=lambda u: (-confidence.get(u, -1.0), u))[:page.per_side]
               for key, uids in wanted.items()}
     needed = {u for r in page.kept for side in ("common", "counter") for u in chosen.get((r["class_idx"], r[side]), [])}
-    thumbs = thumbnails(data.run / "shards", {u: located[u] for u in needed})
+    thumbs = thumbnails(RunPaths(data.run).shards, {u: located[u] for u in needed})
     pairs = []
     for r in page.kept:
         sides = []

@@ -22,30 +22,30 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, clean, dedupe, manifest, shard_reader
+from curation import atomic, clean, dedupe, manifest, shard_reader, storage
 from curation.config import CleanSpec, RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 
 UNSTORED = "_unstored"    # the checks of cleanable samples no shard holds (every one missing_in_shard)
 
 
 def checks_path(run_dir: Path, shard: str) -> Path:
-    return run_dir / "clean" / f"{shard.split('.', 1)[0]}.parquet"
+    return RunPaths(run_dir).checks(shard)
 
 
 def samples_files(run_dir: Path) -> list[str]:
     """The samples files' names (one per fetch chunk, named like its shard)."""
-    return sorted(p.name for p in (run_dir / "samples").glob("[0-9]*.parquet"))
+    return sorted(p.name for p in RunPaths(run_dir).samples.glob("[0-9]*.parquet"))
 
 
 def _read_samples(run_dir: Path, shard: str) -> pa.Table:
     """The samples that may name ``shard``: its own chunk's file (all files for UNSTORED)."""
     if shard == UNSTORED:
-        return schemas.read_folder(run_dir / "samples", "samples")
-    return schemas.read(run_dir / "samples" / f"{shard.split('.', 1)[0]}.parquet", "samples")
+        return schemas.read_folder(RunPaths(run_dir).samples, "samples")
+    return schemas.read(RunPaths(run_dir).samples / f"{shard.split('.', 1)[0]}.parquet", "samples")
 
 
 def wanted_in(run_dir: Path, shard: str) -> dict[str, str]:
@@ -61,22 +61,22 @@ class CheckShard(beam.DoFn):
         self.run_dir, self.spec = run_dir, spec
 
     def process(self, shard: str):
-        from apache_beam.io.filesystems import FileSystems
-
-        wanted = wanted_in(Path(self.run_dir), shard)
-        path = str(Path(self.run_dir) / "shards" / shard)
-        if FileSystems.exists(path):
-            with FileSystems.open(path) as f:
+        wanted = wanted_in(storage.path(self.run_dir), shard)
+        # Through the run's own path (curation/storage.py), not Beam's FileSystems: the path carries the
+        # storage options, which Beam's S3 file system lacks in an external worker pool's threads.
+        path = RunPaths(self.run_dir).shards / shard
+        if path.exists():
+            with path.open("rb") as f:
                 rows = clean.check_shard(shard, wanted, shard_reader.iter_samples(f), self.spec)
         else:
             rows = clean.check_shard(shard, wanted, [], self.spec)   # every wanted sample: missing_in_shard
-        atomic.write_parquet(checks_path(Path(self.run_dir), shard), clean.checks_table(rows))
+        atomic.write_parquet(checks_path(storage.path(self.run_dir), shard), clean.checks_table(rows))
         yield shard
 
 
 def file_outcomes(run_dir: Path, name: str, spec: CleanSpec) -> tuple[pa.Table, list[dict], list[dedupe.Candidate]]:
     """One samples file as read, its rows with the image-check outcomes, and its dedupe candidates."""
-    samples = schemas.read(run_dir / "samples" / name, "samples")
+    samples = schemas.read(RunPaths(run_dir).samples / name, "samples")
     rows = samples.to_pylist()
     checks: dict[str, dict] = {}
     for shard in sorted({r["shard"] or UNSTORED for r in rows if clean.is_cleanable(r)}):
@@ -96,7 +96,7 @@ class ReadCandidates(beam.DoFn):
         self.run_dir, self.spec = run_dir, spec
 
     def process(self, name: str):
-        for c in file_outcomes(Path(self.run_dir), name, self.spec)[2]:
+        for c in file_outcomes(storage.path(self.run_dir), name, self.spec)[2]:
             near = dedupe.near_candidate(c)
             if near:
                 yield beam.pvalue.TaggedOutput("thumbs", (c.uid, c.thumbnails))
@@ -190,12 +190,12 @@ class WriteOutcomes(beam.DoFn):
                 across.add(decision[1])
             else:
                 dropped[decision[1]] = decision[2]
-        run_dir = Path(self.run_dir)
+        run_dir = storage.path(self.run_dir)
         samples, rows, _ = file_outcomes(run_dir, name, self.spec)
         new = schemas.conform(pa.Table.from_pylist(clean.apply_duplicates(rows, dropped, across),
                                                    schema=samples.schema), "samples")
         if not new.equals(samples):
-            atomic.write_parquet(run_dir / "samples" / name, new)
+            atomic.write_parquet(RunPaths(run_dir).samples / name, new)
         yield name
 
 
@@ -260,7 +260,7 @@ class Clean(beam.PTransform):
 
     def __init__(self, run_dir: Path, cfg: RunConfig, work: list[str], files: list[str]):
         super().__init__()
-        self.run_dir, self.cfg, self.work, self.files = str(run_dir), cfg, work, files
+        self.run_dir, self.cfg, self.work, self.files = storage.path(run_dir), cfg, work, files
 
     def expand(self, pbegin):
         checked = (pbegin
@@ -276,7 +276,7 @@ class Clean(beam.PTransform):
 
 def plan(run_dir: Path) -> tuple[list[str], int, int]:
     """Names of shards whose checks are missing or stale, how many are current, and the images to check."""
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     work, done, n = [], 0, 0
     for shard, wanted in clean.wanted_by_shard(samples):
         shard = shard or UNSTORED
@@ -293,10 +293,10 @@ def _covers(path: Path, uids: set[str]) -> bool:
     """The checks file holds exactly these uids and was written with the current image_checks
     schema (older ones lack what dedupe now needs, e.g. v1 had no thumbnails)."""
     try:
-        found = pq.read_schema(path)
+        found = storage.read_schema(path)
         if schemas.version_of(found) != schemas.version_of(schemas.SCHEMAS["image_checks"]):
             return False
-        return set(pq.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
+        return set(storage.read_table(path, columns=["uid"]).column("uid").to_pylist()) == uids
     except (OSError, pa.ArrowInvalid, KeyError, TypeError):
         return False
 
@@ -304,9 +304,9 @@ def _covers(path: Path, uids: set[str]) -> bool:
 def decide(run_dir: Path, spec: CleanSpec) -> dict:
     """The whole-run decision in this process (clean.decide over every file): the reference the
     pipeline's Decide must equal, kept for tests and for comparing the two."""
-    files = sorted((run_dir / "samples").glob("[0-9]*.parquet"))
+    files = sorted(RunPaths(run_dir).samples.glob("[0-9]*.parquet"))
     parts = [schemas.read(p, "samples") for p in files]
-    checks = schemas.read_folder(run_dir / "clean", "image_checks")
+    checks = schemas.read_folder(RunPaths(run_dir).clean, "image_checks")
     decided = clean.decide(pa.concat_tables(parts) if parts else schemas.SCHEMAS["samples"].empty_table(),
                            checks, spec)
     start = 0
@@ -319,17 +319,17 @@ def decide(run_dir: Path, spec: CleanSpec) -> dict:
 
 
 def run_clean(run_dir: str | Path, cfg: RunConfig, options, say=print) -> dict:
-    run_dir = Path(run_dir)
-    if not any((run_dir / "samples").glob("[0-9]*.parquet")):
-        raise UserError("no fetched samples to clean", where=str(run_dir / "samples"),
+    run_dir = storage.path(run_dir)
+    if not any(RunPaths(run_dir).samples.glob("[0-9]*.parquet")):
+        raise UserError("no fetched samples to clean", where=str(RunPaths(run_dir).samples),
                         hint="Run the fetch stage first: `counteranimal curate RUN --stages sources,fetch`.")
-    atomic.clean_temp_files(run_dir / "clean")
+    atomic.clean_temp_files(RunPaths(run_dir).clean)
     work, done, n = plan(run_dir)
     say(f"clean: {len(work) + done} shards, {done} already checked; checking {n} images")
     started = time.monotonic()
     with beam.Pipeline(options=options) as p:
         _ = p | "Clean" >> Clean(run_dir, cfg, work, samples_files(run_dir))
-    counts = clean.outcome_counts(schemas.read_folder(run_dir / "samples", "samples"))
+    counts = clean.outcome_counts(schemas.read_folder(RunPaths(run_dir).samples, "samples"))
     seconds = time.monotonic() - started
     manifest.record_stage(run_dir, "clean", config_digest=cfg.digest(), counts=counts, seconds=seconds,
                           images_checked=n, shards_done_before=done)

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         # the re-raised error is reported once below (one paragraph for a user mistake).
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     try:
+        if any(a.startswith("--s3_") for a in beam_args):   # RUN may be s3://…: reach it from the first check
+            from pipeline.options import configure_storage_from_args
+            configure_storage_from_args(beam_args)
         return args.func(args) or 0
     except (UserError, SchemaError) as exc:
         text = " ".join(str(exc).split())   # one paragraph, even when a library's message has lines

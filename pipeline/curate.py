@@ -20,35 +20,17 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import atomic, config, fetch_status, manifest, settings_record
+from curation import atomic, config, fetch_status, manifest, settings_record, storage
 from curation.errors import UserError
 from curation.fetch_status import Chunk
+from curation.run_paths import RunPaths
 
 STAGES = ["sources", "fetch", "clean", "score", "backgrounds", "propose"]
 
 
-@dataclass
-class CuratePaths:
-    run: Path
-
-    @property
-    def candidates(self) -> Path:
-        return self.run / "candidates" / "candidates.parquet"
-
-    @property
-    def rejected(self) -> Path:
-        return self.run / "candidates_rejected.parquet"
-
-    @property
-    def shards(self) -> Path:
-        return self.run / "shards"
-
-    @property
-    def samples(self) -> Path:
-        return self.run / "samples"
+CuratePaths = RunPaths     # the stages below name artifacts through it (curation/run_paths.py)
 
 
 @dataclass
@@ -59,7 +41,7 @@ class CurateResult:
 
 def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[str] | None = None,
         say: Callable[[str], None] = print) -> CurateResult:
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     cfg = config.load(run_dir)
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
@@ -70,7 +52,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, beam_args: list[st
     options = pipeline_options(beam_args or [])
     if "score" in stages:   # model names, checkpoint files and devices too, on the workers
         from pipeline.score import check_models
-        check_models(cfg, run_dir / "config.yaml", options)
+        check_models(cfg, RunPaths(run_dir).config, options)
     result = CurateResult(stages=[s for s in STAGES if s in stages])
     paths = CuratePaths(run_dir)
     if "sources" in stages:
@@ -204,7 +186,7 @@ def _require_a_fetched_photo(paths: CuratePaths, stage: str) -> None:
 
 def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
     """Stop before score when clean rejected every fetched photo (thresholds too strict for the photos)."""
-    if not (paths.run / "clean").is_dir() or not paths.samples.is_dir():
+    if not paths.clean.is_dir() or not paths.samples.is_dir():
         return
     samples = schemas.read_folder(paths.samples, "samples")
     status = samples.column("status")
@@ -216,7 +198,7 @@ def _require_a_clean_photo(paths: CuratePaths, stage: str) -> None:
     reasons = _fmt_counts(manifest.count_by(rejected, "reason"))
     raise UserError(
         f"clean rejected every one of the {rejected.num_rows} fetched photos ({reasons}), so the {stage} stage "
-        f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.run / "config.yaml"),
+        f"has nothing to work on; each photo's reason is in {paths.samples}", where=str(paths.config),
         hint="Loosen clean.min_side, clean.max_aspect_ratio or clean.near_duplicate_bits, then run the clean stage "
              "again (it re-applies them without decoding the photos again).")
 
@@ -300,7 +282,7 @@ class _Progress:
             if p.name in self._seen:
                 continue
             try:
-                status = pq.read_table(p, columns=["status"]).column("status").to_pylist()
+                status = storage.read_table(p, columns=["status"]).column("status").to_pylist()
             except (OSError, pa.ArrowInvalid):
                 continue
             failed = status.count("failed")   # "rejected" is clean's verdict on a photo fetched fine

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from curation import fetch_status
+from curation import fetch_status, storage
 from curation.fetch_status import Chunk
 from curation.netguard import NetPolicy
 from pipeline.fetch_chunk import FetchSettings
@@ -26,9 +26,7 @@ class DownloadChunk(beam.DoFn):
         self.run_dir, self.candidates_path, self.settings = run_dir, candidates_path, settings
 
     def setup(self):
-        import pyarrow.parquet as pq
-
-        self._candidates = pq.read_table(self.candidates_path)
+        self._candidates = storage.read_table(self.candidates_path)
 
     def process(self, plan: tuple[int, int, int]):
         from pipeline import urlguard
@@ -50,7 +48,7 @@ class Fetch(beam.PTransform):
     def __init__(self, run_dir: str | Path, candidates_path: str | Path, chunks: list[Chunk],
                  settings: FetchSettings):
         super().__init__()
-        self.run_dir, self.candidates_path = str(run_dir), str(candidates_path)
+        self.run_dir, self.candidates_path = storage.path(run_dir), storage.path(candidates_path)
         self.chunks, self.settings = chunks, settings
 
     def expand(self, pbegin):

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import atomic, fetch_status, image_header
+from curation import atomic, fetch_status, image_header, storage
 from curation.fetch_status import Chunk
+from curation.run_paths import RunPaths
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -59,7 +61,7 @@ class FetchSettings:
         if cfg.source.kind == "folder" and cfg.source.path:
             from curation.sources import resolve_path
 
-            file_root = str(resolve_path(cfg, Path(base_dir)))   # file:// is read only under it
+            file_root = str(resolve_path(cfg, base_dir))   # file:// is read only under it
         return cls(image_size=f.image_size, resize_only_if_bigger=f.resize_only_if_bigger,
                    encode_format=f.encode_format, encode_quality=f.encode_quality, chunk_size=f.chunk_size,
                    thread_count=f.thread_count, timeout=f.timeout, retries=f.retries, max_pixels=f.max_pixels,
@@ -105,9 +107,7 @@ def resizer_for(s: FetchSettings) -> GuardedResizer:
 
 
 def shard_paths(run_dir: Path, chunk: Chunk) -> dict[str, Path]:
-    name = chunk.name
-    return {"tar": run_dir / "shards" / f"{name}.tar", "parquet": run_dir / "shards" / f"{name}.parquet",
-            "stats": run_dir / "shards" / f"{name}_stats.json", "samples": run_dir / "samples" / f"{name}.parquet"}
+    return RunPaths(run_dir).shard_files(chunk.name)
 
 
 def completed(run_dir: Path, chunk: Chunk, candidates: pa.Table) -> pa.Table | None:
@@ -116,7 +116,7 @@ def completed(run_dir: Path, chunk: Chunk, candidates: pa.Table) -> pa.Table | N
     if not (paths["samples"].exists() and paths["tar"].exists()):
         return None
     try:
-        samples = pq.read_table(paths["samples"])
+        samples = storage.read_table(paths["samples"])
     except (OSError, pa.ArrowInvalid):
         return None
     if samples.column("uid").to_pylist() != candidates.column("uid").to_pylist():
@@ -129,13 +129,16 @@ def fetch_chunk(run_dir: str | Path, chunk: Chunk, candidates: pa.Table, s: Fetc
 
     Returns (samples, skipped): skipped is True when a completed chunk was found.
     """
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     done = completed(run_dir, chunk, candidates)
     if done is not None:
         return done, True
     paths = shard_paths(run_dir, chunk)
-    tmp = run_dir / "shards" / f"{TEMP_PREFIX}{chunk.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    if storage.is_url(run_dir):   # built on this worker's disk, then uploaded object by object
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{chunk.name}-"))
+    else:
+        tmp = RunPaths(run_dir).shards / f"{TEMP_PREFIX}{chunk.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
     try:
         columns = ["url"] + [c for c in CARRIED_COLUMNS if c in candidates.column_names]
         listing = tmp / "input.arrow"
@@ -156,7 +159,7 @@ def fetch_chunk(run_dir: str | Path, chunk: Chunk, candidates: pa.Table, s: Fetc
         # Shard files first, samples last: the samples file is the completion marker.
         for kind, produced in (("parquet", f"{chunk.name}.parquet"), ("stats", f"{chunk.name}_stats.json"),
                                ("tar", f"{chunk.name}.tar")):
-            os.replace(tmp / produced, paths[kind])
+            storage.move_in(tmp / produced, paths[kind])
         atomic.write_parquet(paths["samples"], samples)
         return samples, False
     finally:
@@ -172,9 +175,9 @@ def _note_worker(stats_path: Path, s: FetchSettings) -> None:
 
 def remove_stale_temp(run_dir: str | Path) -> int:
     """Remove temp folders of chunks a killed run never finished; returns how many."""
-    shards = Path(run_dir) / "shards"
+    shards = storage.path(run_dir) / "shards"
     stale = list(shards.glob(f"{TEMP_PREFIX}*")) if shards.is_dir() else []
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    atomic.clean_temp_files(Path(run_dir) / "samples")
+        storage.rmtree(p)
+    atomic.clean_temp_files(storage.path(run_dir) / "samples")
     return len(stale)

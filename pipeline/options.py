@@ -56,7 +56,30 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         raise UserError(lines[-1].split("error: ", 1)[-1] if lines else "invalid Beam options", where=WHERE,
                         hint=HINT) from None
     check_runner(options.view_as(StandardOptions).runner)
+    configure_storage(options)
     return options
+
+
+def configure_storage_from_args(beam_args: list[str]) -> None:
+    configure_storage(PipelineOptions(list(beam_args)))
+
+
+def configure_storage(options: PipelineOptions) -> None:
+    """Beam's S3 options also reach the run directory's own I/O (curation/storage.py), in the
+    launcher and, carried inside every run path, in the workers; Beam's FileSystems (download)
+    reads them itself."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import S3Options
+
+    from curation import storage
+
+    s3 = options.view_as(S3Options)
+    if any([s3.s3_endpoint_url, s3.s3_access_key_id, s3.s3_secret_access_key, s3.s3_region_name,
+            s3.s3_verify is not None]):
+        storage.configure_s3(endpoint_url=s3.s3_endpoint_url, access_key_id=s3.s3_access_key_id,
+                             secret_access_key=s3.s3_secret_access_key, region_name=s3.s3_region_name,
+                             verify=s3.s3_verify)
+    FileSystems.set_options(options)
 
 
 def check_runner(runner) -> None:

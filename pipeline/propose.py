@@ -23,11 +23,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import arrays, atomic, attributes, backgrounds, config, manifest, stats, zeroshot
+from curation import arrays, atomic, attributes, backgrounds, config, manifest, stats, storage, zeroshot
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from curation.propose import AttributeCount, GroupCount, Rule, agree_across_models, attribute_deltas, propose
 from pipeline.score import read_text_embeddings, text_path
@@ -37,12 +37,13 @@ METRICS = {"top1": "correct", "top1_1vk": "correct_1vk"}
 P_UNITS = 10**9    # p(true) is summed as integers: the same sums in any order, on every runner
 
 
-def score_files(run_dir: Path) -> list[str]:
-    return sorted(str(p) for p in (run_dir / "scores").glob("*.parquet") if not p.name.startswith("."))
+def score_files(run_dir: Path) -> list:
+    # Path objects, not strings: a URL path carries its storage options to the workers (curation/storage.py)
+    return sorted(p for p in RunPaths(run_dir).scores.glob("*.parquet") if not p.name.startswith("."))
 
 
 def read_scores(path: str, columns: list[str], model_id: str | None = None) -> Iterable[dict]:
-    table = pq.read_table(path, columns=columns + (["model_id"] if "model_id" not in columns else []))
+    table = storage.read_table(path, columns=columns + (["model_id"] if "model_id" not in columns else []))
     if model_id is not None:
         table = table.filter(pc.equal(table.column("model_id"), model_id))
     yield from table.to_pylist()
@@ -82,7 +83,7 @@ class AssignClass(beam.DoFn):
             a.update(class_idx=class_idx, class_name=self.class_names.get(class_idx, str(class_idx)),
                      model_id=self.model_id)
         table = schemas.conform(pa.Table.from_pylist(assigned), "groups", f"groups of class {class_idx}")
-        atomic.write_parquet(Path(self.run_dir) / "groups" / f"model-{class_idx:05d}.parquet", table)
+        atomic.write_parquet(RunPaths(self.run_dir).model_groups(class_idx), table)
         yield class_idx, len(assigned)
 
 
@@ -104,14 +105,14 @@ class AssignBackgrounds(beam.PTransform):
                 | "ReadScores" >> beam.FlatMap(read_scores, columns, self.model_id)
                 | "ByClass" >> beam.Map(lambda r: ((r["class_idx"], r["true_label"]), r))
                 | "Group" >> beam.GroupByKey()
-                | "Assign" >> beam.ParDo(AssignClass(str(self.run_dir), self.names, self.class_names,
+                | "Assign" >> beam.ParDo(AssignClass(self.run_dir, self.names, self.class_names,
                                                      self.class_dirs, self.settings, self.model_id, self.prompts)))
 
 
 def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     files = score_files(run_dir)
     if not files:
-        raise UserError("no scores to assign backgrounds from", where=str(run_dir / "scores"),
+        raise UserError("no scores to assign backgrounds from", where=str(RunPaths(run_dir).scores),
                         hint="Run the score stage first.")
     model_id = cfg.background_assignment.model or cfg.models[0].model_id
     if model_id not in {m.model_id for m in cfg.models}:
@@ -122,7 +123,7 @@ def run_backgrounds(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     if names != list(cfg.backgrounds):
         raise UserError(f"the scores were made with backgrounds {names}, the config now lists {cfg.backgrounds}",
                         where=str(text_path(run_dir, model_id)), hint="Re-run the score stage.")
-    groups_dir = run_dir / "groups"
+    groups_dir = RunPaths(run_dir).groups
     for stale in groups_dir.glob("model-*.parquet"):
         stale.unlink()
     atomic.clean_temp_files(groups_dir)
@@ -220,7 +221,7 @@ def read_groups(path: str, min_confidence: float) -> Iterable[tuple[str, dict]]:
 
 def flagged_uids(path: str) -> Iterable[tuple[str, bool]]:
     """One samples file's photos that clean or score flagged for review -> (uid, True)."""
-    t = pq.read_table(path, columns=["uid", "flags"])
+    t = storage.read_table(path, columns=["uid", "flags"])
     for uid, flags in zip(t.column("uid").to_pylist(), t.column("flags").to_pylist()):
         if flags:
             yield uid, True
@@ -261,7 +262,7 @@ class AttributeCells(beam.DoFn):
 
 def _attribute_cells(path: str, banks: dict[str, dict[int, np.ndarray]], names: list[str]):
     """One score file's counts, per model and class at once (vectorised)."""
-    t = pq.read_table(path, columns=["model_id", "class_idx", "correct", "embedding"])
+    t = storage.read_table(path, columns=["model_id", "class_idx", "correct", "embedding"])
     by: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, key in enumerate(zip(t.column("model_id").to_pylist(), t.column("class_idx").to_pylist())):
         by[key].append(i)
@@ -402,22 +403,23 @@ def write_selection(cells: list, run_dir: str, cfg: RunConfig, attribute_cells: 
                  for (model_id, c, a, present), (n, k) in attribute_cells if model_id == m.model_id]
         deltas.extend(dict(d, model_id=m.model_id)
                       for d in attribute_deltas(model_groups, list(cfg.backgrounds), extra))
-    run_dir = Path(run_dir)
-    atomic.write_parquet(run_dir / "group_stats.parquet", _table(stat_rows, "group_stats"))
-    atomic.write_parquet(run_dir / "attributes.parquet", _table(deltas, "attribute_deltas"))
-    atomic.write_parquet(run_dir / "proposals.parquet", _table(proposal_rows, "proposals"))
+    run_dir = storage.path(run_dir)
+    atomic.write_parquet(RunPaths(run_dir).group_stats, _table(stat_rows, "group_stats"))
+    atomic.write_parquet(RunPaths(run_dir).attributes, _table(deltas, "attribute_deltas"))
+    atomic.write_parquet(RunPaths(run_dir).proposals, _table(proposal_rows, "proposals"))
     return len(proposal_rows)
 
 
 def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
     started = time.monotonic()
-    groups = schemas.read_folder(run_dir / "groups", "groups")
+    groups = schemas.read_folder(RunPaths(run_dir).groups, "groups")
     if groups.num_rows == 0:
-        raise UserError("no background groups to propose pairs from", where=str(run_dir / "groups"),
+        raise UserError("no background groups to propose pairs from", where=str(RunPaths(run_dir).groups),
                         hint="Run the backgrounds stage first.")
     unsure = groups.num_rows - confident_groups(groups, cfg.thresholds.min_background_confidence)[0].num_rows
-    group_files = sorted(str(p) for p in (run_dir / "groups").glob("*.parquet") if not p.name.startswith("."))
-    samples_files = sorted(str(p) for p in (run_dir / "samples").glob("[0-9]*.parquet"))
+    # Path objects, not strings: a URL path carries its storage options to the workers (curation/storage.py)
+    group_files = sorted(p for p in RunPaths(run_dir).groups.glob("*.parquet") if not p.name.startswith("."))
+    samples_files = sorted(RunPaths(run_dir).samples.glob("[0-9]*.parquet"))
     verified = verified_rows(run_dir, cfg)
     with user_errors_from_workers(), beam.Pipeline(options=options) as p:
         extra = (p | "CountAttributes" >> CountAttributes(score_files(run_dir), cfg)
@@ -426,8 +428,8 @@ def run_propose(run_dir: Path, cfg: RunConfig, options, say=print) -> dict:
              | "CountGroups" >> CountGroups(group_files, score_files(run_dir), samples_files,
                                             cfg.thresholds.min_background_confidence)
              | "Collect" >> beam.combiners.ToList()
-             | "Select" >> beam.Map(write_selection, str(run_dir), cfg, beam.pvalue.AsList(extra), verified))
-    proposal_rows = schemas.read(run_dir / "proposals.parquet", "proposals").to_pylist()
+             | "Select" >> beam.Map(write_selection, run_dir, cfg, beam.pvalue.AsList(extra), verified))
+    proposal_rows = schemas.read(RunPaths(run_dir).proposals, "proposals").to_pylist()
     final = _final_rows(proposal_rows, cfg)
     kept = [r for r in final if r["decision"] == "kept"]
     undecided = [r for r in final if r["decision"] == "undecided"]
@@ -476,7 +478,7 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     most; so the propose stage takes the loop's weighted pairs, the same ones `annotate status`
     shows and `release` ships. None before any pull.
     """
-    if not (run_dir / "annotation" / "verdicts.parquet").is_file():
+    if not (RunPaths(run_dir).annotation / "verdicts.parquet").is_file():
         return None
     from annotation import loop
 

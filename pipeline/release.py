@@ -11,26 +11,26 @@ adds its start-up (~0.4 s, as long as writing a thousand photos) and the shuffle
 image, and nothing else (bench/RESULTS.md, "release"). Any other runner or worker count runs the
 pipeline; the bytes written are the same either way (tests/test_release.py compares the two).
 
-Input shards are read with curation.shard_reader (the reader clean and score use) through Beam's
-FileSystems; the release folder is written on the local file system, so it can appear in one rename.
+Input shards are read with curation.shard_reader (the reader clean and score use) through the run's
+own paths (curation/storage.py); a local release folder appears in one rename, one in an object
+store object by object with SHA256SUMS last (curation.release.publish).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Iterable
 
 import apache_beam as beam
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
-from curation import card, croissant, manifest, release, shard_reader, zeroshot
+from curation import atomic, card, croissant, manifest, release, shard_reader, storage, zeroshot
 from curation import release_layout as layout
 from curation.config import RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from pipeline.score import read_text_embeddings
 
@@ -39,13 +39,11 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
     """One run shard's chosen photos → per (split, output shard) one batch of (key, extension, bytes).
 
     Batches, not single photos, cross the shuffle: a few elements per shard instead of one per photo."""
-    from apache_beam.io.filesystems import FileSystems
-
     wanted = {p.in_key: p for p in release.read_photos(photos_file, shard)}
     batches: dict[tuple[str, int], list[tuple]] = {}
     found = set()
-    path = f"{run.rstrip('/')}/shards/{shard}"
-    with FileSystems.open(path) as f:
+    path = RunPaths(run).shards / shard
+    with path.open("rb") as f:   # a local file or an object, with the run's storage options (curation/storage.py)
         for key, parts in shard_reader.iter_samples(f):
             photo = wanted.get(key)
             image = release.image_ext(parts) if photo is not None else None
@@ -55,7 +53,7 @@ def read_photos(shard: str, run: str, photos_file: str) -> Iterable[tuple[tuple[
     missing = sorted(set(wanted) - found)
     if missing:
         raise UserError(f"sample {missing[0]} (uid {wanted[missing[0]].uid}) is marked ok in RUN/samples but its "
-                        f"image is not in the shard ({len(missing)} such)", where=path,
+                        f"image is not in the shard ({len(missing)} such)", where=str(path),
                         hint="The shard changed after the clean stage: re-run `counteranimal curate RUN`.")
     yield from sorted(batches.items(), key=lambda kv: kv[0])
 
@@ -79,7 +77,7 @@ class WriteShard(beam.DoFn):
             records.append(dict(record, key=photo.key, shard=rel, image_ext=ext, bytes=len(data),
                                 width=photo.width, height=photo.height, run_class_idx=photo.class_idx,
                                 flags=photo.flags))
-        path = Path(self.folder) / rel
+        path = storage.path(self.folder) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         digest, _ = release.write_tar(path, samples)
         yield rel, digest, records      # one element per shard: its records travel as one batch
@@ -97,9 +95,9 @@ class Release(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "RunShards" >> beam.Create(self.shards)
-                | "ReadPhotos" >> beam.FlatMap(read_photos, str(self.run), str(self.photos_file))
+                | "ReadPhotos" >> beam.FlatMap(read_photos, self.run, self.photos_file)   # paths: curation/storage
                 | "ByOutputShard" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(WriteShard(str(self.folder), str(self.photos_file))))
+                | "WriteShards" >> beam.ParDo(WriteShard(self.folder, self.photos_file)))
 
 
 def in_process(options) -> bool:
@@ -127,10 +125,10 @@ def one_vs_k_sets(run: Path, cfg: RunConfig, labels: Iterable[int]) -> dict[str,
     """The reference model's "1 vs k" label sets, chosen as the score stage chose them (curation.zeroshot
     .closest_labels over every scored photo of the class), for the released classes."""
     model_id = release.reference_model(cfg)
-    scores = schemas.read_folder(run / "scores", "scores")
+    scores = schemas.read_folder(RunPaths(run).scores, "scores")
     scores = scores.filter(pc.equal(scores.column("model_id"), model_id))
     if scores.num_rows == 0:
-        raise UserError(f"no scores of the reference model {model_id!r}", where=str(run / "scores"),
+        raise UserError(f"no scores of the reference model {model_id!r}", where=str(RunPaths(run).scores),
                         hint="Run the score stage first.")
     from curation import arrays
 
@@ -145,7 +143,7 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
                 max_shard_bytes: int = release.DEFAULT_MAX_SHARD_BYTES, say=print, use_beam: bool | None = None) -> Path:
     """The release folder, written aside and renamed into place. ``use_beam``: True/False force the Beam
     pipeline or the in-process path; None (the default) picks by in_process()."""
-    run = Path(run)
+    run = storage.path(run)
     started = time.monotonic()
     final = layout.release_dir(run, name, version)
     plan = release.plan(run, cfg, verified=verified, max_shard_bytes=max_shard_bytes)
@@ -154,32 +152,32 @@ def run_release(run: str | Path, cfg: RunConfig, options, *, name: str, version:
         f"({', '.join(f'{s} {len(plan.photos[s])} in {plan.nshards[s]} shards' for s in layout.SPLITS)})"
         f"{'' if verified else ', UNVERIFIED (model-proposed pairs and groups)'}"
         f"{f'; {len(plan.excluded)} excluded' if plan.excluded else ''}")
-    absent = [s for s in plan.input_shards() if not (run / "shards" / s).is_file()]
+    absent = [s for s in plan.input_shards() if not (RunPaths(run).shards / s).is_file()]
     if absent:
         raise UserError(f"{len(absent)} shard(s) holding photos to release are missing, e.g. {absent[0]}",
-                        where=str(run / "shards"), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
+                        where=str(RunPaths(run).shards), hint="Re-fetch them: `counteranimal curate RUN` (fetch resumes).")
     sets = one_vs_k_sets(run, cfg, [p.label for p in plan.pairs])
     tmp = release.temp_folder(final)
-    photos_file = Path(f"{tmp}.photos.tmp")     # beside the temp folder: not part of the release
+    photos_file = tmp.parent / f"{tmp.name}.photos.tmp"     # beside the temp folder: not part of the release
     try:
         release.write_photos(plan, photos_file)
         engine = "beam" if use_beam or (use_beam is None and not in_process(options)) else "in-process"
         if engine == "in-process":
             written = write_in_process(plan.input_shards(), photos_file, run, tmp)
-            finish(written, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
+            finish(written, tmp, plan.summary(), cfg, run, name, version, sets)
         else:
             with beam.Pipeline(options=options) as p:
                 records = (p
                            | "Release" >> Release(plan.input_shards(), photos_file, run, tmp)
                            | "Collect" >> beam.combiners.ToList())
-                _ = records | "Finish" >> beam.Map(finish, str(tmp), plan.summary(), cfg, str(run), name, version, sets)
+                _ = records | "Finish" >> beam.Map(finish, tmp, plan.summary(), cfg, run, name, version, sets)
         missing = [f"{s}/{layout.shard_name(i)}" for s in layout.SPLITS for i in range(plan.nshards[s])
                    if not (tmp / s / layout.shard_name(i)).is_file()]
         if missing or not (tmp / layout.CHECKSUMS).is_file():
             raise RuntimeError(f"the release pipeline finished without writing {missing or [layout.CHECKSUMS]}")
         release.publish(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.rmtree(tmp)
         raise
     finally:
         photos_file.unlink(missing_ok=True)
@@ -199,7 +197,7 @@ def finish(shards: list[tuple[str, str, list[dict]]], folder: str, plan: release
     """Everything beside the shards, once every shard is written (the pipeline's last step).
 
     ``shards``: per written shard its path in the release, its sha256 and its photos' records."""
-    folder = Path(folder)
+    folder = storage.path(folder)
     records = [r for _, _, rs in shards for r in rs]
     digests = {rel: digest for rel, digest, _ in shards}   # the shards are not hashed twice
     for split in layout.SPLITS:
@@ -210,8 +208,8 @@ def finish(shards: list[tuple[str, str, list[dict]]], folder: str, plan: release
     lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(sets.items(), key=lambda kv: int(kv[0]))]
     (folder / layout.ONE_VS_K).write_text("{\n" + ",\n".join(lines) + "\n}\n")   # one class per line
     table = release.metadata_table(records)
-    pq.write_table(table, folder / layout.METADATA)
-    context = card.context(plan, table, cfg, Path(run), name, version, sets)
+    atomic.write_parquet(folder / layout.METADATA, table)
+    context = card.context(plan, table, cfg, storage.path(run), name, version, sets)
     (folder / layout.CARD).write_text(card.render(context))
     (folder / layout.CROISSANT).write_text(croissant.dumps(croissant.build(folder, context, digests)))
     release.write_checksums(folder, digests)

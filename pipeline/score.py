@@ -29,13 +29,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 import schemas
 from curation import (arrays, atomic, clean, clip_models, config, manifest, neighbors, settings_record,
-                      shard_reader, zeroshot)
+                      shard_reader, storage, zeroshot)
 from curation.config import ModelSpec, RunConfig
+from curation.run_paths import RunPaths
 from curation.errors import UserError
 from pipeline.worker_errors import marked, user_errors_from_workers
 
@@ -49,16 +49,14 @@ class ImageSample:
     data: bytes | None = None     # None: the handler reads it from RUN/shards/<shard> (ShardStream)
 
 
-def model_slug(model_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model_id)
 
 
 def scores_path(run_dir: Path, shard: str) -> Path:
-    return run_dir / "scores" / f"{shard.split('.', 1)[0]}.parquet"
+    return RunPaths(run_dir).scores_file(shard)
 
 
 def text_path(run_dir: Path, model_id: str) -> Path:
-    return run_dir / "scores" / "text" / f"{model_slug(model_id)}.parquet"
+    return RunPaths(run_dir).text_bank(model_id)
 
 
 # -- the model handler ----------------------------------------------------------------------------
@@ -118,7 +116,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
             raise marked(UserError(str(exc), where=f"models ({spec.model_id})")) from None
         bank = zeroshot.build_text_bank(clip, cfg)
         if self.run_dir:
-            save_text_bank(Path(self.run_dir), self.model_id, bank)
+            save_text_bank(storage.path(self.run_dir), self.model_id, bank)
         threads = s.decode_threads or max(2, (os.cpu_count() or 2) - 1)
         return LoadedScorer(clip, bank, zeroshot.true_labels(cfg), ThreadPoolExecutor(threads),
                             draft_size(clip) if s.decode == "draft" else None,
@@ -127,7 +125,7 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
     def run_inference(self, batch: Sequence[ImageSample], model: LoadedScorer,
                       inference_args: dict | None = None) -> Iterable[tuple[str, pa.Table]]:
         size = self.batch_size
-        streams = {shard: ShardStream(Path(self.run_dir) / "shards" / shard, [s.key for s in batch if s.shard == shard])
+        streams = {shard: ShardStream(storage.path(self.run_dir) / "shards" / shard, [s.key for s in batch if s.shard == shard])
                    for shard in dict.fromkeys(s.shard for s in batch if s.data is None)}
         rows: list[dict] = []
         try:
@@ -199,10 +197,8 @@ class ShardStream:
         threading.Thread(target=self._read, name=f"read {path.name}", daemon=True).start()
 
     def _read(self) -> None:
-        from apache_beam.io.filesystems import FileSystems
-
         try:
-            with FileSystems.open(str(self.path)) as f:
+            with storage.path(self.path).open("rb") as f:   # a local file or an object (curation/storage.py)
                 for key, parts in shard_reader.iter_samples(f):
                     data = shard_reader.image_bytes(parts)
                     if key in self.wanted and data is not None:
@@ -351,7 +347,7 @@ def save_text_bank(run_dir: Path, model_id: str, bank: zeroshot.TextBank) -> Non
 
 def samples_path(run_dir: Path, shard: str) -> Path:
     """The samples file of the fetch chunk that wrote ``shard`` (same name)."""
-    return run_dir / "samples" / f"{shard.split('.', 1)[0]}.parquet"
+    return RunPaths(run_dir).samples / f"{shard.split('.', 1)[0]}.parquet"
 
 
 def clean_samples(run_dir: Path, shard: str) -> list[tuple[str, str, int]]:
@@ -370,7 +366,7 @@ class ShardSamples(beam.DoFn):
         self.run_dir = run_dir
 
     def process(self, shard: str):
-        samples = clean_samples(Path(self.run_dir), shard)
+        samples = clean_samples(storage.path(self.run_dir), shard)
         if samples:
             yield [ImageSample(uid, cls, shard, key) for key, uid, cls in samples]
 
@@ -383,7 +379,7 @@ class WriteShardScores(beam.DoFn):
         shard, tables = shard_tables
         table = pa.concat_tables(list(tables))
         table = table.take(pc.sort_indices(table, [("uid", "ascending"), ("model_id", "ascending")]))
-        atomic.write_parquet(scores_path(Path(self.run_dir), shard), schemas.conform(table, "scores"))
+        atomic.write_parquet(scores_path(storage.path(self.run_dir), shard), schemas.conform(table, "scores"))
         yield shard
 
 
@@ -392,7 +388,7 @@ class Score(beam.PTransform):
 
     def __init__(self, run_dir: Path, cfg: RunConfig, work: list[str], files: list[str]):
         super().__init__()
-        self.run_dir, self.cfg, self.work, self.files = str(run_dir), cfg, work, files
+        self.run_dir, self.cfg, self.work, self.files = storage.path(run_dir), cfg, work, files
 
     def expand(self, pbegin):
         shards = (pbegin
@@ -423,7 +419,7 @@ class Finish(beam.PTransform):
 
     def __init__(self, run_dir: str, cfg: RunConfig, files: list[str], after=None):
         super().__init__()
-        self.run_dir, self.cfg, self.files, self.after = str(run_dir), cfg, files, after
+        self.run_dir, self.cfg, self.files, self.after = storage.path(run_dir), cfg, files, after
 
     def expand(self, pbegin):
         cfg, run_dir = self.cfg, self.run_dir
@@ -456,7 +452,7 @@ class Finish(beam.PTransform):
 
 
 def _scores_of(run_dir: str, name: str):
-    path = scores_path(Path(run_dir), name)
+    path = scores_path(storage.path(run_dir), name)
     return schemas.read(path, "scores") if path.exists() else None
 
 
@@ -489,7 +485,7 @@ class LabelSets(beam.DoFn):
     def process(self, element):
         (model_id, t), (total, count) = element
         if model_id not in self.labels:
-            self.labels[model_id] = read_text_embeddings(Path(self.run_dir), model_id, "label")[1]
+            self.labels[model_id] = read_text_embeddings(storage.path(self.run_dir), model_id, "label")[1]
         yield (model_id, t), zeroshot.labels_for_class(t, total, count, self.labels[model_id], self.k)
 
 
@@ -554,7 +550,7 @@ class FinishShard(beam.DoFn):
 
     def process(self, element, sets):
         stem, joined = element
-        run_dir, cfg = Path(self.run_dir), self.cfg
+        run_dir, cfg = storage.path(self.run_dir), self.cfg
         shares = dict(s for s in joined["shares"])
         path = scores_path(run_dir, stem)
         flags: dict[str, list[str]] = {}
@@ -565,7 +561,7 @@ class FinishShard(beam.DoFn):
                 atomic.write_parquet(path, new)
             flags = clean.review_flags_by_uid(t, cfg.clean, cfg.clean.flag_model or cfg.models[0].model_id,
                                               shares=shares if cfg.clean.label_noise_neighbors > 0 else None)
-        spath = run_dir / "samples" / f"{stem}.parquet"
+        spath = RunPaths(run_dir).samples / f"{stem}.parquet"
         if spath.exists():
             samples = schemas.read(spath, "samples")
             flagged = clean.apply_review_flags(samples, flags)
@@ -580,7 +576,7 @@ class FinishShard(beam.DoFn):
         emb = arrays.embeddings(t.column("embedding")) if t.num_rows else None
         for m in set(model_col.tolist()):
             if m not in self.labels:
-                self.labels[m] = read_text_embeddings(Path(self.run_dir), m, "label")[1]
+                self.labels[m] = read_text_embeddings(storage.path(self.run_dir), m, "label")[1]
             rows = np.nonzero(model_col == m)[0]
             top1[rows] = zeroshot.top1_among(emb[rows], truth[rows],
                                              {int(c): sets[(m, int(c))] for c in np.unique(truth[rows])},
@@ -593,7 +589,7 @@ class FinishShard(beam.DoFn):
 
 def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[str], int, int]:
     """Names of the shards that still need scores, how many are done, and the images to score."""
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     ok = samples.filter(pc.equal(samples.column("status"), "ok")).select(["uid", "class_idx", "shard"])
     by_shard: dict[str, set[str]] = {}
     for r in ok.to_pylist():
@@ -602,7 +598,7 @@ def plan(run_dir: Path, cfg: RunConfig) -> tuple[list[str], int, int]:
     unknown = sorted(set(ok.column("class_idx").to_pylist()) - set(truth))
     if unknown:
         raise UserError(f"samples have class_idx {', '.join(map(str, unknown[:5]))}, which the config's classes do not "
-                        "list", where=str(run_dir / "samples"))
+                        "list", where=str(RunPaths(run_dir).samples))
     model_ids = {m.model_id for m in cfg.models}
     work, done, n = [], 0, 0
     for shard, uids in sorted(by_shard.items()):
@@ -618,7 +614,7 @@ def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
     if not path.exists():
         return False
     try:
-        t = pq.read_table(path, columns=["uid", "model_id"])
+        t = storage.read_table(path, columns=["uid", "model_id"])
     except (OSError, pa.ArrowInvalid):
         return False
     have = set(zip(t.column("uid").to_pylist(), t.column("model_id").to_pylist()))
@@ -626,7 +622,7 @@ def _scored(path: Path, uids: set[str], model_ids: set[str]) -> bool:
 
 
 def samples_files(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "samples").glob("[0-9]*.parquet"))
+    return sorted(p.name for p in RunPaths(run_dir).samples.glob("[0-9]*.parquet"))
 
 
 def read_text_embeddings(run_dir: Path, model_id: str, kind: str) -> tuple[list[str], np.ndarray]:
@@ -706,7 +702,7 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
     """
     import shutil
 
-    folder = run_dir / "scores"
+    folder = RunPaths(run_dir).scores
     now = score_settings(cfg)
     before = settings_record.replace(folder / "settings.json", now)
     if before and any(folder.glob("[0-9]*.parquet")):
@@ -720,7 +716,7 @@ def drop_stale_scores(run_dir: Path, cfg: RunConfig, say) -> None:
                 p.unlink()
             shutil.rmtree(folder / "text", ignore_errors=True)
 
-    samples = schemas.read_folder(run_dir / "samples", "samples")
+    samples = schemas.read_folder(RunPaths(run_dir).samples, "samples")
     ok = samples.filter(pc.equal(samples.column("status"), "ok"))
     live = {str(s).split(".", 1)[0] for s in ok.column("shard").to_pylist() if s}
     gone = [p for p in sorted(folder.glob("[0-9]*.parquet")) if p.name.split(".", 1)[0] not in live]
@@ -735,13 +731,13 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print, models_ch
     """Score every clean sample not yet scored; returns counts for the manifest.
 
     ``models_checked``: check_models already ran for this run (curate checks before its first stage)."""
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     if not models_checked:
-        check_models(cfg, run_dir / "config.yaml", options)
-    if not (run_dir / "clean").is_dir():
+        check_models(cfg, RunPaths(run_dir).config, options)
+    if not RunPaths(run_dir).clean.is_dir():
         raise UserError("the samples have not been cleaned", where=str(run_dir),
                         hint="Run the clean stage first: `counteranimal curate RUN --stages clean,score`.")
-    atomic.clean_temp_files(run_dir / "scores")
+    atomic.clean_temp_files(RunPaths(run_dir).scores)
     drop_stale_scores(run_dir, cfg, say)
     work, done, n = plan(run_dir, cfg)
     say(f"score: {len(work) + done} shards with clean samples, {done} already scored; scoring {n} images "
@@ -759,7 +755,7 @@ def run_score(run_dir: str | Path, cfg: RunConfig, options, say=print, models_ch
         result.wait_until_finish()
     metrics = _inference_metrics(result) if scoring else {}
     seconds = time.monotonic() - started
-    scores = schemas.read_folder(run_dir / "scores", "scores")
+    scores = schemas.read_folder(RunPaths(run_dir).scores, "scores")
     counts = {"rows": scores.num_rows, "images": n, "shards_scored": len(work), "shards_done_before": done,
               "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if n else None, **metrics}
     manifest.record_stage(run_dir, "score", config_digest=cfg.digest(), counts=counts, seconds=seconds,
@@ -777,7 +773,7 @@ def _text_current(run_dir: Path, cfg: RunConfig) -> bool:
         path = text_path(run_dir, m.model_id)
         if not path.exists():
             return False
-        t = pq.read_table(path, columns=["kind", "index", "name"]).sort_by("index").to_pylist()
+        t = storage.read_table(path, columns=["kind", "index", "name"]).sort_by("index").to_pylist()
         if any([r["name"] for r in t if r["kind"] == kind] != names for kind, names in want.items()):
             return False
     return True

@@ -69,7 +69,8 @@ def _first_uncastable(col: pa.ChunkedArray, typ: pa.DataType) -> int | None:
 def read(path: str | os.PathLike, name: str) -> pa.Table:
     """Read a parquet artifact and validate it against schema ``name``."""
     try:
-        table = pq.read_table(path)
+        # A URL path (curation/storage.UrlPath) is not os.PathLike: read its bytes through its own open.
+        table = pq.read_table(path if isinstance(path, (str, os.PathLike)) else pa.BufferReader(path.read_bytes()))
     except (OSError, pa.ArrowInvalid) as exc:
         raise SchemaError(str(path), f"not a readable parquet file ({exc})") from None
     return conform(table, name, str(path))
@@ -79,7 +80,8 @@ def read_folder(folder: str | os.PathLike, name: str) -> pa.Table:
     """Read every ``*.parquet`` in ``folder`` (sorted, temp files skipped) as one table."""
     from pathlib import Path
 
-    files = sorted(p for p in Path(folder).glob("*.parquet") if not p.name.startswith("."))
+    folder = folder if hasattr(folder, "glob") else Path(folder)   # a Path, or a URL path from curation/storage
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
     if not files:
         return SCHEMAS[name].empty_table()
     return pa.concat_tables([read(p, name) for p in files])

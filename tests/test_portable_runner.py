@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.cli import main
 from tests.support.curated_world import curated_world  # noqa: F401  (pytest fixture)
+from tests.support.object_store import RELEASE, bucket_runs, files, s3_server, tables  # noqa: F401  (fixtures)
 from tests.support.world import trained_world  # noqa: F401  (pytest fixture)
 
 LATER = ["samples", "clean", "scores", "groups", "proposals.parquet", "group_stats.parquet", "attributes.parquet"]
@@ -43,8 +44,24 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path, seconds: float
 @pytest.fixture(scope="module")
 def portable(tmp_path_factory):
     """Beam arguments for a job service + external worker pool running in their own processes."""
-    logs = tmp_path_factory.mktemp("portable")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    yield from _job_service_and_pool(tmp_path_factory.mktemp("portable"))
+
+
+@pytest.fixture(scope="module")
+def portable_elsewhere(tmp_path_factory):
+    """The same, with the workers in a folder of their own (their cwd) and their own temp folder, and no
+    AWS_* variables: whatever they read or write of the run must come through the run's URL and the
+    Beam options, as on a cluster."""
+    logs, cwd, tmp = (tmp_path_factory.mktemp(n) for n in ("portable-elsewhere", "worker-cwd", "worker-tmp"))
+    yield from _job_service_and_pool(logs, cwd=cwd, env={"TMPDIR": str(tmp)}, drop=("AWS_",))
+
+
+def _job_service_and_pool(logs: Path, cwd: Path | None = None, env: dict | None = None, drop: tuple = ()):
+    env = {**{k: v for k, v in os.environ.items() if not any(k.startswith(d) for d in drop)}, **(env or {}),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if cwd is not None:    # the project itself must still import there, as from an installed package
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                          os.environ.get("PYTHONPATH")]))
     job_port, pool_port = _free_port(), _free_port()
     commands = {"job": ["apache_beam.runners.portability.local_job_service_main", f"--port={job_port}"],
                 "pool": ["apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"]}
@@ -53,7 +70,7 @@ def portable(tmp_path_factory):
         for name, (module, *args) in commands.items():
             with open(logs / f"{name}.log", "w") as log:
                 procs[name] = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log, stderr=log,
-                                               env=env, start_new_session=True)
+                                               env=env, cwd=cwd, start_new_session=True)
         _wait_listening(job_port, procs["job"], logs / "job.log")
         _wait_listening(pool_port, procs["pool"], logs / "pool.log")
         yield ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
@@ -105,3 +122,22 @@ def test_sources_and_fetch_on_the_portable_runner_equal_in_process(curated_world
             table, ported[name] = (t.sort_by("key") for t in (table, ported[name]))
         assert ported[name].equals(table), name
     assert shard_contents(runs["portable"]) == shard_contents(runs["direct"])
+
+
+def test_curate_and_release_in_a_bucket_on_the_portable_runner_equal_local_disk(bucket_runs, portable_elsewhere,
+                                                                                 tmp_path, monkeypatch):
+    """RUN in a moto S3 bucket, workers with another cwd and temp folder: the same artifacts, proposals
+    and byte-identical release shards as the DirectRunner run on local disk (tests/support/object_store.py)."""
+    monkeypatch.chdir(tmp_path)                  # the launcher's folder: nothing of the run may land there
+    run = bucket_runs.new_run("portable")
+    beam = [*portable_elsewhere, *bucket_runs.server.beam_args]
+    assert main(["curate", str(run), "--", *beam]) == 0
+    assert main(["release", str(run), *RELEASE, "--", *beam]) == 0
+    want, got = tables(bucket_runs.local), tables(run)
+    assert sorted(got) == sorted(want)
+    assert [name for name in want if not got[name].equals(want[name])] == []      # proposals.parquet among them
+    released, local = files(run / "release" / "world-1"), files(bucket_runs.local / "release" / "world-1")
+    shards = [rel for rel in local if rel.endswith(".tar")]
+    assert len(shards) >= 8 and sorted(released) == sorted(local)
+    assert [rel for rel in shards if released[rel] != local[rel]] == []
+    assert os.listdir(tmp_path) == []

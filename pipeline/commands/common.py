@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from curation import storage
 from curation.errors import UserError
 
 
 def run_folder(arg: str, *, must_exist: bool = True) -> Path:
-    """RUN as given on the command line: a folder holding config.yaml, never a file."""
-    path = Path(arg)
+    """RUN as given on the command line: a folder holding config.yaml, never a file; a local path
+    or an object store URL (curation/storage.py)."""
+    path = storage.path(arg)
     if path.is_file():
         hint = (f"Pass the folder that holds it: `{path.parent}`." if path.name == "config.yaml"
                 else "Pass the run folder that holds config.yaml (create one with `counteranimal init RUN`).")
