@@ -22,13 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.label_studio import free_port
+
 KEY, SECRET, REGION = "testing", "testing", "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -57,7 +53,7 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    port = _free_port()
+    port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
     command = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
     with open(log_path, "w") as log:
