@@ -10,25 +10,9 @@ import difflib
 import io
 import logging
 
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-def _import_beam_quietly():
-    # Beam's GCP modules log "apitools not found" on the root logger at import time; a local
-    # run has no use for GCP, and the line would break the CLI's one-paragraph messages.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        import apache_beam  # noqa: F401
-    finally:
-        root.setLevel(level)
-
-
-_import_beam_quietly()
-
-from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions,  # noqa: E402
-                                                  _BeamArgumentParser)
-
-from curation.errors import UserError  # noqa: E402
+from curation.errors import UserError
 
 DEFAULTS = ["--runner=DirectRunner"]
 RUNNERS = ["DirectRunner", "PortableRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner"]

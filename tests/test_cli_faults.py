@@ -291,3 +291,15 @@ def test_bad_beam_option_values_are_one_paragraph_before_any_stage(tmp_path, cap
     assert code == 2
     assert expected in assert_one_paragraph(err) and "arguments after --" in err
     assert outputs(run) == set() and out == ""
+
+
+def test_importing_beam_through_any_command_module_prints_no_gcp_notice():
+    # Beam's GCP modules log "apitools not found" on the root logger when first imported; `release`
+    # printed it because its module imports Beam before pipeline/options.py did.
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.WARNING); "
+            "import pipeline.release, pipeline.score, pipeline.fetch")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "apitools" not in out.stderr + out.stdout
