@@ -27,11 +27,37 @@ from curation.errors import UserError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
-# More config folders (os.pathsep-separated); read on import, so Beam worker processes see them too.
+# More config folders (os.pathsep-separated), read on import. A worker process on this machine
+# inherits the variable; a remote worker has neither it nor the folders, so jobs carry the configs
+# themselves (extra_model_configs on the launcher, register_model_configs on the worker).
 EXTRA_CONFIG_DIRS_ENV = "COUNTERANIMAL_MODEL_CONFIG_DIRS"
-for _extra in filter(None, os.environ.get(EXTRA_CONFIG_DIRS_ENV, "").split(os.pathsep)):
-    if Path(_extra).is_dir():
-        open_clip.add_model_config(_extra)
+
+
+def _extra_config_dirs() -> list[Path]:
+    return [Path(d) for d in os.environ.get(EXTRA_CONFIG_DIRS_ENV, "").split(os.pathsep) if d and Path(d).is_dir()]
+
+
+for _extra in _extra_config_dirs():
+    open_clip.add_model_config(_extra)
+
+
+def extra_model_configs() -> dict[str, str]:
+    """The JSON text of every model config in COUNTERANIMAL_MODEL_CONFIG_DIRS here, by model name."""
+    return {f.stem: f.read_text() for d in _extra_config_dirs() for f in sorted(d.glob("*.json"))}
+
+
+def register_model_configs(configs: dict[str, str]) -> None:
+    """Make configs carried from the launcher known to open_clip in this process (a worker), by its
+    own add_model_config on a folder of their files. Names open_clip already knows are left alone."""
+    missing = {name: text for name, text in configs.items() if name not in open_clip.list_models()}
+    if not missing:
+        return
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="counteranimal-model-configs-"))
+    for name, text in missing.items():
+        (folder / f"{name}.json").write_text(text)
+    open_clip.add_model_config(folder)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -101,10 +101,12 @@ class OpenClipModelHandler(ModelHandler[ImageSample, tuple, LoadedScorer]):
         self.run_dir = run_dir
         self.model_id = spec.model_id
         self.batch_size = cfg.score.batch_size
+        self.model_configs = clip_models.extra_model_configs()
 
     def load_model(self) -> LoadedScorer:
         import torch
 
+        clip_models.register_model_configs(self.model_configs)
         cfg = config.parse(self.cfg_json)
         spec = ModelSpec(**self.spec_json)
         s = cfg.score
@@ -668,9 +670,11 @@ class CheckModel(beam.DoFn):
 
     def __init__(self, device: str, precision: str):
         self.device, self.precision = device, precision
+        self.model_configs = clip_models.extra_model_configs()
 
     def process(self, check):
         name, pretrained, where = check
+        clip_models.register_model_configs(self.model_configs)
         try:
             clip_models.check(name, pretrained, self.device, self.precision)
         except UserError as exc:

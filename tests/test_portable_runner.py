@@ -141,3 +141,25 @@ def test_curate_and_release_in_a_bucket_on_the_portable_runner_equal_local_disk(
     assert len(shards) >= 8 and sorted(released) == sorted(local)
     assert [rel for rel in shards if released[rel] != local[rel]] == []
     assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def portable_without_model_configs(tmp_path_factory):
+    """Workers whose environment lacks COUNTERANIMAL_MODEL_CONFIG_DIRS, as on a cluster's machines."""
+    from curation.clip_models import EXTRA_CONFIG_DIRS_ENV
+
+    yield from _job_service_and_pool(tmp_path_factory.mktemp("portable-no-configs"), drop=(EXTRA_CONFIG_DIRS_ENV,))
+
+
+def test_a_model_config_known_only_to_the_launcher_reaches_the_workers(portable_without_model_configs, tmp_path):
+    """The launcher knows ca-test-tiny from COUNTERANIMAL_MODEL_CONFIG_DIRS; the workers do not have the
+    variable (nor, on a cluster, the folder): the job carries the config, so the workers check, load and
+    score the model."""
+    from tests.support.score_run import build_run, tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "models")
+    run = build_run(tmp_path / "run", checkpoint).run
+    assert main(["curate", str(run), "--stages", "clean,score", "--", *portable_without_model_configs]) == 0
+    ids = [i for f in sorted((run / "scores").glob("*.parquet"))
+           for i in pq.read_table(f, columns=["model_id"]).column("model_id").to_pylist()]
+    assert len(ids) == 12 and set(ids) == {"tiny"}          # every clean photo scored by the model
