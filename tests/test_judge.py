@@ -15,9 +15,9 @@ from tests.support.null_world import null_world  # noqa: F401  (session fixture)
 CLI = [sys.executable, "-m", "pipeline.cli"]
 
 
-def write_run(null_world, run, decide) -> None:
+def write_run(null_world, run, decide, human=None) -> None:
     """A run folder with the world's config and one proposals row per class: decide(cls, oracle entry)
-    gives (decision, common, counter)."""
+    gives (decision, common, counter); human, if given, the same for verified ("human") rows."""
     cfg = run_config(null_world.dir, null_world.model, null_world.checkpoint)
     atomic.write_text(run / "config.yaml", config.dump(cfg))
     rows = []
@@ -25,6 +25,10 @@ def write_run(null_world, run, decide) -> None:
         decision, common, counter = decide(cls, o)
         rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="reference", common=common,
                          counter=counter, decision=decision, reason=f"hand-made {decision}"))
+        if human is not None:
+            decision, common, counter = human(cls, o)
+            rows.append(dict(class_idx=i, class_name=cls, source="human", model_id="reference", common=common,
+                             counter=counter, decision=decision, reason=f"hand-made human {decision}"))
         rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="other", common=common,
                          counter=counter, decision="kept", reason="another model's row, not deciding"))
     atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
@@ -81,3 +85,24 @@ def test_a_kept_class_without_a_significant_drop_is_a_false_positive(null_world,
     assert done.returncode == 0, done.stderr
     assert f"false positives: none of the {len(flat)} classes without a significant oracle drop" in done.stdout
     assert "kept pairs not confirmed on the grid: none (of 0 kept)" in done.stdout
+
+
+def test_judge_command_judges_the_verified_pairs_when_asked(null_world, tmp_path):
+    flat = sorted(c for c, o in null_world.oracle["classes"].items() if not is_significant(o))
+    keep_flat = lambda cls, o: ("kept", o["oracle_common"], o["oracle_counter"]) if cls == flat[0] else ("dropped", None, None)
+    drop_all = lambda cls, o: ("dropped", None, None)
+    run = tmp_path / "run"
+
+    def judged(*extra):
+        return subprocess.run(CLI + ["world", "judge", str(null_world.dir), str(run), *extra], capture_output=True,
+                              text=True, timeout=120)
+
+    write_run(null_world, run, keep_flat)               # model rows only: nothing verified yet
+    done = judged("--source", "human")
+    assert done.returncode == 2 and "has no verified pairs yet" in done.stderr and "Traceback" not in done.stderr
+    write_run(null_world, run, keep_flat, human=drop_all)   # the model keeps a flat class, people drop it
+    model, human = judged(), judged("--source", "human")
+    assert model.returncode == human.returncode == 0
+    assert f"false positives: {flat[0]} of the {len(flat)} classes" in model.stdout
+    assert "Judged: the verified pairs (human labels)" in human.stdout
+    assert f"false positives: none of the {len(flat)} classes" in human.stdout

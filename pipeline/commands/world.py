@@ -109,6 +109,8 @@ def register(sub) -> None:
     j = wsub.add_parser("judge", help="compare a curated run's proposals with the world's oracle")
     j.add_argument("out", help="a built and trained world directory")
     j.add_argument("run", help="a run that curated the world's pool (holds proposals.parquet)")
+    j.add_argument("--source", choices=["model", "human"], default="model",
+                   help="judge the model-only pairs (default) or the verified pairs that `annotate pull` wrote")
     j.set_defaults(func=run_judge)
 
 
@@ -199,9 +201,16 @@ def run_judge(args) -> int:
         raise UserError("has no proposals.parquet", where=str(run),
                         hint=f"Curate the world's pool first: `counteranimal curate {run}`.")
     cfg = config.load(run)
-    verdict = judge(world, run, cfg.thresholds.min_accuracy_range)
+    if args.source == "human":
+        import pyarrow.parquet as pq
+
+        if "human" not in pq.read_table(run / "proposals.parquet", columns=["source"]).column("source").to_pylist():
+            raise UserError("has no verified pairs yet", where=str(run / "proposals.parquet"),
+                            hint=f"Label with `counteranimal annotate push {run}` / `annotate pull {run}` first.")
+    verdict = judge(world, run, cfg.thresholds.min_accuracy_range, source=args.source)
+    judged = "the verified pairs (human labels)" if args.source == "human" else f"model {verdict['model_id']}'s rows"
     print("A proposed background counts as the oracle's when their accuracies on the grid are within each "
-          f"other's 95% intervals. Judged: model {verdict['model_id']}'s rows.")
+          f"other's 95% intervals. Judged: {judged}.")
     print(f"  {'class':24s} {'oracle common→counter':26s} {'proposed common→counter':26s} verdict")
     for cls, v in verdict["classes"].items():
         proposed = "→".join(str(x) for x in v["proposed"]) + ("" if v["kept"] else f" ({v['decision']})")
