@@ -283,22 +283,6 @@ def move_in(local: str | os.PathLike, dest) -> None:
 
 
 @contextlib.contextmanager
-def local_dir(near) -> Iterator[Path]:
-    """A scratch folder for building outputs of ``near``: beside it on a local disk (so a rename
-    moves them in), in the system temp folder for an object store. Removed afterwards."""
-    near = path(near)
-    if isinstance(near, UrlPath):
-        tmp = Path(tempfile.mkdtemp(prefix=".counteranimal-"))
-    else:
-        near.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=near))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def local_copy(p) -> Iterator[Path]:
     """A local path holding ``p``'s bytes (itself when local), for libraries that need a real file."""
     p = path(p)

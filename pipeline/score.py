@@ -672,9 +672,11 @@ class CheckModel(beam.DoFn):
         self.device, self.precision = device, precision
         self.model_configs = clip_models.extra_model_configs()
 
+    def setup(self):
+        clip_models.register_model_configs(self.model_configs)
+
     def process(self, check):
         name, pretrained, where = check
-        clip_models.register_model_configs(self.model_configs)
         try:
             clip_models.check(name, pretrained, self.device, self.precision)
         except UserError as exc:
