@@ -2,24 +2,31 @@
 
 Plain functions over plain rows; nothing here talks to Label Studio.
 
-Per class the clean photos are split into strata (annotation/sampling.py): each model-assigned
+Per class the clean photos are split into strata (annotation/loop.py): each model-assigned
 background, the photos whose assignment is least sure, and the flagged photos. Each stratum is a
-simple random sample without replacement (its photos are labelled in a seeded random order), so a
-labelled photo of stratum h stands for w_h = N_h / n_h photos. A human background b is a domain
-that cuts across strata; its accuracy (the model's top-1 on photos people put on b) is the
-stratified ratio estimate
+simple random sample without replacement (its photos are labelled in a seeded random order). A human
+background b is a domain that cuts across strata; its accuracy is the model's top-1 on the photos
+people put on b.
 
-    acc_b = sum_i w_i z_i y_i / sum_i w_i z_i      (z_i = photo i is the class, on b; y_i = model right)
+The model's correctness y is known on every photo (the score stage's); only where a photo belongs
+needs a label. So each stratum is post-stratified by y: in the cell of its N_hy photos with
+correctness y, the labelled ones give the share r_hyb on b, and
 
-Its uncertainty is carried by Kish's effective sample size n_eff = (sum w)^2 / sum w^2 over the
-group's labelled photos: the rounded (n_eff, acc * n_eff) are passed to `curation.propose.propose`
-as the group's counts, so intervals, tests and the rule are the pipeline's own (an evenly
-sampled or fully labelled class gives exactly the unweighted counts). The model's correctness is
-never asked of people: it is the score stage's, on every photo.
+    right_b = sum_h N_h1 r_h1b,   wrong_b = sum_h N_h0 r_h0b,   acc_b = right_b / (right_b + wrong_b)
+
+(a cell with no label yet borrows its stratum's shares). Five labels in a stratum of 30 that all say
+"grass" thus give the accuracy of all 30 photos, not of the five. Two uncertainties remain: which
+photo is where (the shares; labels remove it, ``sd_members``), and the group being a sample of
+n_hat photos (no label removes that). Their sum sets the effective count n_eff; the rounded (n_eff,
+acc * n_eff) are passed to `curation.propose.propose` as the group's counts, so intervals, tests and
+the rule are the pipeline's own, and a fully labelled class gives exactly the unweighted counts.
+The loop's stopping rule looks at ``sd_members`` only: it asks whether labelling every photo could
+still change the pair.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -49,48 +56,110 @@ class GroupEstimate:
     n_labeled: int      # labelled photos people put on this background
     n_hat: float        # estimated photos of the class on this background (in the whole pool)
     acc: float          # weighted share the model gets right
-    n_eff: float        # Kish effective sample size
+    n_eff: float        # effective count: acc's whole uncertainty, as a binomial's n
     mean_p: float       # weighted mean p(true class)
     lo: float
     hi: float
     model_n: int        # photos the model assigned to this background
+    n_hat_hi: float = 0.0   # one-sided upper bound on n_hat (at the rule's alpha): a group estimated
+                            # from a few labels may be larger than the size floor
+    sd_members: float = 0.0  # the part of acc's uncertainty that labels remove (which photo is where)
+    categories: int = 2      # where a labelled photo of the class can go: its backgrounds seen, and OUT
 
 
 def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: float = 0.05) -> list[GroupEstimate]:
-    """Per human background of one class: the weighted estimate from the labelled photos.
+    """Per human background of one class: the post-stratified estimate from the labelled photos.
 
     ``pop``: stratum → its photos. ``labels``: uid → human background, or OUT; photos without a
-    resolved label (pending, tie) are non-response and left out of their stratum's n_h.
+    resolved label (pending, tie) are non-response and left out of their cell's n.
     """
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0, 0])   # w, w*y, w^2, w*p, n
     model_n: dict[str, int] = defaultdict(int)
+    cells: list[_Cell] = []
     cls = None
-    for stratum, photos in pop.items():
+    for photos in pop.values():
         for p in photos:
             cls = cls or (p.class_idx, p.class_name)
             if p.model_background:
                 model_n[p.model_background] += 1
-        done = [p for p in photos if p.uid in labels]
-        if not done:
-            continue
-        w = len(photos) / len(done)
-        for p in done:
-            b = labels[p.uid]
-            if b == OUT:
+        stratum_done = [p for p in photos if p.uid in labels]
+        for y in (True, False):
+            members = [p for p in photos if p.correct == y]
+            if not members:
                 continue
-            s = sums[b]
-            s[0] += w
-            s[1] += w * p.correct
-            s[2] += w * w
-            s[3] += w * p.p_true
-            s[4] += 1
+            done = [p for p in members if p.uid in labels]
+            # A cell with no label yet borrows its stratum's shares (collapsed post-stratum).
+            cells.append(_Cell(y, len(members), sum(p.p_true for p in members) / len(members),
+                               _shares(done or stratum_done, labels), len(done or stratum_done), 0))
+    backgrounds = sorted({b for c in cells for b in c.shares})
+    categories = len(backgrounds) + 1        # and OUT
+    cells = [dataclasses.replace(c, categories=categories) for c in cells]
+    n_label = defaultdict(int)
+    for photos in pop.values():
+        for p in photos:
+            b = labels.get(p.uid)
+            if b is not None and b != OUT:
+                n_label[b] += 1
+    z = stats.z_two_sided(2 * alpha)      # one-sided
     out = []
-    for b, (sw, swy, sw2, swp, n) in sorted(sums.items()):
-        acc = swy / sw
-        n_eff = sw * sw / sw2
+    for b in backgrounds:
+        right = sum(c.N * c.shares.get(b, 0.0) for c in cells if c.y)
+        wrong = sum(c.N * c.shares.get(b, 0.0) for c in cells if not c.y)
+        n_hat = right + wrong
+        if n_hat <= 0:
+            continue
+        var_right = sum(c.N * c.N * c.share_variance(b) for c in cells if c.y)
+        var_wrong = sum(c.N * c.N * c.share_variance(b) for c in cells if not c.y)
+        acc = right / n_hat
+        # Linearised variance of right / (right + wrong), with the two sums independent.
+        var_members = (wrong * wrong * var_right + right * right * var_wrong) / n_hat ** 4
+        q = (right + 0.5) / (n_hat + 1)          # kept off 0 and 1, so 0 of 30 still has a variance
+        n_eff = n_hat * q * (1 - q) / (q * (1 - q) + n_hat * var_members)
         lo, hi = stats.wilson(round(acc * n_eff), max(1, round(n_eff)), alpha)
-        out.append(GroupEstimate(cls[0], cls[1], b, n, sw, acc, n_eff, swp / sw, lo, hi, model_n.get(b, 0)))
+        mean_p = sum(c.N * c.shares.get(b, 0.0) * c.mean_p for c in cells) / n_hat
+        half = z * (var_right + var_wrong) ** 0.5
+        out.append(GroupEstimate(cls[0], cls[1], b, n_label[b], n_hat, acc, n_eff, mean_p, lo, hi,
+                                 model_n.get(b, 0), n_hat_hi=n_hat + half, sd_members=var_members ** 0.5,
+                                 categories=categories))
     return out
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One stratum's photos the model got right (y) or wrong: how many, and where people put the
+    labelled ones (shares of n labels)."""
+    y: bool
+    N: int
+    mean_p: float
+    shares: dict[str, float]
+    n: int
+    categories: int
+
+    def share_variance(self, b: str) -> float:
+        """Variance of the share on ``b`` (without replacement), of the shrunk share (shrunk_share). A
+        stratum without a single label yet is left out, as if it held none of the class's groups: that
+        is the case only before round 0 is answered, or when only some strata are labelled on purpose
+        (bench/annotate.py's "model's pair"), and counting its photos as wholly unknown would make
+        every group unknown."""
+        if self.n >= self.N or self.n == 0:
+            return 0.0
+        q = shrunk_share(self.shares.get(b, 0.0) * self.n, self.n, self.categories)
+        return (1 - self.n / self.N) * q * (1 - q) / self.n
+
+
+def shrunk_share(k: float, n: int, categories: int) -> float:
+    """A cell's share on one background, k of n labels, under a Dirichlet prior of one photo's weight
+    spread evenly over the categories (Perks): 5 of 5 on a background still leaves room for the
+    others, and 0 of 20 leaves a little, without the half photo per background a Jeffreys prior would
+    put into every big stratum."""
+    return (k + 1 / categories) / (n + 1)
+
+
+def _shares(done: list[Photo], labels: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for p in done:
+        if labels[p.uid] != OUT:
+            out[labels[p.uid]] += 1 / len(done)
+    return dict(out)
 
 
 def group_counts(estimates: list[GroupEstimate], min_group_size: int, min_labels: int) -> list[GroupCount]:
@@ -158,42 +227,89 @@ OPEN, KEPT, NO_SHORTCUT, EXHAUSTED, OUT_OF_BUDGET = ("open", "settled: kept", "s
 NEEDS_PHOTOS = "settled: needs more photos"
 
 
+# A group still matters while the chance that it sits on the other side of the counter (or the
+# common) by more than the rule's range, once every photo is labelled, is above this. Chosen on the
+# tuning worlds (bench/annotate.py verify --tuning, and the four of --worlds' default): 0.25, 0.3,
+# 0.35 and 0.4 tried; 0.35 kept the most oracle pairs there with the fewest labels.
+SWAP_CHANCE = 0.35
+
+
+def _below(a: GroupEstimate, b: GroupEstimate, margin: float) -> float:
+    """P(a's accuracy < b's − margin) once every photo is labelled: only the uncertainty labels can
+    remove (which photos are on which background) counts, normal on both sides."""
+    sd = (a.sd_members ** 2 + b.sd_members ** 2) ** 0.5
+    gap = b.acc - margin - a.acc
+    if sd == 0:
+        return float(gap > 0)
+    return float(_norm_cdf(gap / sd))
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
 def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> dict[str, str]:
     """Backgrounds of one class whose estimate could still change its pair or its significance → why.
 
-    * a group that may be large enough but has too few labels to be measured, unless its interval
-      already says it can be neither the counter nor the common;
-    * a group that could swap places with the counter (or the common) by more than the rule's range:
-      its interval reaches more than the range below the counter's accuracy, and the counter's reaches
-      more than the range above its own (closer is a tie, which the oracle cannot tell apart either);
+    Each comparison is a chance, from both groups' posteriors, not a point estimate against an
+    interval: a counter at 0 of 8 and another group at 0 of 5 are still a toss-up, which comparing
+    "more than the range below 0%" would call settled (and a common at 6 of 6 against a group at 4
+    of 4 likewise). A group counts as possibly large enough while its estimated size's upper bound
+    reaches the rule's floor.
+
+    * a group that may be large enough but has too few labels to be measured, unless it can
+      already be neither below the counter nor above the common;
+    * a group that may lie below the counter (or above the common) by more than the rule's range
+      with a chance above SWAP_CHANCE (closer is a tie, which the oracle cannot tell apart either);
     * when the drop is above the range but not significant: the common and the counter themselves.
     """
     tol = rule.min_accuracy_range / 100
     by_bg = {e.background: e for e in estimates}
     out: dict[str, str] = {}
-    eligible = [e for e in estimates if e.n_hat >= rule.min_group_size and e.n_labeled >= min_labels]
     common, counter = by_bg.get(row.get("common")), by_bg.get(row.get("counter"))
+    total = sum(e.n_hat for e in estimates if e.n_hat >= rule.min_group_size)
     for e in estimates:
-        # Too few labels to measure, in a group that may be large enough: it matters when no pair is
-        # known yet, or when it may turn out lower than the counter or higher than the common.
-        if e.n_labeled < min_labels and e.n_hat >= 0.75 * rule.min_group_size and e not in (common, counter) and (
-                counter is None or common is None or e.lo < counter.acc - tol or e.hi > common.acc + tol):
+        if e is common or e is counter or e.n_hat_hi < rule.min_group_size:
+            continue
+        below = counter is not None and _below(e, counter, tol) > SWAP_CHANCE
+        above = common is not None and e.n_hat_hi >= rule.min_common_share * total and \
+            _below(common, e, tol) > SWAP_CHANCE
+        if e.n_labeled < min_labels and (counter is None or common is None or below or above):
             out[e.background] = f"{e.n_labeled} labelled of ~{e.n_hat:.0f}"
-    if counter is not None:
-        for e in eligible:
-            if e is not counter and e is not common and e.lo < counter.acc - tol and counter.hi > e.acc + tol:
-                out.setdefault(e.background, f"may be below {counter.background}")
-    if common is not None:
-        for e in eligible:
-            if e is not common and e is not counter and e.hi > common.acc + tol and common.lo < e.acc - tol and \
-                    e.n_hat >= rule.min_common_share * sum(x.n_hat for x in eligible):
-                out.setdefault(e.background, f"may be above {common.background}")
+        elif below:
+            out[e.background] = f"may be below {counter.background}"
+        elif above:
+            out[e.background] = f"may be above {common.background}"
     if common is not None and counter is not None and row["decision"] != "kept" and \
             100 * (row["drop"] or 0) > rule.min_accuracy_range and \
-            (row.get("drop_hi") is None or 100 * row["drop_hi"] > rule.min_accuracy_range):
+            (row.get("drop_hi") is None or 100 * row["drop_hi"] > rule.min_accuracy_range) and \
+            _labels_could_keep(row, estimates, rule):
         out.setdefault(common.background, "drop not significant yet")
         out.setdefault(counter.background, "drop not significant yet")
     return out
+
+
+def _labels_could_keep(row: dict, estimates: list[GroupEstimate], rule: Rule) -> bool:
+    """Whether labelling every photo could still make the class's drop significant. Labels remove only
+    the doubt about which photo is on which background; the groups' sizes bound the test. So: the
+    class's groups at their estimated sizes with every photo counted, the common and the counter
+    one membership s.d. further apart, through the rule (one class, so no correction across classes:
+    an optimistic bound, which errs on labelling more)."""
+    counts = []
+    for e in estimates:
+        if e.n_hat < rule.min_group_size:
+            continue
+        acc = e.acc
+        if e.background == row["common"]:
+            acc = min(1.0, acc + e.sd_members)
+        elif e.background == row["counter"]:
+            acc = max(0.0, acc - e.sd_members)
+        n = max(1, round(e.n_hat))
+        counts.append(GroupCount(e.class_idx, e.class_name, e.background, n, round(acc * n), e.mean_p * n))
+    if len(counts) < 2:
+        return True
+    (best,) = propose(counts, dataclasses.replace(rule, min_group_size=1), source="human")
+    return best["decision"] == "kept"
 
 
 def class_state(row: dict, estimates: list[GroupEstimate], rule: Rule, min_labels: int,
@@ -219,20 +335,29 @@ def class_state(row: dict, estimates: list[GroupEstimate], rule: Rule, min_label
     return (OPEN if budget_left else OUT_OF_BUDGET), why
 
 
-def gain(photos_in_stratum: int, labelled: list[Photo], labels: dict[str, str], group: GroupEstimate,
-         extra: int = 0) -> float:
+def gain(photos: list[Photo], labels: dict[str, str], group: GroupEstimate, extra: int = 0) -> float:
     """Expected drop in the variance of ``group``'s accuracy from one more label in a stratum.
 
-    A stratum's term in the linearised variance of a stratified ratio is N_h^2 s_h^2 / n_h (s_h^2: the
-    variance of u = z (y - acc) / N_b over its labelled photos); one more label lowers it by about
-    N_h^2 s_h^2 / (n_h (n_h + 1)). ``extra``: labels already planned there this round. A weak prior
-    (half a photo at acc ± 0.5) keeps a stratum with no labels in that group worth a look.
+    The stratum's part of that variance is, per cell (the photos the model got right, and wrong),
+    (c N_y)^2 q (1 - q) / n_y: c the ratio's derivative (wrong / N_b^2 for the right cell, right /
+    N_b^2 for the wrong one), q the cell's shrunk share on the group's background, n_y its labels.
+    One more label adds N_y / N_h of a label to each cell. ``extra``: labels already planned in the
+    stratum this round.
     """
-    n = len(labelled) + extra
     if group.n_hat <= 0:
         return 0.0
-    u = [((labels.get(p.uid) == group.background) * (p.correct - group.acc)) / group.n_hat for p in labelled]
-    mean = sum(u) / len(u) if u else 0.0
-    ss = sum((x - mean) ** 2 for x in u) + 0.5 * (0.5 / group.n_hat) ** 2
-    s2 = ss / max(1, len(labelled))
-    return photos_in_stratum ** 2 * s2 / ((n + 1) * max(1, n))
+    right = group.acc * group.n_hat
+    wrong = group.n_hat - right
+    total = 0.0
+    for y, c in ((True, wrong), (False, right)):
+        members = [p for p in photos if p.correct == y]
+        if not members:
+            continue
+        done = [p for p in members if p.uid in labels]
+        n = len(done) + extra * len(members) / len(photos)
+        k = sum(labels[p.uid] == group.background for p in done)
+        q = shrunk_share(k, len(done), group.categories)
+        coef = (c * len(members) / group.n_hat ** 2) ** 2 * q * (1 - q)
+        step = len(members) / len(photos)
+        total += coef * (1 / max(n, 0.5) - 1 / (max(n, 0.5) + step))
+    return total

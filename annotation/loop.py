@@ -8,7 +8,7 @@ Strata per class: each model-assigned background; "unsure", the photos whose ass
 least sure (the lowest ``annotation.unsure_share`` of the class's confidences), so a photo the
 model misplaced can land in any group; and "flagged", the photos the clean stage flagged for
 review (often not the class at all). Within a stratum photos are taken in a seeded random order, so the
-labelled ones are a simple random sample and the weights in annotation/estimate.py hold.
+labelled ones are a simple random sample and the estimate in annotation/estimate.py holds.
 
 Round 0 (coverage) labels ``annotation.initial_per_stratum`` photos of every stratum. Each later
 round gives every open class an equal share of ``annotation.round_size`` and spends it, one photo
@@ -242,23 +242,21 @@ def _spend(strata: dict[str, list[Photo]], cv: ClassView, sent: set[str], labels
         fresh = [p for p in photos if p.uid not in sent]
         if not fresh:
             continue
-        labelled = [p for p in photos if p.uid in labels]
-        state[h] = [fresh, labelled, 0]
-        heapq.heappush(heap, (-_gain(len(photos), labelled, labels, targets, 0), h))
+        state[h] = [fresh, 0]
+        heapq.heappush(heap, (-_gain(photos, labels, targets, 0), h))
     out = []
     while heap and len(out) < quota:
         _, h = heapq.heappop(heap)
-        fresh, labelled, taken = state[h]
+        fresh, taken = state[h]
         out.append(fresh[taken])
-        state[h][2] = taken = taken + 1
+        state[h][1] = taken = taken + 1
         if taken < len(fresh):
-            heapq.heappush(heap, (-_gain(len(strata[h]), labelled, labels, targets, taken), h))
+            heapq.heappush(heap, (-_gain(strata[h], labels, targets, taken), h))
     return out
 
 
-def _gain(n_stratum: int, labelled: list[Photo], labels: dict[str, str], targets: list[GroupEstimate],
-          extra: int) -> float:
-    return sum(estimate.gain(n_stratum, labelled, labels, t, extra) for t in targets)
+def _gain(photos: list[Photo], labels: dict[str, str], targets: list[GroupEstimate], extra: int) -> float:
+    return sum(estimate.gain(photos, labels, t, extra) for t in targets)
 
 
 def outstanding(ledger: list[dict], verdict_rows: list[dict], annotation_rows: list[dict], overlap: int,

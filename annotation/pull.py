@@ -6,14 +6,14 @@ pull writes, each atomically:
   RUN/annotation/annotators.parquet   per annotator: volume, skips, accuracy on calibration tasks
   RUN/annotation/agreement.json       Krippendorff's alpha per question, counts
   RUN/groups/human.parquet            verified photos as background groups (method 'human')
-  RUN/annotation/estimates.parquet    per class × human background: weighted accuracy, interval (estimate.py)
+  RUN/annotation/estimates.parquet    per class × human background: estimated accuracy, interval (estimate.py)
   RUN/annotation/verification.parquet per class: labels spent, verified pair beside the model's, loop state
 then calls the pair-selection hook (annotation.reselect) so proposals show human beside model rows.
 
-The verified pair is the one in verification.parquet: it weights each labelled photo by its
-stratum's sampling rate. proposals.parquet's source 'human' rows (the propose stage, over
-RUN/groups/human.parquet) count the labelled photos unweighted, which equals it only where a
-class was sampled evenly or labelled in full.
+The verified pair is the one in verification.parquet: the post-stratified estimate of
+annotation/estimate.py (labels for where photos belong, the model's correctness on every photo).
+proposals.parquet's source 'human' rows are the same pairs (pipeline/propose.py verified_rows);
+RUN/groups/human.parquet lists the labelled photos themselves.
 """
 from __future__ import annotations
 

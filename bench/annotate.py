@@ -105,6 +105,8 @@ VERIFY_DOC = """The active verification loop on curated planted worlds, against 
 
     .venv/bin/python bench/annotate.py verify [--worlds small:0 default:0 default:0:few-captions …] [--error-rate 0.1]
         [--annotators 3] [--budget-share 0.4] [--ls-world small:0]
+    .venv/bin/python bench/annotate.py verify --tuning       # TUNING: acceptance-size worlds, tuning seeds
+    .venv/bin/python bench/annotate.py verify --acceptance   # bench/discovery.py's acceptance worlds
 
 Per world: build and train it (curation/world/reference.ensure_trained, reused when there), curate
 its pool (`counteranimal curate`, reused when the run is there), then three strategies side by
@@ -147,6 +149,23 @@ def _world(root: Path, name: str, seed: int, min_group_size: int | None, variant
         with ImageServer(world / "pool") as srv:
             write_candidate_urls(world, srv.base, run / "urls.csv")
             assert cli(["curate", str(run)]) == 0
+    return world, run
+
+
+# Worlds the loop's settings were chosen on: the acceptance worlds' size and variants, tuning seeds
+# only (bench/discovery.py TUNING_SEEDS), built and curated the way bench/discovery.py builds its own.
+TUNING = (("emergent", 1), ("few-captions", 1), ("shared-common", 2), ("default", 1), ("null", 2),
+          ("pool-common-0.7", 1), ("independent", 2), ("emergent", 3))
+
+
+def _tuning_world(root: Path, variant: str, seed: int) -> tuple[Path, Path]:
+    from bench.discovery import ACCEPTANCE_SIZE, TUNING_SEEDS, curate, prepare
+
+    assert seed in TUNING_SEEDS, seed
+    world = prepare(root, ACCEPTANCE_SIZE[0], variant, seed, False, **ACCEPTANCE_SIZE[1])
+    run = world.with_name(world.name + "-run")
+    if not (run / "proposals.parquet").is_file():
+        curate(world, run, background=False)
     return world, run
 
 
@@ -318,6 +337,9 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--acceptance", action="store_true",
                     help="the acceptance worlds of bench/discovery.py (ACCEPTANCE: seeds 101-108 over the variants, "
                          "none a tuning seed), curated by it with the default rule; run that first")
+    ap.add_argument("--tuning", action="store_true",
+                    help="the TUNING worlds: the acceptance worlds' size and variants on tuning seeds "
+                         "(built and curated under .cache/bench/annotate-tuning when missing)")
     ap.add_argument("--small-group-size", type=int, default=8,
                     help="thresholds.min_group_size for the small world (its rarer groups hold ~10 photos)")
     args = ap.parse_args(argv)
@@ -325,10 +347,15 @@ def verify_main(argv: list[str]) -> int:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
     table = []
-    for spec in (_acceptance_specs() if args.acceptance else args.worlds):
+    tuning_root = Path(__file__).resolve().parents[1] / ".cache" / "bench" / "annotate-tuning"
+    specs = _acceptance_specs() if args.acceptance else \
+        [f"small:{seed}:{variant}" for variant, seed in TUNING] if args.tuning else args.worlds
+    for spec in specs:
         name, seed, variant = (spec.split(":") + [None])[:3]
         if args.acceptance:
             world, run = _acceptance_world(name, int(seed), variant)
+        elif args.tuning:
+            world, run = _tuning_world(tuning_root, variant, int(seed))
         else:
             world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None, variant)
         cfg = config.load(run)

@@ -2,7 +2,7 @@
 `counteranimal annotate pull` writes (annotation/pull.py). Plain data; no Label Studio here.
 
 Reads RUN/annotation/verification.parquet (per class: labels spent, model and verified pair, the
-loop's state, what changed), estimates.parquet (weighted group accuracies), annotators.parquet
+loop's state, what changed), estimates.parquet (estimated group accuracies), annotators.parquet
 (accuracy on known answers), agreement.json (Krippendorff's alpha) and verdicts.parquet (whether
 a prediction was shown). Absent files: the section is left out.
 """

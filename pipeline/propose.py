@@ -472,10 +472,10 @@ def summary(final: list[dict], counts: dict, cfg: RunConfig, unsure: int) -> str
 
 def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     """The human rows of proposals.parquet, once annotators have labelled: the verification loop's
-    pairs (annotation/loop.py), from group accuracies weighted by each stratum's sampling rate.
+    pairs (annotation/loop.py), from the post-stratified group accuracies of annotation/estimate.py.
 
     Counting the labelled photos as they come would bias every group toward the strata sampled
-    most; so the propose stage takes the loop's weighted pairs, the same ones `annotate status`
+    most; so the propose stage takes the loop's estimated pairs, the same ones `annotate status`
     shows and `release` ships. None before any pull.
     """
     if not (RunPaths(run_dir).annotation / "verdicts.parquet").is_file():
@@ -483,7 +483,7 @@ def verified_rows(run_dir: Path, cfg: RunConfig) -> list[dict] | None:
     from annotation import loop
 
     lv = loop.load_state(run_dir, cfg)
-    return [dict(cv.row, source="human", flags_policy="human labels, weighted by sampling rate")
+    return [dict(cv.row, source="human", flags_policy="human labels, post-stratified estimate")
             for _, cv in sorted(lv.classes.items())]
 
 

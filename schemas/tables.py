@@ -283,7 +283,7 @@ HUMAN_ESTIMATES = _schema("human_estimates", 1, [
     pa.field("acc", pa.float64(), nullable=False),
     pa.field("acc_lo", pa.float64(), nullable=False),
     pa.field("acc_hi", pa.float64(), nullable=False),
-    pa.field("n_eff", pa.float64(), nullable=False),      # Kish effective sample size
+    pa.field("n_eff", pa.float64(), nullable=False),      # effective count (annotation/estimate.py)
 ])
 
 # RUN/annotation/verification.parquet — per class: labels spent, the verified (human) pair beside the

@@ -27,13 +27,15 @@ def _photos(stratum: str, n: int, right: int, background: str) -> list[Photo]:
 def test_weights_undo_uneven_sampling():
     """Stratum A (100 photos, model right on 90) is sampled at 1 in 10, B (20 photos, right on 2) in
     full; all are on grass. The unweighted share of the 30 labels would be (9 + 2) / 30 = 37%; the
-    stratified estimate gives the pool's (90 + 2) / 120 = 77%."""
+    stratified estimate gives the pool's (90 + 2) / 120 = 77%. The model's correctness is known on all
+    120 photos, so the estimate is sharper than 30 labels (every label says grass) but not sharper
+    than the 120 photos themselves."""
     a, b = _photos("a", 100, 90, "grass"), _photos("b", 20, 2, "grass")
     sample = a[:9] + a[90:91] + b     # 9 right + 1 wrong from A: A's own share
     labels = {p.uid: "grass" for p in sample}
     (e,) = estimate.estimate_class({"a": a, "b": b}, labels)
     assert e.acc == pytest.approx(92 / 120) and e.n_hat == pytest.approx(120) and e.n_labeled == 30
-    assert e.n_eff < 30 and e.lo < e.acc < e.hi
+    assert 30 < e.n_eff < 120 and e.lo < e.acc < e.hi
 
 
 def test_fully_labelled_is_the_plain_count_and_out_leaves_groups():
@@ -61,6 +63,36 @@ def test_groups_too_small_by_peoples_labels_leave_the_class_undecided_with_what_
     # With snow large enough the same labels give a tested pair, not a request for photos.
     (tested,) = estimate.human_pairs(ests, Rule(kind="strict", min_group_size=10), min_labels=5, model_id="m")
     assert tested["decision"] == "kept" and tested["needs"] is None
+
+
+def test_the_models_correctness_on_unlabelled_photos_counts():
+    """30 photos the model put on grass, right on 3. Five are labelled, all wrong, all on grass: the
+    labelled photos alone say 0 of 5; but the model's correctness is known on all 30, and the labels
+    say the stratum is grass, so the estimate is the stratum's 3 of 30, with more than 5 photos' worth
+    of certainty (and less than 30: which photo is where is still a sample)."""
+    grass = _photos("g", 30, 3, "grass")
+    labels = {p.uid: "grass" for p in grass[3:8]}
+    (e,) = estimate.estimate_class({"grass": grass}, labels)
+    assert e.acc == pytest.approx(3 / 30) and e.n_hat == pytest.approx(30)
+    assert 5 < e.n_eff < 30 and e.sd_members > 0
+
+
+def test_no_labels_are_spent_on_a_drop_that_labels_cannot_make_significant():
+    """Two groups of 25 photos at 60% and 44%, a quarter labelled: the drop is above the range but not
+    significant, and with every photo labelled it still would not be (25 photos a side cannot show
+    16 points once the choice of pair is accounted for): the loop stops asking. The same accuracies on
+    250 photos a side, 10 labelled in each, could become significant, so there it labels the pair."""
+    from curation.propose import Rule
+
+    rule = Rule(kind="strict", min_group_size=20)
+    for n, step, expect_more in ((25, 4, False), (250, 25, True)):
+        a, b = _photos("a", n, round(0.6 * n), "grass"), _photos("b", n, round(0.44 * n), "snow")
+        labels = {p.uid: "grass" for p in a[::step]} | {p.uid: "snow" for p in b[::step]}
+        ests = estimate.estimate_class({"grass": a, "snow": b}, labels)
+        (row,) = estimate.human_pairs(ests, rule, min_labels=5, model_id="m")
+        assert row["decision"] != "kept" and 100 * row["drop"] > rule.min_accuracy_range
+        todo = estimate.uncertain_groups(row, ests, rule, min_labels=5)
+        assert (todo.get("grass") == "drop not significant yet") is expect_more, (n, todo)
 
 
 def test_labels_never_seen_strata_wait_for_coverage(tmp_path):
