@@ -251,11 +251,11 @@ def _norm_cdf(x: float) -> float:
 def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> dict[str, str]:
     """Backgrounds of one class whose estimate could still change its pair or its significance → why.
 
-    Each comparison is a chance, from both groups' posteriors, not a point estimate against an
-    interval: a counter at 0 of 8 and another group at 0 of 5 are still a toss-up, which comparing
-    "more than the range below 0%" would call settled (and a common at 6 of 6 against a group at 4
-    of 4 likewise). A group counts as possibly large enough while its estimated size's upper bound
-    reaches the rule's floor.
+    Each comparison is the chance that the two groups swap by more than the rule's range once every
+    photo is labelled (from their membership doubt, ``sd_members``: what labels can still change), not
+    a point estimate against an interval, which can never fire against a counter at 0% or a common
+    at 100%. A group counts as possibly large enough while its estimated size's upper bound reaches
+    the rule's floor.
 
     * a group that may be large enough but has too few labels to be measured, unless it can
       already be neither below the counter nor above the common;
