@@ -74,6 +74,7 @@ def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: f
     resolved label (pending, tie) are non-response and left out of their cell's n.
     """
     model_n: dict[str, int] = defaultdict(int)
+    n_label: dict[str, int] = defaultdict(int)
     cells: list[_Cell] = []
     cls = None
     for photos in pop.values():
@@ -81,6 +82,8 @@ def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: f
             cls = cls or (p.class_idx, p.class_name)
             if p.model_background:
                 model_n[p.model_background] += 1
+            if labels.get(p.uid, OUT) != OUT:
+                n_label[labels[p.uid]] += 1
         stratum_done = [p for p in photos if p.uid in labels]
         for y in (True, False):
             members = [p for p in photos if p.correct == y]
@@ -89,16 +92,9 @@ def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: f
             done = [p for p in members if p.uid in labels]
             # A cell with no label yet borrows its stratum's shares (collapsed post-stratum).
             cells.append(_Cell(y, len(members), sum(p.p_true for p in members) / len(members),
-                               _shares(done or stratum_done, labels), len(done or stratum_done), 0))
+                               _shares(done or stratum_done, labels), len(done or stratum_done)))
     backgrounds = sorted({b for c in cells for b in c.shares})
     categories = len(backgrounds) + 1        # and OUT
-    cells = [dataclasses.replace(c, categories=categories) for c in cells]
-    n_label = defaultdict(int)
-    for photos in pop.values():
-        for p in photos:
-            b = labels.get(p.uid)
-            if b is not None and b != OUT:
-                n_label[b] += 1
     z = stats.z_two_sided(2 * alpha)      # one-sided
     out = []
     for b in backgrounds:
@@ -107,8 +103,8 @@ def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: f
         n_hat = right + wrong
         if n_hat <= 0:
             continue
-        var_right = sum(c.N * c.N * c.share_variance(b) for c in cells if c.y)
-        var_wrong = sum(c.N * c.N * c.share_variance(b) for c in cells if not c.y)
+        var_right = sum(c.N * c.N * c.share_variance(b, categories) for c in cells if c.y)
+        var_wrong = sum(c.N * c.N * c.share_variance(b, categories) for c in cells if not c.y)
         acc = right / n_hat
         # Linearised variance of right / (right + wrong), with the two sums independent.
         var_members = (wrong * wrong * var_right + right * right * var_wrong) / n_hat ** 4
@@ -132,9 +128,8 @@ class _Cell:
     mean_p: float
     shares: dict[str, float]
     n: int
-    categories: int
 
-    def share_variance(self, b: str) -> float:
+    def share_variance(self, b: str, categories: int) -> float:
         """Variance of the share on ``b`` (without replacement), of the shrunk share (shrunk_share). A
         stratum without a single label yet is left out, as if it held none of the class's groups: that
         is the case only before round 0 is answered, or when only some strata are labelled on purpose
@@ -142,7 +137,7 @@ class _Cell:
         every group unknown."""
         if self.n >= self.N or self.n == 0:
             return 0.0
-        q = shrunk_share(self.shares.get(b, 0.0) * self.n, self.n, self.categories)
+        q = shrunk_share(self.shares.get(b, 0.0) * self.n, self.n, categories)
         return (1 - self.n / self.N) * q * (1 - q) / self.n
 
 
@@ -162,15 +157,15 @@ def _shares(done: list[Photo], labels: dict[str, str]) -> dict[str, float]:
     return dict(out)
 
 
+def _as_count(e: GroupEstimate, n: float, acc: float) -> GroupCount:
+    n = max(1, round(n))
+    return GroupCount(e.class_idx, e.class_name, e.background, n, round(acc * n), e.mean_p * n)
+
+
 def group_counts(estimates: list[GroupEstimate], min_group_size: int, min_labels: int) -> list[GroupCount]:
     """Effective counts of the groups that may form a pair: enough photos in the pool, enough labelled."""
-    out = []
-    for e in estimates:
-        if e.n_hat < min_group_size or e.n_labeled < min_labels:
-            continue
-        n = max(1, round(e.n_eff))
-        out.append(GroupCount(e.class_idx, e.class_name, e.background, n, round(e.acc * n), e.mean_p * n))
-    return out
+    return [_as_count(e, e.n_eff, e.acc) for e in estimates
+            if e.n_hat >= min_group_size and e.n_labeled >= min_labels]
 
 
 def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, model_id: str | None) -> list[dict]:
@@ -304,8 +299,7 @@ def _labels_could_keep(row: dict, estimates: list[GroupEstimate], rule: Rule) ->
             acc = min(1.0, acc + e.sd_members)
         elif e.background == row["counter"]:
             acc = max(0.0, acc - e.sd_members)
-        n = max(1, round(e.n_hat))
-        counts.append(GroupCount(e.class_idx, e.class_name, e.background, n, round(acc * n), e.mean_p * n))
+        counts.append(_as_count(e, e.n_hat, acc))
     if len(counts) < 2:
         return True
     (best,) = propose(counts, dataclasses.replace(rule, min_group_size=1), source="human")

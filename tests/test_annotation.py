@@ -21,7 +21,7 @@ from annotation import config as lsconfig
 from annotation import export, pull, server, sync, votes
 from curation import atomic, config
 from curation.errors import UserError
-from tests.support.label_studio import label_studio, make_run  # noqa: F401  (session fixture)
+from tests.support.label_studio import make_run
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -13,7 +13,7 @@ from annotation import estimate, export, loop, pull, simulate, sync
 from annotation.estimate import OUT, Photo
 from curation import config
 from curation.errors import UserError
-from tests.support.label_studio import label_studio, make_custom_run, make_run  # noqa: F401  (session fixture)
+from tests.support.label_studio import make_custom_run, make_run
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -39,7 +39,7 @@ def test_both_sides_with_pairs_read_as_before(tmp_path):
 
 import pytest  # noqa: E402
 
-from tests.support.label_studio import label_studio, make_run  # noqa: E402,F401  (session fixture)
+from tests.support.label_studio import make_run  # noqa: E402
 
 
 @pytest.mark.timeout(900)
