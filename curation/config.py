@@ -189,11 +189,17 @@ class Thresholds(_Strict):
     # the class's frequent background, and it lifts the accuracy of the group it lands in.
     min_background_confidence: float = Field(default=0.0, ge=0, le=1)
 
-    # strict: 20 photos, the size at which a group's 95% interval is about ±20 points at 50%.
+    # strict: 15 photos. The rule's permutation test already accounts for a group's size (0 of 15
+    # against 90% is significant, 7 of 15 against 10 of 15 is not), so the floor only keeps a group a
+    # split worth measuring: at 15 a group's 95% interval spans 25-70% at 7 of 15 and 0-20% at 0 of 15.
+    # Chosen on the tuning worlds (bench/annotate.py verify --tuning; 12, 15, 17 and 20 tried): 15 kept
+    # the most oracle pairs (verified 93/96, against 88/96 at 20; every photo labelled 94 against 88;
+    # the model's own 87 either way). At 20, the rarer backgrounds of a class whose common holds 70% of
+    # its photos (13-19 photos each) could never form a group, whoever labelled them.
     # paper: 100 photos, below which a group's standard error at 50% accuracy (√(.25/n)) exceeds
     # the 5 points the rule compares, so best and worst would be picked by noise; the paper's groups
     # hold 130–160 photos on average (7,174 common + 5,926 counter photos over 45 classes).
-    RULE_GROUP_SIZE: ClassVar[dict[str, int]] = {"strict": 20, "paper": 100}
+    RULE_GROUP_SIZE: ClassVar[dict[str, int]] = {"strict": 15, "paper": 100}
 
     def group_size(self) -> int:
         return self.min_group_size if self.min_group_size is not None else self.RULE_GROUP_SIZE[self.rule]

@@ -35,6 +35,7 @@ from typing import Iterable
 import numpy as np
 
 from curation import stats
+from curation.config import Thresholds
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class GroupCount:
 class Rule:
     kind: str = "strict"               # strict | paper
     min_accuracy_range: float = 5.0    # points
-    min_group_size: int = 20
+    min_group_size: int = Thresholds.RULE_GROUP_SIZE["strict"]
     min_common_share: float = 0.1
     alpha: float = 0.05
     correction: str = "holm"

@@ -77,7 +77,18 @@ def test_paper_preset_group_size_is_the_rules_and_strict_gets_its_own():
     import yaml
 
     switched = config.parse(yaml.safe_load(text))
-    assert switched.thresholds.group_size() == 20      # not the paper's value carried over silently
+    # the strict rule's own floor, not the paper's value carried over silently
+    assert switched.thresholds.group_size() == config.Thresholds.RULE_GROUP_SIZE["strict"] < 100
+
+
+def test_the_default_floor_admits_a_rare_backgrounds_group():
+    """A class whose common holds 70% of its photos leaves 15-19 photos on each other background; the
+    default rule must still be able to pick one of them as the counter (the floor of 20 it had could not)."""
+    groups = [g(1, "snow", 210, 190), g(1, "grass", 16, 0), g(1, "rock", 17, 9), g(1, "sky", 14, 0)]
+    (row,) = propose(groups, Rule())
+    assert row["decision"] == "kept" and (row["common"], row["counter"]) == ("snow", "grass")
+    # sky, below the floor, is not chosen although its accuracy is as low
+    assert Rule().min_group_size > 14
 
 
 def test_common_must_be_frequent():

@@ -2,7 +2,8 @@
 
 Simulated with ``propose`` itself: every background of a null class has the same true accuracy, so
 any pair it keeps is a false positive. Group sizes as the curated worlds and the paper give them
-(a large common, a few mid-sized groups, many small ones; 7, 9 and 14 groups). The naive test of
+(a large common, a few mid-sized groups, many small ones; 7, 9 and 14 groups; and a common holding
+70% of the class with the rest in groups at the default size floor). The naive test of
 the chosen pair (a two-proportion z-test, as if the pair had been fixed in advance) is run on the
 same draws, to show the simulation can catch a test that does not control what it claims.
 """
@@ -16,7 +17,8 @@ from curation.propose import GroupCount, Rule, propose
 ALPHA = 0.05
 SIZES = [[120, 80, 60, 25, 25, 25, 25],
          [120, 80, 60, 25, 25, 25, 25, 25, 25],
-         [120, 80, 60, 25, 25, 25, 25, 25, 25, 21, 20, 20, 14, 8]]
+         [120, 80, 60, 25, 25, 25, 25, 25, 25, 21, 20, 20, 14, 8],
+         [210, 19, 18, 17, 16, 15, 15]]
 
 
 def null_class(rng, c: int) -> list[GroupCount]:
