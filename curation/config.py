@@ -193,7 +193,7 @@ class Thresholds(_Strict):
     # against 90% is significant, 7 of 15 against 10 of 15 is not), so the floor only keeps a group a
     # split worth measuring: at 15 a group's 95% interval spans 25-70% at 7 of 15 and 0-20% at 0 of 15.
     # Chosen on the tuning worlds (bench/annotate.py verify --tuning; 12, 15, 17 and 20 tried): 15 kept
-    # the most oracle pairs (verified 93/96, against 88/96 at 20; every photo labelled 94 against 88;
+    # the most oracle pairs (verified 93/96, against 87/96 at 20; every photo labelled 94 against 88;
     # the model's own 87 either way). At 20, the rarer backgrounds of a class whose common holds 70% of
     # its photos (13-19 photos each) could never form a group, whoever labelled them.
     # paper: 100 photos, below which a group's standard error at 50% accuracy (√(.25/n)) exceeds

@@ -1,0 +1,93 @@
+"""The strict rule's size floor (thresholds.min_group_size): pairs found at each floor, model-only and verified.
+
+    .venv/bin/python bench/group_floor.py --tuning 20 17 15 12
+    .venv/bin/python bench/group_floor.py --acceptance 20 15
+
+For each curated run (bench/annotate.py's TUNING worlds under .cache/bench/annotate-tuning, or
+bench/discovery.py's acceptance runs) and each floor: a hard-linked copy of the run gets the
+propose stage again with that floor (the fetch, clean, score and backgrounds outputs do not depend
+on it), the model's pairs are judged (curation/world/judge.py), and bench/annotate.py's offline
+loop labels every photo, then runs the active loop, with 3 simulated annotators at 10% error
+(votes in-process), each judged against the oracle. The copy is removed afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import annotate as verify_bench  # noqa: E402
+import schemas  # noqa: E402
+from annotation import simulate  # noqa: E402
+from curation import config  # noqa: E402
+from curation.world.judge import judge  # noqa: E402
+from pipeline.options import pipeline_options  # noqa: E402
+from pipeline.propose import run_propose  # noqa: E402
+
+
+def runs(tuning: bool) -> list[tuple[Path, Path]]:
+    if tuning:
+        return [verify_bench._tuning_world(ROOT / ".cache" / "bench" / "annotate-tuning", v, s)
+                for v, s in verify_bench.TUNING]
+    specs = [spec.split(":") for spec in verify_bench._acceptance_specs()]
+    return [verify_bench._acceptance_world(size, int(seed), variant) for size, seed, variant in specs]
+
+
+def at_floor(world: Path, run: Path, floor: int, scratch: Path) -> dict:
+    copy = scratch / f"{run.name}-{floor}"
+    subprocess.run(["cp", "-al", str(run.resolve()), str(copy)], check=True)
+    try:
+        cfg = config.load(copy)
+        cfg = cfg.model_copy(update={"thresholds": cfg.thresholds.model_copy(update={"min_group_size": floor})})
+        run_propose(copy, cfg, pipeline_options([]), say=lambda *a: None)
+        model = judge(world, copy, min_group_size=floor)
+        oracle = verify_bench.Oracle(world, cfg.thresholds.min_accuracy_range)
+        truth = simulate.read_truth(world / "ground_truth.parquet", copy)
+        model_rows = {r["class_name"]: r for r in schemas.read(copy / "proposals.parquet", "proposals").to_pylist()
+                      if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
+        out = {s: verify_bench.offline_loop(copy, cfg, truth, s, 0.1, 3, 0, oracle, model_rows)
+               for s in ("everything", "active")}
+        return dict(model=model["found"], significant=model["significant"], model_fp=len(model["false_positives"]),
+                    unconfirmed=len(model["unconfirmed"]), everything=out["everything"]["found"],
+                    all_labels=out["everything"]["labels"], active=out["active"]["found"],
+                    labels=out["active"]["labels"], active_fp=len(out["active"]["false_positives"]))
+    finally:
+        shutil.rmtree(copy)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tuning", action="store_true")
+    which.add_argument("--acceptance", action="store_true")
+    ap.add_argument("floors", type=int, nargs="+")
+    args = ap.parse_args()
+    totals = {f: dict.fromkeys(("model", "significant", "everything", "active", "labels", "all_labels",
+                                "model_fp", "active_fp"), 0) for f in args.floors}
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        for world, run in runs(args.tuning):
+            for floor in args.floors:
+                r = at_floor(world, run, floor, Path(scratch))
+                print(f"{world.name} floor {floor}: model {r['model']}/{r['significant']} (unconfirmed "
+                      f"{r['unconfirmed']}, FP {r['model_fp']}); every photo labelled {r['everything']}; active "
+                      f"{r['active']} with {r['labels']} labels ({r['labels'] / r['all_labels']:.1%}), FP "
+                      f"{r['active_fp']}", flush=True)
+                for k in totals[floor]:
+                    totals[floor][k] += r[k]
+    print("\n| floor | model-only | every photo labelled | active loop | labels (share of everything) | FP |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for f, t in totals.items():
+        print(f"| {f} | {t['model']}/{t['significant']} | {t['everything']} | {t['active']} | {t['labels']} "
+              f"({t['labels'] / t['all_labels']:.1%}) | {t['model_fp'] + t['active_fp']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
