@@ -189,10 +189,10 @@ class Thresholds(_Strict):
     # the class's frequent background, and it lifts the accuracy of the group it lands in.
     min_background_confidence: float = Field(default=0.0, ge=0, le=1)
 
-    # strict: 15 photos. The rule's permutation test already accounts for a group's size (0 of 15
-    # against 90% is significant, 7 of 15 against 10 of 15 is not), so the floor only keeps a group a
+    # strict: 15 photos. The rule's permutation test already accounts for a group's size (0 of 16
+    # against 190 of 210 is kept: tests/test_propose.py), so the floor only keeps a group a
     # split worth measuring: at 15 a group's 95% interval spans 25-70% at 7 of 15 and 0-20% at 0 of 15.
-    # Chosen on the tuning worlds (bench/annotate.py verify --tuning; 12, 15, 17 and 20 tried): 15 kept
+    # Chosen on the tuning worlds (bench/group_floor.py --tuning; 12, 15, 17 and 20 tried): 15 kept
     # the most oracle pairs (verified 93/96, against 87/96 at 20; every photo labelled 94 against 88;
     # the model's own 87 either way). At 20, the rarer backgrounds of a class whose common holds 70% of
     # its photos (13-19 photos each) could never form a group, whoever labelled them.
