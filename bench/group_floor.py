@@ -21,11 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import annotate as verify_bench  # noqa: E402
 import schemas  # noqa: E402
 from annotation import simulate  # noqa: E402
+from bench import annotate as verify_bench  # noqa: E402
 from curation import config  # noqa: E402
 from curation.world.judge import judge  # noqa: E402
 from pipeline.options import pipeline_options  # noqa: E402
