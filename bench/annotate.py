@@ -158,6 +158,9 @@ TUNING = (("emergent", 1), ("few-captions", 1), ("shared-common", 2), ("default"
           ("pool-common-0.7", 1), ("independent", 2), ("emergent", 3))
 
 
+TUNING_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "bench" / "annotate-tuning"
+
+
 def _tuning_world(root: Path, variant: str, seed: int) -> tuple[Path, Path]:
     from bench.discovery import ACCEPTANCE_SIZE, TUNING_SEEDS, curate, prepare
 
@@ -217,6 +220,14 @@ class Oracle:
                                rows.get(c, {}).get("decision") == "kept") for c in sig)
         fp = sorted(c for c in self.classes if not self.significant[c] and rows.get(c, {}).get("decision") == "kept")
         return {"significant": len(sig), "found": found, "false_positives": fp}
+
+
+def model_pairs(run: Path, cfg) -> dict[str, dict]:
+    """class name → the run's model-only proposals row of its first model."""
+    import schemas
+
+    return {r["class_name"]: r for r in schemas.read(run / "proposals.parquet", "proposals").to_pylist()
+            if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
 
 
 def offline_loop(run: Path, cfg, truth: dict, strategy: str, error_rate: float, annotators: int, seed: int,
@@ -317,7 +328,6 @@ def ls_loop(run: Path, cfg_updates: dict, truth_path: Path, error_rate: float, a
 
 def verify_main(argv: list[str]) -> int:
     from annotation import simulate
-    import schemas
 
     ap = argparse.ArgumentParser(description=VERIFY_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", nargs="+", default=["small:0", "default:0"],
@@ -347,7 +357,6 @@ def verify_main(argv: list[str]) -> int:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
     table = []
-    tuning_root = Path(__file__).resolve().parents[1] / ".cache" / "bench" / "annotate-tuning"
     specs = _acceptance_specs() if args.acceptance else \
         [f"small:{seed}:{variant}" for variant, seed in TUNING] if args.tuning else args.worlds
     for spec in specs:
@@ -355,14 +364,13 @@ def verify_main(argv: list[str]) -> int:
         if args.acceptance:
             world, run = _acceptance_world(name, int(seed), variant)
         elif args.tuning:
-            world, run = _tuning_world(tuning_root, variant, int(seed))
+            world, run = _tuning_world(TUNING_ROOT, variant, int(seed))
         else:
             world, run = _world(root, name, int(seed), args.small_group_size if name == "small" else None, variant)
         cfg = config.load(run)
         oracle = Oracle(world, cfg.thresholds.min_accuracy_range)
         truth = simulate.read_truth(world / "ground_truth.parquet", run)
-        model_rows = {r["class_name"]: r for r in schemas.read(run / "proposals.parquet", "proposals").to_pylist()
-                      if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
+        model_rows = model_pairs(run, cfg)
         model_score = oracle.score(model_rows)
         results = {}
         updates = {k: v for k, v in (("initial_per_stratum", args.initial_per_stratum),

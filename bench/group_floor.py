@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import schemas  # noqa: E402
 from annotation import simulate  # noqa: E402
 from bench import annotate as verify_bench  # noqa: E402
 from curation import config  # noqa: E402
@@ -33,7 +32,7 @@ from pipeline.propose import run_propose  # noqa: E402
 
 def runs(tuning: bool) -> list[tuple[Path, Path]]:
     if tuning:
-        return [verify_bench._tuning_world(ROOT / ".cache" / "bench" / "annotate-tuning", v, s)
+        return [verify_bench._tuning_world(verify_bench.TUNING_ROOT, v, s)
                 for v, s in verify_bench.TUNING]
     specs = [spec.split(":") for spec in verify_bench._acceptance_specs()]
     return [verify_bench._acceptance_world(size, int(seed), variant) for size, seed, variant in specs]
@@ -49,8 +48,7 @@ def at_floor(world: Path, run: Path, floor: int, scratch: Path) -> dict:
         model = judge(world, copy, min_group_size=floor)
         oracle = verify_bench.Oracle(world, cfg.thresholds.min_accuracy_range)
         truth = simulate.read_truth(world / "ground_truth.parquet", copy)
-        model_rows = {r["class_name"]: r for r in schemas.read(copy / "proposals.parquet", "proposals").to_pylist()
-                      if r["source"] == "model" and r["model_id"] == cfg.models[0].model_id}
+        model_rows = verify_bench.model_pairs(copy, cfg)
         out = {s: verify_bench.offline_loop(copy, cfg, truth, s, 0.1, 3, 0, oracle, model_rows)
                for s in ("everything", "active")}
         return dict(model=model["found"], significant=model["significant"], model_fp=len(model["false_positives"]),
