@@ -350,6 +350,8 @@ def verify_main(argv: list[str]) -> int:
     ap.add_argument("--tuning", action="store_true",
                     help="the TUNING worlds: the acceptance worlds' size and variants on tuning seeds "
                          "(built and curated under .cache/bench/annotate-tuning when missing)")
+    ap.add_argument("--curated", nargs="+", metavar="WORLD=RUN",
+                    help="worlds and runs curated elsewhere (bench/flat_null.py's, say), as they stand")
     ap.add_argument("--small-group-size", type=int, default=8,
                     help="thresholds.min_group_size for the small world (its rarer groups hold ~10 photos)")
     args = ap.parse_args(argv)
@@ -358,10 +360,12 @@ def verify_main(argv: list[str]) -> int:
     print(f"simulated annotators: {args.annotators} at {args.error_rate:.0%} error (votes in-process)\n")
     table = []
     specs = _acceptance_specs() if args.acceptance else \
-        [f"small:{seed}:{variant}" for variant, seed in TUNING] if args.tuning else args.worlds
+        [f"small:{seed}:{variant}" for variant, seed in TUNING] if args.tuning else args.curated or args.worlds
     for spec in specs:
         name, seed, variant = (spec.split(":") + [None])[:3]
-        if args.acceptance:
+        if args.curated:
+            world, run = (Path(p) for p in spec.split("=", 1))
+        elif args.acceptance:
             world, run = _acceptance_world(name, int(seed), variant)
         elif args.tuning:
             world, run = _tuning_world(TUNING_ROOT, variant, int(seed))

@@ -85,10 +85,19 @@ class World:
         self.spec = spec.validate(self.manifest)
         self.plant: dict[str, Plant] = draw_plant(self.spec)
         self.class_idx = {c: self.manifest.animal(c).imagenet_idx for c in self.spec.classes}
+        biased = sorted(c for c in self.spec.class_backgrounds if self.plant[c].biased)
+        if biased:
+            raise UserError(f"class_backgrounds may only restrict control classes; {', '.join(biased)} "
+                            f"{'is' if len(biased) == 1 else 'are'} biased in this world")
 
     def rng(self, split: str, i: int, stream: int = 0) -> np.random.Generator:
-        """Stream 0 draws an item's choices, stream 1 its pixels."""
-        return np.random.default_rng([self.spec.seed, SPLIT_CODES[split], i, stream])
+        """Stream 0 draws an item's choices, stream 1 its pixels; grid_draw > 0 gives the grid fresh ones."""
+        draw = [self.spec.grid_draw] if split == "grid" and self.spec.grid_draw else []
+        return np.random.default_rng([self.spec.seed, SPLIT_CODES[split], *draw, i, stream])
+
+    def backgrounds_of(self, cls: str) -> list[str]:
+        """The backgrounds a class's pool and grid photos are on."""
+        return self.spec.class_backgrounds.get(cls) or self.spec.backgrounds
 
     def pick_stamp(self, cls: str, rng) -> Stamp:
         stamps = self.manifest.animal(cls).stamps
@@ -139,6 +148,9 @@ class World:
         p = self.plant[cls]
         if p.biased and rng.random() < self.spec.pool_common_share:
             return p.common
+        if not p.biased and cls in self.spec.class_backgrounds:
+            choices = self.spec.class_backgrounds[cls]
+            return choices[int(rng.integers(len(choices)))]
         return self.uniform_background(rng, exclude=(p.common,) if p.biased else ())
 
     def pool_items(self) -> list[Item]:
@@ -181,7 +193,7 @@ class World:
     def grid_items(self) -> list[Item]:
         items = []
         for cls in self.spec.classes:
-            for bg in self.spec.backgrounds:
+            for bg in self.backgrounds_of(cls):
                 for _ in range(self.spec.grid_per_cell):
                     i = len(items)
                     rng = self.rng("grid", i)
@@ -299,7 +311,7 @@ def built_with_other_settings(out: str | Path, spec: WorldSpec) -> bool:
 
 # The grid is drawn from its own random stream and no model is trained on it, so a larger grid (an
 # oracle with the power to tell a flat class from a shortcut) costs only its images and the oracle.
-GRID_ONLY = ("grid_per_cell",)
+GRID_ONLY = ("grid_per_cell", "grid_draw")
 
 
 def _only_grid_differs(old: str, new: str) -> bool:
@@ -311,7 +323,7 @@ def _only_grid_differs(old: str, new: str) -> bool:
 def _redraw_grid(out: Path, world: "World") -> dict:
     """Replace a built world's grid with one of the new spec's size; pool, training split and models stay.
     Every oracle (computed on the old grid) is removed, so the next one is computed on the new grid."""
-    log.info("world: redrawing the grid at %d images per cell", world.spec.grid_per_cell)
+    log.info("world: redrawing the grid (%d images per cell, draw %d)", world.spec.grid_per_cell, world.spec.grid_draw)
     for name in ("grid", ".grid.partial"):
         shutil.rmtree(out / name, ignore_errors=True)
     for path in out.glob("oracle*"):
@@ -322,7 +334,7 @@ def _redraw_grid(out: Path, world: "World") -> dict:
     pool = pq.read_table(out / "ground_truth.parquet").filter(pc.field("split") != "grid")
     atomic.write_parquet(out / "ground_truth.parquet", pa.concat_tables([pool.cast(grid.schema), grid]))
     desc = json.loads((out / "world.json").read_text())
-    desc["spec"]["grid_per_cell"] = world.spec.grid_per_cell
+    desc["spec"] = json.loads(world.spec.to_json())
     desc.setdefault("counts", {})["grid"] = len(items)
     atomic.write_text(out / ".spec.json", world.spec.to_json())
     atomic.write_text(out / "world.json", json.dumps(desc, indent=2))

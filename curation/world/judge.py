@@ -51,7 +51,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
     groups = _group_truth(world_dir, run_dir)
 
     def tied(cls: str, a: str | None, b: str) -> bool:
-        if a is None:
+        if a is None or (cls, a) not in cells:      # no grid cell: a background the class is never on
             return False
         x, y = cells[(cls, a)], cells[(cls, b)]
         return a == b or (x["accuracy_lo"] <= y["accuracy_hi"] and y["accuracy_lo"] <= x["accuracy_hi"])

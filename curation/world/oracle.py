@@ -94,13 +94,15 @@ def _compute(world_dir: Path, model: str, pretrained: str | None, device: str, r
         for bi, bg in enumerate(backgrounds):
             mask = (true_class == ci) & (true_bg == bi)
             n, k = int(mask.sum()), int(correct[mask].sum())
+            if not n:       # a class restricted to some backgrounds (class_backgrounds) has no cell elsewhere
+                continue
             lo, hi = wilson(k, n)
             stats[bg] = (k, n)
             cells.append({"class_name": cls, "class_idx": world["class_idx"][cls], "background": bg, "n": n,
-                          "correct": k, "accuracy": k / n if n else None, "accuracy_lo": lo, "accuracy_hi": hi,
+                          "correct": k, "accuracy": k / n, "accuracy_lo": lo, "accuracy_hi": hi,
                           "biased": plant["biased"], "planted_common": plant["common"],
                           "planted_counter": plant["counter"]})
-        acc = {bg: k / n for bg, (k, n) in stats.items() if n}
+        acc = {bg: k / n for bg, (k, n) in stats.items()}
         counter = min(acc, key=lambda b: (acc[b], b))
         common = max(acc, key=lambda b: (acc[b], b))
         drop, (lo, hi) = acc[common] - acc[counter], drop_interval(*stats[common], *stats[counter])

@@ -52,11 +52,17 @@ class WorldSpec:
     # built before they existed keeps its .spec.json and is not rebuilt.
     n_commons: int | None = None         # distinct common backgrounds among biased classes; None: all
     plant_counter: bool = True           # False: off-common training photos use every other background
+    # Per control class, the only backgrounds its pool and grid photos are on (training is untouched,
+    # so the model is the same). With sets on which a trained model is flat, a null world has
+    # classes without a significant oracle drop: the false-positive check has something to count.
+    class_backgrounds: dict[str, list[str]] = field(default_factory=dict)
+    grid_draw: int = 0                   # another grid from the same settings (0: the original draw)
 
     def validate(self, manifest: Manifest) -> "WorldSpec":
         """Resolve defaults against the manifest; UserError naming the setting when one is wrong."""
         spec = dataclasses.replace(self, plant={k: list(v) for k, v in self.plant.items()},
-                                   pool_noise=dict(self.pool_noise))
+                                   pool_noise=dict(self.pool_noise),
+                                   class_backgrounds={k: list(v) for k, v in self.class_backgrounds.items()})
         if not spec.classes:
             if not 2 <= spec.n_classes <= len(manifest.classes):
                 raise UserError(f"n_classes must be between 2 and {len(manifest.classes)}, got {spec.n_classes}")
@@ -97,6 +103,18 @@ class WorldSpec:
                 raise UserError(f"plant names {cls!r}, which is not one of the world's classes")
             if len(pair) != 2 or pair[0] == pair[1] or any(b not in spec.backgrounds for b in pair):
                 raise UserError(f"plant for {cls!r} must be two different backgrounds of {spec.backgrounds}, got {pair}")
+        resolved = {}
+        for cls, bgs in spec.class_backgrounds.items():
+            name = manifest.animal(cls).name
+            if name not in spec.classes:
+                raise UserError(f"class_backgrounds names {cls!r}, which is not one of the world's classes")
+            if len(set(bgs)) < 2 or len(set(bgs)) != len(bgs) or any(b not in spec.backgrounds for b in bgs):
+                raise UserError(f"class_backgrounds for {cls!r} must be two or more different backgrounds of "
+                                f"{spec.backgrounds}, got {bgs}")
+            resolved[name] = list(bgs)
+        spec.class_backgrounds = resolved
+        if spec.grid_draw < 0:
+            raise UserError(f"grid_draw must be 0 or more, got {spec.grid_draw}")
         return spec
 
     def to_json(self) -> str:
@@ -111,7 +129,7 @@ class WorldSpec:
         return self.n_control == self.n_classes
 
 
-VARIANT_DEFAULTS = {"n_commons": None, "plant_counter": True}
+VARIANT_DEFAULTS = {"n_commons": None, "plant_counter": True, "class_backgrounds": {}, "grid_draw": 0}
 
 
 @dataclass(frozen=True)

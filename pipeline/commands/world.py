@@ -73,6 +73,11 @@ def register(sub) -> None:
     b.add_argument("--pool-common-share", type=_share, help="pool: share of a biased class's photos on its common "
                    "(default 0.4)")
     b.add_argument("--grid-per-cell", type=int, help="grid images per class x background")
+    b.add_argument("--grid-draw", type=_count(0), help="draw another grid from the same settings (default 0, the "
+                                                      "original; pool, training split and models stay)")
+    b.add_argument("--class-backgrounds", action="append", default=[], metavar="CLASS=BG,BG[,...]",
+                   help="a control class's pool and grid photos only on these backgrounds (training unchanged); "
+                        "repeatable")
     b.add_argument("--pool-per-class", type=int, help="clean pool images per class (noise comes on top)")
     b.add_argument("--force", action="store_true", help="rebuild a folder that holds a world with other settings")
     b.set_defaults(func=run_build)
@@ -124,13 +129,21 @@ def run_build(args) -> int:
         if not (sep and sep2 and cls and common and counter):
             raise UserError(f"--plant {item!r}: expected CLASS=COMMON:COUNTER, e.g. flamingo=water:sky")
         plant[cls.strip()] = [common.strip(), counter.strip()]
+    class_backgrounds = {}
+    for item in args.class_backgrounds:
+        cls, sep, bgs = item.partition("=")
+        names = [b.strip() for b in bgs.split(",") if b.strip()]
+        if not (sep and cls.strip() and names):
+            raise UserError(f"--class-backgrounds {item!r}: expected CLASS=BG,BG[,...], e.g. lion=grass,rock,snow")
+        class_backgrounds[cls.strip()] = names
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     world_spec = spec.preset(args.size, variant=args.variant, seed=args.seed, classes=classes,
                              n_classes=args.n_classes, n_control=args.n_control, p_common=args.p_common,
                              plant=plant or None, grid_per_cell=args.grid_per_cell,
                              pool_per_class=args.pool_per_class, n_commons=args.n_commons,
                              plant_counter=args.plant_counter, scene_caption_share=args.scene_caption_share,
-                             pool_common_share=args.pool_common_share)
+                             pool_common_share=args.pool_common_share, grid_draw=args.grid_draw,
+                             class_backgrounds=class_backgrounds or None)
     desc = generate.build(args.out, world_spec, force=args.force)
     biased = {c: p for c, p in desc["plant"].items() if p["biased"]}
     print(f"world {args.out}: {len(desc['classes'])} classes ({len(biased)} biased), {len(desc['backgrounds'])} "
