@@ -106,3 +106,25 @@ def test_judge_command_judges_the_verified_pairs_when_asked(null_world, tmp_path
     assert f"false positives: {flat[0]} of the {len(flat)} classes" in model.stdout
     assert "Judged: the verified pairs (human labels)" in human.stdout
     assert f"false positives: none of the {len(flat)} classes" in human.stdout
+
+
+def test_a_kept_pair_whose_reported_interval_misses_its_grid_drop_is_not_covered(null_world, tmp_path):
+    cfg = run_config(null_world.dir, null_world.model, null_world.checkpoint)
+    run = tmp_path / "run"
+    atomic.write_text(run / "config.yaml", config.dump(cfg))
+    classes = list(null_world.oracle["classes"].items())
+    rows = []
+    for i, (cls, o) in enumerate(classes):
+        grid = o["acc_common"] - o["acc_counter"]       # the oracle pair's grid drop
+        # class 0 reports an interval around its grid drop, class 1 one entirely above it, the rest nothing kept
+        lo, hi = ((grid - 0.05, grid + 0.05) if i == 0 else (grid + 0.1, grid + 0.3) if i == 1 else (None, None))
+        rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="reference", common=o["oracle_common"],
+                         counter=o["oracle_counter"], decision="kept" if i < 2 else "dropped", reason="by hand",
+                         drop=None if lo is None else (lo + hi) / 2, drop_lo=lo, drop_hi=hi))
+    atomic.write_parquet(run / "proposals.parquet", schemas.conform(pa.Table.from_pylist(rows), "proposals"))
+    v = judge(null_world.dir, run)
+    assert v["classes"][classes[0][0]]["covered"] and not v["classes"][classes[1][0]]["covered"]
+    assert v["not_covered"] == [classes[1][0]]
+    done = subprocess.run(CLI + ["world", "judge", str(null_world.dir), str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and f"misses their grid drop: {classes[1][0]};" in done.stdout

@@ -15,7 +15,11 @@ several models must agree, else the first model's), unless ``model_id`` names an
 Every kept pair is also checked on the grid as a pair fixed in advance (no selection, independent
 photos): its grid drop, common minus counter, must have a Newcombe interval above zero. A kept
 pair that fails this is *unconfirmed* — a false discovery whatever the class's oracle says, so
-this check can fail on every world, a null world whose oracle is not flat too.
+this check can fail on every world, a null world whose oracle is not flat too. And every kept
+pair's reported drop interval (``drop_lo``..``drop_hi``, selection accounted for) must hold the
+pair's grid drop: a pair whose interval misses it is *not covered* — its figure overstates (or
+understates) the drop, or its counter is a background the class is never on. Unlike "significant",
+this does not depend on the grid's power: a larger grid only makes it stricter.
 
 For every class judged wrong the verdict says why, where the run shows it: how accurately the
 class's photos were assigned their backgrounds, how many photos the oracle counter's group held
@@ -74,6 +78,9 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
         v.update(_proposed_purity(groups.get(cls), r["common"], r["counter"]))
         v["grid_drop"], v["grid_drop_lo"] = _grid_drop(cells, cls, r["common"], r["counter"])
         v["confirmed"] = kept and v["grid_drop_lo"] is not None and v["grid_drop_lo"] > 0
+        v["reported_drop"] = (r.get("drop"), r.get("drop_lo"), r.get("drop_hi"))
+        v["covered"] = kept and v["grid_drop"] is not None and r.get("drop_lo") is not None and \
+            r["drop_lo"] <= v["grid_drop"] <= r["drop_hi"]
         if not v["correct"]:
             v["cause"], v["why"] = _why(v, right_common, right_counter, min_group_size)
         per_class[cls] = v
@@ -93,6 +100,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
         "kept": sum(v["kept"] for v in per_class.values()),
         "undecided": sorted(c for c, v in per_class.items() if v["decision"] == "undecided"),
         "unconfirmed": sorted(c for c, v in per_class.items() if v["kept"] and not v["confirmed"]),
+        "not_covered": sorted(c for c, v in per_class.items() if v["kept"] and not v["covered"]),
         "misses": {c: per_class[c]["why"] for c in sig if not per_class[c]["correct"]},
         "miss_causes": dict(Counter(per_class[c]["cause"] for c in sig if not per_class[c]["correct"])),
         "background_accuracy": background_accuracy(world_dir, run_dir),

@@ -238,7 +238,9 @@ def run_judge(args) -> int:
     print(f"{verdict['found']} of {verdict['significant']} classes with a real shortcut found with the oracle's pair; "
           f"false positives: {(', '.join(fps) + ' of') if fps else 'none of'} the {non} classes without a significant "
           f"oracle drop; kept pairs not confirmed on the grid: {', '.join(verdict['unconfirmed']) or 'none'} "
-          f"(of {verdict['kept']} kept); background assignment accuracy " + ("n/a" if acc is None else f"{acc:.1%}") + ".")
+          f"(of {verdict['kept']} kept); kept pairs whose reported drop interval misses their grid drop: "
+          f"{', '.join(verdict['not_covered']) or 'none'}; background assignment accuracy "
+          + ("n/a" if acc is None else f"{acc:.1%}") + ".")
     return 0
 
 
