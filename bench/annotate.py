@@ -362,7 +362,7 @@ def verify_main(argv: list[str]) -> int:
     specs = _acceptance_specs() if args.acceptance else \
         [f"small:{seed}:{variant}" for variant, seed in TUNING] if args.tuning else args.curated or args.worlds
     for spec in specs:
-        name, seed, variant = (spec.split(":") + [None])[:3]
+        name, seed, variant = (spec.split(":") + [None, None])[:3]
         if args.curated:
             world, run = (Path(p) for p in spec.split("=", 1))
         elif args.acceptance:

@@ -13,7 +13,9 @@ reduced to counts per (class, background). Two rules:
   so it is tested as chosen: a permutation test of the best-minus-worst statistic, with the whole
   choice re-run on every draw (curation/stats.permutation_p_value), then Holm (or BH) across
   classes. Its drop interval is simultaneous over every pair of the class's groups, so it holds
-  for the pair picked. With photos split in two folds, the held-out drop (pair chosen on one fold,
+  for the pair picked, and a class is kept only when both hold: the test rejects and the pair's
+  own interval lies above zero (the test can reject "every group alike" on an unusually good best
+  group while the published pair, its counter a small group, has a drop it cannot back). With photos split in two folds, the held-out drop (pair chosen on one fold,
   measured on the other, both ways) is reported beside the in-sample one, which the choice inflates.
 
 Why a permutation test and not sample splitting for the decision: splitting halves the photos
@@ -246,12 +248,19 @@ def _decide(row: dict, groups: list[GroupCount], rule: Rule, tested: int) -> Non
         row.update(decision="kept", reason=f"{pair}, range {points:.1f} points > {rule.min_accuracy_range:g}")
         return
     interval = f"[{100 * row['drop_lo']:.1f}, {100 * row['drop_hi']:.1f}] over all pairs"
-    if row["p_adjusted"] < rule.alpha:
+    if row["p_adjusted"] < rule.alpha and row["drop_lo"] > 0:
         row.update(decision="kept", reason=f"{pair}, drop {points:.1f} points {interval}, "
                                            f"p={row['p_adjusted']:.3g} after {rule.correction} (chosen pair tested as chosen)")
         return
-    row["reason"] = (f"{pair}, drop {points:.1f} points not significant once the choice is accounted for "
-                     f"({interval}, p={row['p_adjusted']:.3g} after {rule.correction})")
+    if row["p_adjusted"] < rule.alpha:
+        # The groups differ, but not this pair: the test rejects "all groups alike" (often because the
+        # best group is unusually good), while what is published is this pair's drop, and its
+        # interval, selection accounted for, reaches zero. Kept, it would print a drop it cannot back.
+        row["reason"] = (f"{pair}, drop {points:.1f} points: the groups differ (p={row['p_adjusted']:.3g} after "
+                         f"{rule.correction}), but this pair's interval {interval} reaches zero")
+    else:
+        row["reason"] = (f"{pair}, drop {points:.1f} points not significant once the choice is accounted for "
+                         f"({interval}, p={row['p_adjusted']:.3g} after {rule.correction})")
     if 100 * row["drop_hi"] <= rule.min_accuracy_range:
         return      # the drop is surely within the range: more photos would not change that
     _needs(row, groups, rule, tested)

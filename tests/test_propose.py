@@ -91,6 +91,22 @@ def test_the_default_floor_admits_a_rare_backgrounds_group():
     assert Rule().min_group_size > 14
 
 
+def test_a_pair_whose_own_interval_reaches_zero_is_not_kept():
+    """The permutation test rejects "every group alike" because the best group is unusually good (10 of
+    100 where the class gets 3% right), but the published pair's drop, 10 of 100 against 0 of 15, has a
+    selection-aware interval reaching zero: kept, it would print a drop it cannot back (ostrich on a flat
+    null world, bench/flat_null.py)."""
+    groups = [g(1, "rock", 100, 10), g(1, "indoor", 100, 1), g(1, "tree", 100, 1), g(1, "grass", 15, 0)]
+    (row,) = propose(groups, Rule())
+    assert (row["common"], row["counter"]) == ("rock", "grass")
+    assert row["p_adjusted"] < 0.05 and row["drop_lo"] <= 0
+    assert row["decision"] != "kept" and "reaches zero" in row["reason"]
+    # The same test with a counter group large enough for its own interval: kept.
+    (row,) = propose([g(1, "rock", 100, 10), g(1, "indoor", 100, 1), g(1, "tree", 100, 1), g(1, "grass", 100, 0)],
+                     Rule())
+    assert row["decision"] == "kept" and row["drop_lo"] > 0
+
+
 def test_common_must_be_frequent():
     # A tiny but perfect group cannot be "common" for the class under the strict rule.
     groups = [g(1, "sky", 25, 25), g(1, "water", 500, 400), g(1, "grass", 300, 100)]
