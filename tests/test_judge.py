@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import schemas
 from curation import atomic, config
+from curation.stats import drop_interval
 from curation.world.judge import is_significant, judge
 from curation.world.run_config import run_config
 from tests.support.null_world import null_world  # noqa: F401  (session fixture)
@@ -113,11 +115,15 @@ def test_a_kept_pair_whose_reported_interval_misses_its_grid_drop_is_not_covered
     run = tmp_path / "run"
     atomic.write_text(run / "config.yaml", config.dump(cfg))
     classes = list(null_world.oracle["classes"].items())
+    cells = {(c["class_name"], c["background"]): c for c in pq.read_table(null_world.dir / "oracle.parquet").to_pylist()}
     rows = []
     for i, (cls, o) in enumerate(classes):
-        grid = o["acc_common"] - o["acc_counter"]       # the oracle pair's grid drop
-        # class 0 reports an interval around its grid drop, class 1 one entirely above it, the rest nothing kept
-        lo, hi = ((grid - 0.05, grid + 0.05) if i == 0 else (grid + 0.1, grid + 0.3) if i == 1 else (None, None))
+        a, b = cells[(cls, o["oracle_common"])], cells[(cls, o["oracle_counter"])]
+        grid = o["acc_common"] - o["acc_counter"]       # the oracle pair's grid drop, and its own interval
+        grid_lo, grid_hi = drop_interval(a["correct"], a["n"], b["correct"], b["n"])
+        # class 0 reports an interval around its grid drop, class 1 one that ends below the grid's own
+        # interval (its intervals do not meet), the rest nothing kept
+        lo, hi = ((grid - 0.05, grid + 0.05) if i == 0 else (grid_lo - 0.3, grid_lo - 0.01) if i == 1 else (None, None))
         rows.append(dict(class_idx=i, class_name=cls, source="model", model_id="reference", common=o["oracle_common"],
                          counter=o["oracle_counter"], decision="kept" if i < 2 else "dropped", reason="by hand",
                          drop=None if lo is None else (lo + hi) / 2, drop_lo=lo, drop_hi=hi))

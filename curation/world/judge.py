@@ -17,8 +17,8 @@ photos): its grid drop, common minus counter, must have a Newcombe interval abov
 pair that fails this is *unconfirmed* — a false discovery whatever the class's oracle says, so
 this check can fail on every world, a null world whose oracle is not flat too. And every kept
 pair's reported drop interval (``drop_lo``..``drop_hi``, selection accounted for) must hold the
-pair's grid drop: a pair whose interval misses it is *not covered* — its figure overstates (or
-understates) the drop, or its counter is a background the class is never on. Unlike "significant",
+pair's grid drop (the two intervals must meet): a pair whose interval misses it is *not covered* —
+its figure overstates (or understates) the drop, or its counter is a background the class is never on. Unlike "significant",
 this does not depend on the grid's power: a larger grid only makes it stricter.
 
 For every class judged wrong the verdict says why, where the run shows it: how accurately the
@@ -76,11 +76,13 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
                  oracle_drop_lo=o["drop_selected_lo"])
         v.update(_class_groups(groups.get(cls), common, o["oracle_counter"]))
         v.update(_proposed_purity(groups.get(cls), r["common"], r["counter"]))
-        v["grid_drop"], v["grid_drop_lo"] = _grid_drop(cells, cls, r["common"], r["counter"])
+        v["grid_drop"], v["grid_drop_lo"], grid_hi = _grid_drop(cells, cls, r["common"], r["counter"])
         v["confirmed"] = kept and v["grid_drop_lo"] is not None and v["grid_drop_lo"] > 0
         v["reported_drop"] = (r.get("drop"), r.get("drop_lo"), r.get("drop_hi"))
+        # The grid's drop is an estimate too (60/60 against 0/60 is not exactly 100 points): the two
+        # intervals must meet. A larger grid narrows its interval and makes the check stricter.
         v["covered"] = kept and v["grid_drop"] is not None and r.get("drop_lo") is not None and \
-            r["drop_lo"] <= v["grid_drop"] <= r["drop_hi"]
+            r["drop_lo"] <= grid_hi and v["grid_drop_lo"] <= r["drop_hi"]
         if not v["correct"]:
             v["cause"], v["why"] = _why(v, right_common, right_counter, min_group_size)
         per_class[cls] = v
@@ -107,15 +109,15 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
     }
 
 
-def _grid_drop(cells: dict, cls: str, common: str | None, counter: str | None) -> tuple[float | None, float | None]:
-    """The pair's drop on the grid and its interval's lower end (None without a pair)."""
+def _grid_drop(cells: dict, cls: str, common: str | None, counter: str | None) -> tuple[float | None, ...]:
+    """The pair's drop on the grid and its interval (Nones without a pair on the grid)."""
     if common is None or counter is None or (cls, common) not in cells or (cls, counter) not in cells:
-        return None, None
+        return None, None, None
     a, b = cells[(cls, common)], cells[(cls, counter)]
     if not a["n"] or not b["n"]:
-        return None, None
-    lo, _ = drop_interval(a["correct"], a["n"], b["correct"], b["n"])
-    return a["correct"] / a["n"] - b["correct"] / b["n"], lo
+        return None, None, None
+    lo, hi = drop_interval(a["correct"], a["n"], b["correct"], b["n"])
+    return a["correct"] / a["n"] - b["correct"] / b["n"], lo, hi
 
 
 def is_significant(oracle_class: dict, min_range_points: float = 5.0) -> bool:
