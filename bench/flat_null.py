@@ -122,7 +122,8 @@ def main() -> int:
                                                                " **misses**")
             grid = pts(c["grid_drop"]) if c["proposed"][1] else "–"
             if c["proposed"][1] and c["grid_drop"] is None:
-                grid = f"({c['proposed'][1]}: not one of its backgrounds)"
+                off = [bg for bg in c["proposed"] if bg not in e["accuracy"]]
+                grid = f"({', '.join(off)}: not one of its backgrounds)"
             reason = (c["reason"] or "").replace("|", "/")
             print(f"| {cls} | {'flat set' if cls in sets else 'all'} | {accs} | "
                   f"{'yes' if c['significant'] else 'no'} | {c['decision']} | {pair} | {grid} | {reported} | {reason[:90]} |")
