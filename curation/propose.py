@@ -15,8 +15,9 @@ reduced to counts per (class, background). Two rules:
   classes. Its drop interval is simultaneous over every pair of the class's groups, so it holds
   for the pair picked, and a class is kept only when both hold: the test rejects and the pair's
   own interval lies above zero (the test can reject "every group alike" on an unusually good best
-  group while the published pair, its counter a small group, has a drop it cannot back). With photos split in two folds, the held-out drop (pair chosen on one fold,
-  measured on the other, both ways) is reported beside the in-sample one, which the choice inflates.
+  group while the published pair, its counter a small group, has a drop it cannot back). With
+  photos split in two folds, the held-out drop (pair chosen on one fold, measured on the other,
+  both ways) is reported beside the in-sample one, which the choice inflates.
 
 Why a permutation test and not sample splitting for the decision: splitting halves the photos
 the test sees, and the rare groups the counter comes from are the smallest; the permutation test

@@ -18,8 +18,9 @@ pair that fails this is *unconfirmed* — a false discovery whatever the class's
 this check can fail on every world, a null world whose oracle is not flat too. And every kept
 pair's reported drop interval (``drop_lo``..``drop_hi``, selection accounted for) must hold the
 pair's grid drop (the two intervals must meet): a pair whose interval misses it is *not covered* —
-its figure overstates (or understates) the drop, or its counter is a background the class is never on. Unlike "significant",
-this does not depend on the grid's power: a larger grid only makes it stricter.
+its figure overstates (or understates) the drop, or its counter is a background the class is never
+on. Unlike "significant", this does not depend on the grid's power: a larger grid only makes it
+stricter.
 
 For every class judged wrong the verdict says why, where the run shows it: how accurately the
 class's photos were assigned their backgrounds, how many photos the oracle counter's group held
