@@ -61,18 +61,24 @@ def run_of(world: Path) -> Path:
     return world.with_name(world.name + "-run")
 
 
+def flat_of(world: Path, spread: float) -> Path:
+    """World B's folder beside world A's."""
+    return world.with_name(f"{world.name}-flat{round(100 * spread)}")
+
+
 def flat_world(root: Path, variant: str, seed: int, spread: float) -> tuple[Path, dict]:
     size, overrides = ACCEPTANCE_SIZE[0], dict(ACCEPTANCE_SIZE[1], grid_per_cell=GRID)
     a = prepare(root, size, variant, seed, False, **overrides)
     overrides = {k: v for k, v in overrides.items() if k not in spec.VARIANTS[variant]}   # as prepare() does
     sets = flat_sets(read_oracle(a)["classes"], spread)
-    b = a.with_name(f"{a.name}-flat{round(100 * spread)}")
+    b = flat_of(a, spread)
     wanted = dict(overrides, class_backgrounds=sets, grid_draw=1)
-    if generate.built_with_other_settings(b, spec.preset(size, variant=variant, seed=seed, **wanted)) or \
+    b_spec = spec.preset(size, variant=variant, seed=seed, **wanted)
+    if generate.built_with_other_settings(b, b_spec) or \
             (b.exists() and not (b / "world.json").is_file()):      # another B, or one killed mid-build
         shutil.rmtree(b)
         shutil.rmtree(run_of(b), ignore_errors=True)           # its photos are not the new pool's
-    generate.build(b, spec.preset(size, variant=variant, seed=seed, **wanted))
+    generate.build(b, b_spec)
     if (a / "train.parquet").read_bytes() != (b / "train.parquet").read_bytes():
         raise SystemExit(f"{b}: its training split differs from {a}'s, so {a}'s model is not its model")
     if not (b / "model").is_dir():
@@ -99,8 +105,7 @@ def main() -> int:
     for variant, seed in worlds:
         started = time.monotonic()
         if args.judge_only:
-            b = world_dir(Path(args.root), ACCEPTANCE_SIZE[0], variant, seed)
-            b = b.with_name(f"{b.name}-flat{round(100 * args.spread)}")
+            b = flat_of(world_dir(Path(args.root), ACCEPTANCE_SIZE[0], variant, seed), args.spread)
             sets = json.loads((b / "world.json").read_text())["spec"].get("class_backgrounds", {})
             v = judge(b, run_of(b), config.load(run_of(b)).thresholds.min_accuracy_range)
         else:
