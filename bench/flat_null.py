@@ -18,7 +18,10 @@ nothing. Per (variant, seed) this bench:
    set was not chosen on, by an oracle with several times the photos the pool's groups have: with
    150 per cell, classes it called flat showed 22-point drops in the pool by their true backgrounds
    (duck, null seed 3: 60% on rock, 38% indoor), real drops of 10-15 points it could not resolve;
-4. curates B with the default config (every stage, photos served on 127.0.0.1) and judges it.
+4. curates B with the default config (every stage, photos served on 127.0.0.1) and judges it;
+   with ``--background-model``, B's second model (curation/world/reference.BACKGROUND_SETTINGS,
+   every caption naming the scene) assigns the backgrounds instead (run folder ``…-bgrun``), the
+   reference model still deciding the pairs, as `init --background-model` configures it.
 
 A kept class without a significant oracle drop on B's grid is a false positive. The pipeline
 assigns backgrounds from the whole vocabulary, so misassigned, flagged and wrong-label photos
@@ -46,7 +49,7 @@ from curation.world import generate, spec  # noqa: E402
 from curation.world.flat import flat_sets  # noqa: E402
 from curation.world.judge import judge  # noqa: E402
 from curation.world.oracle import read_oracle  # noqa: E402
-from curation.world.reference import ensure_trained  # noqa: E402
+from curation.world.reference import ensure_background_model, ensure_trained  # noqa: E402
 
 TUNING = (("null", 2), ("null", 3))
 # Seeds and variants of bench/discovery.py's acceptance list (null 101 and 106, and a biased world
@@ -61,8 +64,8 @@ VARIANTS = (("shared-common", 103), ("emergent", 104), ("few-captions", 105), ("
 GRID = 500
 
 
-def run_of(world: Path) -> Path:
-    return world.with_name(world.name + "-run")
+def run_of(world: Path, background: bool = False) -> Path:
+    return world.with_name(world.name + ("-bgrun" if background else "-run"))
 
 
 def flat_of(world: Path, spread: float) -> Path:
@@ -81,7 +84,8 @@ def flat_world(root: Path, variant: str, seed: int, spread: float) -> tuple[Path
     if generate.built_with_other_settings(b, b_spec) or \
             (b.exists() and not (b / "world.json").is_file()):      # another B, or one killed mid-build
         shutil.rmtree(b)
-        shutil.rmtree(run_of(b), ignore_errors=True)           # its photos are not the new pool's
+        for background in (False, True):                        # their photos are not the new pool's
+            shutil.rmtree(run_of(b, background), ignore_errors=True)
     generate.build(b, b_spec)
     if (a / "train.parquet").read_bytes() != (b / "train.parquet").read_bytes():
         raise SystemExit(f"{b}: its training split differs from {a}'s, so {a}'s model is not its model")
@@ -101,6 +105,8 @@ def main() -> int:
     ap.add_argument("--spread", type=float, default=0.10, help="a flat set's largest accuracy spread on A's grid")
     ap.add_argument("--root", default=str(ROOT / ".cache" / "bench" / "flat-null"))
     ap.add_argument("--judge-only", action="store_true", help="judge the runs curated before; build and curate nothing")
+    ap.add_argument("--background-model", action="store_true",
+                    help="assign backgrounds with each world's second model (trained when missing)")
     args = ap.parse_args()
     worlds = TUNING if args.tuning else VARIANTS if args.variants else \
         [(w.split(":")[0], int(w.split(":")[1])) for w in args.worlds] if args.worlds else ACCEPTANCE
@@ -114,10 +120,14 @@ def main() -> int:
         if args.judge_only:
             b = flat_of(world_dir(Path(args.root), ACCEPTANCE_SIZE[0], variant, seed), args.spread)
             sets = json.loads((b / "world.json").read_text())["spec"].get("class_backgrounds", {})
-            v = judge(b, run_of(b), config.load(run_of(b)).thresholds.min_accuracy_range)
+            run = run_of(b, args.background_model)
+            v = judge(b, run, config.load(run).thresholds.min_accuracy_range)
         else:
             b, sets = flat_world(Path(args.root), variant, seed, args.spread)
-            v = curate(b, run_of(b), background=False, reuse=True)   # a redrawn grid keeps the run
+            if args.background_model:
+                ensure_background_model(b)
+            v = curate(b, run_of(b, args.background_model), background=args.background_model,
+                       reuse=True)   # a redrawn grid keeps the run
         oracle = read_oracle(b)["classes"]
         print(f"\n#### {variant} {seed} ({len(sets)} of {len(oracle)} classes on a flat set; "
               f"{time.monotonic() - started:.0f} s)\n")
