@@ -478,3 +478,23 @@ def test_paper_rule_says_its_interval_and_what_the_strict_rule_keeps(tmp_path):
     also = sum(r["strict_decision"] == "kept" for r in kept)
     assert f"The default strict rule would also keep {also} of these {len(kept)} kept pairs." in pairs
     assert "No held-out drop in this run (the paper rule has no held-out estimate)" in pairs
+
+
+def test_background_assignment_says_when_it_is_circular_and_when_it_is_not_to_be_trusted(tmp_path):
+    """The decision model judging its own backgrounds is said; under 70% agreement with the truth the
+    section warns, and over it, it does not (the fixture's known mistakes: 1 photo in 11)."""
+    run = tmp_path / "run"
+    world = build_full_run(run)
+    confusion = _section(report.write(run).read_text(), "confusion")
+    assert 'data-note="circular"' in confusion and f"<code>{MODEL}</code>, the model whose accuracy" in confusion
+    assert 'data-warn="low-agreement"' not in confusion          # ~91% agree
+
+    # Truth that disagrees with most assignments: 8 photos in 11 on another background.
+    names = sorted(BACKGROUND_RGB)
+    moved = {u: (names[(names.index(b) + 1) % len(names)] if i % 11 < 8 else b)
+             for i, (u, b) in enumerate(sorted(world["truth"].items()))}
+    atomic.write_parquet(run / "truth.parquet", pa.Table.from_pylist([{"uid": u, "background": b} for u, b in moved.items()]))
+    confusion = _section(report.write(run).read_text(), "confusion")
+    agree = float(re.search(r"([\d.]+)% agree", confusion).group(1))
+    assert agree < 70
+    assert 'data-warn="low-agreement"' in confusion and "Under 70% agreement" in confusion
