@@ -95,24 +95,31 @@ def flat_world(root: Path, variant: str, seed: int, spread: float) -> tuple[Path
     return b, sets
 
 
+def _variant_seed(text: str) -> tuple[str, int]:
+    variant, _, seed = text.partition(":")
+    if variant not in spec.VARIANTS or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: want VARIANT:SEED, VARIANT one of {', '.join(spec.VARIANTS)}")
+    return variant, int(seed)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--tuning", action="store_true", help=f"worlds {TUNING}")
     which.add_argument("--acceptance", action="store_true", help=f"worlds {ACCEPTANCE}")
     which.add_argument("--variants", action="store_true", help=f"worlds {VARIANTS}")
-    which.add_argument("--worlds", nargs="+", metavar="VARIANT:SEED", help="any other worlds")
+    which.add_argument("--worlds", nargs="+", type=_variant_seed, metavar="VARIANT:SEED", help="any other worlds")
     ap.add_argument("--spread", type=float, default=0.10, help="a flat set's largest accuracy spread on A's grid")
     ap.add_argument("--root", default=str(ROOT / ".cache" / "bench" / "flat-null"))
     ap.add_argument("--judge-only", action="store_true", help="judge the runs curated before; build and curate nothing")
     ap.add_argument("--background-model", action="store_true",
                     help="assign backgrounds with each world's second model (trained when missing)")
     args = ap.parse_args()
-    worlds = TUNING if args.tuning else VARIANTS if args.variants else \
-        [(w.split(":")[0], int(w.split(":")[1])) for w in args.worlds] if args.worlds else ACCEPTANCE
+    which_name, worlds = ("tuning", TUNING) if args.tuning else ("acceptance (other variants)", VARIANTS) \
+        if args.variants else ("chosen", args.worlds) if args.worlds else ("acceptance", ACCEPTANCE)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; commit {commit}; "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {'tuning' if args.tuning else 'acceptance (other variants)' if args.variants else 'chosen' if args.worlds else 'acceptance'} worlds {worlds}; "
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {which_name} worlds {worlds}; "
           f"spread {args.spread}")
     totals = dict(flat=0, non_sig=0, fp=0, sig=0, found=0, unconfirmed=0, kept=0, not_covered=0)
     for variant, seed in worlds:

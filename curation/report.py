@@ -622,9 +622,9 @@ def confusion_section(page: Page) -> dict:
         right = sum(v for (t, a), v in cells.items() if t == a)
         tables.append(dict(name=name, file=file, n=n, right=right, labels=labels, rows=rows,
                            low=bool(n) and right / n < TRUSTED_ASSIGNMENT))
-    judge = data.config.background_assignment.model or data.config.models[0].model_id
-    return dict(methods=methods, tables=tables, judge=judge, circular=judge == data.config.models[0].model_id,
-                trusted=TRUSTED_ASSIGNMENT)
+    decider = data.config.models[0].model_id
+    judge = data.config.background_assignment.model or decider
+    return dict(methods=methods, tables=tables, judge=judge, circular=judge == decider, trusted=TRUSTED_ASSIGNMENT)
 
 
 def settings_section(page: Page) -> dict:
