@@ -40,6 +40,22 @@ TUNING_SEEDS = (0, 1, 2)
 ACCEPTANCE_SEEDS = (101, 102, 103)
 
 
+FIGURES = ("avg_acc", "worst_group_acc", "common_acc", "counter_acc", "drop")
+
+
+def mean_summary(runs: list[dict]) -> dict:
+    """One world's summaries over several training seeds: each method's figures averaged; its worst groups and
+    best epochs listed per training seed."""
+    out = dict(runs[0], results={})
+    for m, first in runs[0]["results"].items():
+        per_seed = [r["results"][m] for r in runs]
+        out["results"][m] = dict(first, best_epoch=" / ".join(str(r.get("best_epoch") or "—") for r in per_seed), **{
+            part: dict(first[part], worst_group=" / ".join(str(r[part]["worst_group"]) for r in per_seed),
+                       **{k: sum(r[part][k] for r in per_seed) / len(per_seed) for k in FIGURES})
+            for part in ("val", "test")})
+    return out
+
+
 def main() -> int:
     from pipeline.commands.mitigate import METHODS, _weights
 
@@ -60,6 +76,11 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--templates", default="openai", choices=["openai", "source"])
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                    help="the trained methods' initialisation and batch-sampling seeds (the split stays fixed); with "
+                         "several, each world's figures and checks are means over them (default: 0)")
+    ap.add_argument("--sampling", default="balanced", choices=["balanced", "natural"],
+                    help="the projection methods' batches: group-balanced (default) or as the photos come")
     ap.add_argument("--threads", type=int, default=1)   # one: no OpenMP spin-waiting on a shared machine
     ap.add_argument("--json", help="also write every seed's summary here")
     args = ap.parse_args()
@@ -80,7 +101,7 @@ def main() -> int:
     kind = "tuning" if set(args.seeds) <= set(TUNING_SEEDS) else "acceptance" if not set(args.seeds) & set(TUNING_SEEDS) else "mixed"
     print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, world size {args.size}, grid {args.grid_per_cell} per cell, {kind} seeds {args.seeds}, "
-          f"{args.epochs} epochs, lr {args.lr}, weights {weights}, spurious {args.spurious}, templates {args.templates}")
+          f"{args.epochs} epochs, lr {args.lr}, training seeds {args.train_seeds}, sampling {args.sampling}, weights {weights}, spurious {args.spurious}, templates {args.templates}")
     summaries, checks = {}, []
     for seed, world in worlds:
         t0 = time.time()
@@ -93,17 +114,25 @@ def main() -> int:
             if not checkpoint.is_file() or not (folder / "oracle.json").is_file():
                 raise SystemExit(f"{folder}: not a trained world with an oracle (model/ca-tiny.pt, oracle.json)")
         data = mdata.from_world(folder)
-        settings = train.Settings(model=model, pretrained=str(checkpoint), methods=methods, weights=weights,
-                                  spurious=args.spurious, epochs=args.epochs, lr=args.lr, templates=args.templates,
-                                  threads=args.threads, progress=False,
-                                  save="spurious" if "spurious" in methods else "clip-ft" if "clip-ft" in methods else None)
-        summary = train.run(data, settings, Path(args.out) / folder.name)
+        runs = []
+        for train_seed in args.train_seeds:
+            settings = train.Settings(model=model, pretrained=str(checkpoint), methods=methods, weights=weights,
+                                      spurious=args.spurious, epochs=args.epochs, lr=args.lr, templates=args.templates,
+                                      threads=args.threads, seed=train_seed, sampling=args.sampling, progress=False,
+                                      save="spurious" if "spurious" in methods else "clip-ft" if "clip-ft" in methods else None)
+            runs.append(train.run(data, settings, Path(args.out) / folder.name))
+        summary = runs[0] if len(runs) == 1 else mean_summary(runs)
         summaries[seed] = summary
-        print(f"\n### seed {seed} ({time.time() - t0:.0f} s, {data.counts()})\n")
+        print(f"\n### seed {seed} ({time.time() - t0:.0f} s, {data.counts()}"
+              f"{f', means over training seeds {args.train_seeds}' if len(runs) > 1 else ''})\n")
         print(report.table(summary))
         print("validation worst-group / avg: " + ", ".join(
             f"{m} {summary['results'][m]['val']['worst_group_acc']:.1f} / {summary['results'][m]['val']['avg_acc']:.1f}"
             for m in summary["results"]))
+        if len(runs) > 1:
+            print("test worst-group per training seed: " + ", ".join(
+                f"{m} " + " / ".join(f"{r['results'][m]['test']['worst_group_acc']:.1f}" for r in runs)
+                for m in summary["results"]))
         r = {m: summary["results"][m]["test"] for m in summary["results"]}
         if {"spurious", "clip-ft", "zero-shot"} <= set(r):
             ok = {
@@ -122,7 +151,7 @@ def main() -> int:
     print("|---|" + "---|" * (len(summaries) + 6))
     for m in methods:
         vals = [summaries[s]["results"][m]["test"] for s in summaries]
-        mean = {k: sum(v[k] for v in vals) / len(vals) for k in ("avg_acc", "worst_group_acc", "common_acc", "counter_acc", "drop")}
+        mean = {k: sum(v[k] for v in vals) / len(vals) for k in FIGURES}
         val_worst = sum(summaries[s]["results"][m]["val"]["worst_group_acc"] for s in summaries) / len(summaries)
         cells = " | ".join(f"{v['avg_acc']:.1f} / {v['worst_group_acc']:.1f} / {v['drop']:.1f}" for v in vals)
         print(f"| {train.LABELS[m]} | {cells} | {mean['avg_acc']:.1f} | {mean['worst_group_acc']:.1f} | {mean['common_acc']:.1f} "

@@ -109,6 +109,13 @@ def test_spurious_language_loss_matches_the_formula():
     assert float(losses.spurious_language_loss(prompts, attrs)) == pytest.approx(expected, rel=1e-9)
 
 
+def test_spurious_crossmodal_loss_matches_the_formula(batch):
+    z, _, _ = batch
+    attrs = _unit(2, 3, 5, seed=8)
+    expected = _mean(abs(_dot(z[j], attrs[a, k])) for j in range(len(z)) for a in range(2) for k in range(3))
+    assert float(losses.spurious_crossmodal_loss(z, attrs)) == pytest.approx(expected, rel=1e-9)
+
+
 def test_total_weighs_and_switches_terms(batch):
     z, y, b = batch
     prompts, attrs = _unit(3, 4, 5, seed=6), _unit(3, 2, 5, seed=7)

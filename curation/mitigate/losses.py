@@ -37,6 +37,11 @@ For a set S of pairs, mean_S is the mean over S, and a term whose set is empty c
   spurious attribute's prompts,
       L_ls = 1/(CM) Σ_{c,m} mean_{b,m'} |t_{c,m}·a_{b,m'}|.
   As in the paper and its code, the absolute cosine: orthogonal, not opposite.
+- ``spurious_crossmodal_loss`` (L_xs, off by default): the released code's cross-modal spurious term,
+  images pushed away from the spurious attribute's prompts,
+      L_xs = 1/N Σ_j mean_{b,m'} |z_j·a_{b,m'}|.
+  Not in the issue's list; offered as ``--weights xs=W`` because the authors' code uses it, and
+  measured in bench/RESULTS.md ("Mitigation: the released code's cross-modal term").
 
 Sources: the authors' released code (github.com/YuYang0901/CLIP-spurious-finetune, ``losses.py``,
 ``MultimodalLoss._compute_element_wise``, and ``algorithms/multimodal.py``) was re-read for the
@@ -44,8 +49,8 @@ comparisons above (2026-12-02). Further differences of the released code, where 
   - its L_lc and L_ls row losses are reshaped ``view(num_templates, num_classes).mean(-1)`` and then
     indexed by the batch's class labels, i.e. a per-*template* average picked by a *class* index; here
     every (class, template) prompt counts once;
-  - it has a cross-modal spurious term (|cos| between images and attribute prompts) and a cross-modal
-    class term; the issue's method list does not include them and they are not implemented here.
+  - it has a cross-modal spurious term (|cos| between images and attribute prompts; here L_xs, off by
+    default) and a cross-modal class term (not implemented: the CLIP loss over class prompts is one).
 The paper's own text is still not in the stored corpora (searched again: only its abstract), so the
 forms above are our reading of its Section 4; the positive/negative sets of L_vs are ours. Every
 formula here is checked term by term against a loop written from it in tests/test_mitigate_losses.py.
@@ -57,7 +62,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-TERMS = ("clip", "vc", "lc", "vs", "ls")
+TERMS = ("clip", "vc", "lc", "vs", "ls", "xs")
 
 
 def clip_loss(z: torch.Tensor, y: torch.Tensor, class_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -104,6 +109,11 @@ def spurious_image_loss(z: torch.Tensor, y: torch.Tensor, b: torch.Tensor) -> to
     return contrast(z, same_class & ~same_bg, ~same_class & same_bg)
 
 
+def spurious_crossmodal_loss(z: torch.Tensor, attribute_emb: torch.Tensor) -> torch.Tensor:
+    """L_xs: mean |cosine| between every image (N, d) and every attribute prompt (B, M', d)."""
+    return (z @ attribute_emb.reshape(-1, attribute_emb.shape[-1]).T).abs().mean()
+
+
 def spurious_language_loss(prompt_emb: torch.Tensor, attribute_emb: torch.Tensor) -> torch.Tensor:
     """L_ls: mean |cosine| between every class prompt (C, M, d) and every attribute prompt (B, M', d)."""
     classes = prompt_emb.reshape(-1, prompt_emb.shape[-1])
@@ -119,10 +129,11 @@ class Weights:
     lc: float = 1.0
     vs: float = 1.0
     ls: float = 1.0
+    xs: float = 0.0     # the released code's cross-modal term; off unless asked for
 
     @classmethod
     def only_clip(cls) -> "Weights":
-        return cls(clip=1.0, vc=0.0, lc=0.0, vs=0.0, ls=0.0)
+        return cls(clip=1.0, vc=0.0, lc=0.0, vs=0.0, ls=0.0, xs=0.0)
 
     def active(self) -> list[str]:
         return [t for t in TERMS if getattr(self, t) > 0]
@@ -149,11 +160,12 @@ def total(batch: Batch, weights: Weights) -> tuple[torch.Tensor, dict[str, float
         "lc": lambda: language_class_loss(batch.prompt_emb),
         "vs": lambda: spurious_image_loss(batch.z, batch.y, batch.b),
         "ls": lambda: spurious_language_loss(batch.prompt_emb, batch.attribute_emb),
+        "xs": lambda: spurious_crossmodal_loss(batch.z, batch.attribute_emb),
     }
     loss = batch.z.new_zeros(())
     parts: dict[str, float] = {}
     for term in weights.active():
-        if term == "vs" and batch.b is None or term == "ls" and batch.attribute_emb is None:
+        if term == "vs" and batch.b is None or term in ("ls", "xs") and batch.attribute_emb is None:
             continue
         value = compute[term]()
         loss = loss + getattr(weights, term) * value

@@ -195,7 +195,7 @@ def fit_projections(model, sites, feats: dict, data: Data, weights: losses.Weigh
         for idx in sampler.epoch():
             idx_t = torch.from_numpy(idx)
             prompt_emb = proj.embed_texts(P.reshape(c * m, d)).reshape(c, m, -1)
-            attr = proj.embed_texts(A.reshape(-1, A.shape[-1])).reshape(A.shape[0], A.shape[1], -1) if weights.ls > 0 else None
+            attr = proj.embed_texts(A.reshape(-1, A.shape[-1])).reshape(A.shape[0], A.shape[1], -1) if weights.ls > 0 or weights.xs > 0 else None
             batch = losses.Batch(z=proj.embed_images(X[idx_t]), y=y_all[idx_t], prompt_emb=prompt_emb,
                                  scale=proj.scale(), b=b_all[idx_t] if weights.vs > 0 else None, attribute_emb=attr)
             loss, parts = losses.total(batch, weights)

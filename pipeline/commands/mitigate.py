@@ -7,7 +7,7 @@ from pathlib import Path
 from curation.errors import UserError
 
 METHODS = ("zero-shot", "erm", "group-dro", "clip-ft", "spurious", "spurious-ls")   # curation.mitigate.train.METHODS
-TERMS = ("clip", "vc", "lc", "vs", "ls")
+TERMS = ("clip", "vc", "lc", "vs", "ls", "xs")
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -72,7 +72,7 @@ def register(sub) -> None:
                    help="comma-separated, in table order (default: %(default)s)")
     p.add_argument("--weights", type=_weights, default={},
                    help="loss weights of the spurious methods, e.g. clip=1,vc=0.5,lc=1,vs=1,ls=0 (0 switches a term "
-                        "off; default 1 each)")
+                        "off; default 1 each, except xs, the released code's cross-modal spurious term: 0)")
     p.add_argument("--spurious", choices=["auto", "image", "language", "both"], default="auto",
                    help="the spurious term of method 'spurious': image (L_vs), language (L_ls), both, or auto: L_vs "
                         "when photos have background labels (default)")
