@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/mitigate.py --seeds 0 1 2 --methods spurious --weights vs=3     # tuning
     .venv/bin/python bench/mitigate.py --worlds W102 W103 W104                           # acceptance, as recorded
+    .venv/bin/python bench/mitigate.py --worlds W102 W103 W104 --train-seeds 0 1 2       # the same, means over training seeds
 
 Seeds: 0–2 are the TUNING seeds (every setting — epochs, learning rate, loss weights, the spurious
 term — was chosen on them, at 60 photos per grid cell); acceptance runs use other seeds, once, with the
