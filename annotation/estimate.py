@@ -162,10 +162,20 @@ def _as_count(e: GroupEstimate, n: float, acc: float) -> GroupCount:
     return GroupCount(e.class_idx, e.class_name, e.background, n, round(acc * n), e.mean_p * n)
 
 
-def group_counts(estimates: list[GroupEstimate], min_group_size: int, min_labels: int) -> list[GroupCount]:
-    """Effective counts of the groups that may form a pair: enough photos in the pool, enough labelled."""
+def class_rule(rule: Rule, estimates: list[GroupEstimate]) -> Rule:
+    """The rule with one class's floor fixed, from its estimated size (all its estimates)."""
+    return rule.fixed(rule.floor(sum(e.n_hat for e in estimates)))
+
+
+def group_counts(estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> list[GroupCount]:
+    """Effective counts of the groups that may form a pair: enough photos in the pool (the class's
+    floor), enough labelled."""
+    by_class: dict[int, list[GroupEstimate]] = defaultdict(list)
+    for e in estimates:
+        by_class[e.class_idx].append(e)
+    floors = {c: class_rule(rule, es).min_group_size for c, es in by_class.items()}
     return [_as_count(e, e.n_eff, e.acc) for e in estimates
-            if e.n_hat >= min_group_size and e.n_labeled >= min_labels]
+            if e.n_hat >= floors[e.class_idx] and e.n_labeled >= min_labels]
 
 
 def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, model_id: str | None) -> list[dict]:
@@ -174,7 +184,7 @@ def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, mod
     The pool-size threshold is applied here to the estimated group sizes; propose() then sees
     effective counts only, so its own size floor is lowered to 1.
     """
-    counts = group_counts(estimates, rule.min_group_size, min_labels)
+    counts = group_counts(estimates, rule, min_labels)
     per_class = defaultdict(int)
     for c in counts:
         per_class[c.class_idx] += 1
@@ -186,8 +196,9 @@ def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, mod
         if e.class_idx not in seen:
             seen.add(e.class_idx)
             mine = [x for x in estimates if x.class_idx == e.class_idx]
+            floor = class_rule(rule, mine).min_group_size
             rows.append(dict(_empty(e.class_idx, e.class_name), model_id=model_id,
-                             reason=f"fewer than two background groups with ≥ {rule.min_group_size} photos "
+                             reason=f"fewer than two background groups with ≥ {floor} photos "
                                     f"(estimated) and ≥ {min_labels} labelled", **_too_small(mine, rule)))
     return sorted(rows, key=lambda r: r["class_idx"])
 
@@ -195,6 +206,7 @@ def human_pairs(estimates: list[GroupEstimate], rule: Rule, min_labels: int, mod
 def _too_small(estimates: list[GroupEstimate], rule: Rule) -> dict:
     """A class whose people-labelled groups are all but one too small is a finding, not a silence
     (as propose says for the model's groups): undecided, with the photos the next-largest group lacks."""
+    rule = class_rule(rule, estimates)
     big = sorted(estimates, key=lambda e: (-e.n_hat, e.background))
     if len(big) < 2:
         return {}
@@ -258,6 +270,7 @@ def uncertain_groups(row: dict, estimates: list[GroupEstimate], rule: Rule, min_
       with a chance above SWAP_CHANCE (closer is a tie, which the oracle cannot tell apart either);
     * when the drop is above the range but not significant: the common and the counter themselves.
     """
+    rule = class_rule(rule, estimates)
     tol = rule.min_accuracy_range / 100
     by_bg = {e.background: e for e in estimates}
     out: dict[str, str] = {}
@@ -290,6 +303,7 @@ def _labels_could_keep(row: dict, estimates: list[GroupEstimate], rule: Rule) ->
     class's groups at their estimated sizes with every photo counted, the common and the counter
     one membership s.d. further apart, through the rule (one class, so no correction across classes:
     an optimistic bound, which errs on labelling more)."""
+    rule = class_rule(rule, estimates)
     counts = []
     for e in estimates:
         if e.n_hat < rule.min_group_size:
@@ -316,7 +330,8 @@ def class_state(row: dict, estimates: list[GroupEstimate], rule: Rule, min_label
     todo = {b: why for b, why in uncertain_groups(row, estimates, rule, min_labels).items() if b in targetable}
     if row["decision"] == "kept" and not todo:
         return KEPT, f"{row['common']} → {row['counter']} significant; no other group could change it"
-    eligible = [e for e in estimates if e.n_hat >= rule.min_group_size and e.n_labeled >= min_labels]
+    floor = class_rule(rule, estimates).min_group_size
+    eligible = [e for e in estimates if e.n_hat >= floor and e.n_labeled >= min_labels]
     if row["decision"] == "undecided" and row.get("needs") and not todo:
         return NEEDS_PHOTOS, row["needs"]
     if row["decision"] != "kept" and not todo:

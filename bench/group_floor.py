@@ -2,9 +2,15 @@
 
     .venv/bin/python bench/group_floor.py --tuning 20 17 15 12
     .venv/bin/python bench/group_floor.py --acceptance 20 15
+    .venv/bin/python bench/group_floor.py --small-tuning 15 default
+    .venv/bin/python bench/group_floor.py --small-acceptance 15 default
 
-For each curated run (bench/annotate.py's TUNING worlds under .cache/bench/annotate-tuning, or
-bench/discovery.py's acceptance runs) and each floor: a hard-linked copy of the run gets the
+A floor is a number of photos or ``default`` (min_group_size unset: 15, or 5% of the class's photos
+where fewer, at least 8). For each curated run (bench/annotate.py's TUNING worlds under
+.cache/bench/annotate-tuning, bench/discovery.py's acceptance runs, or the ``small`` size at its own
+pool of 150 photos per class, 60% on a biased class's common, under .cache/bench/floor-small: SMALL_TUNING
+on tuning seeds, SMALL_ACCEPTANCE on others, built and curated here when missing) and each floor: a
+hard-linked copy of the run gets the
 propose stage again with that floor (the fetch, clean, score and backgrounds outputs do not depend
 on it), the model's pairs are judged (curation/world/judge.py), and bench/annotate.py's offline
 loop labels every photo, then runs the active loop, with 3 simulated annotators at 10% error
@@ -30,16 +36,37 @@ from pipeline.options import pipeline_options  # noqa: E402
 from pipeline.propose import run_propose  # noqa: E402
 
 
-def runs(tuning: bool) -> list[tuple[Path, Path]]:
-    if tuning:
+# The small size at its own pool (150 photos per class, 60% on a biased class's common: ~10 photos on
+# each other background). Tuning seeds (bench/discovery.py TUNING_SEEDS) and others for acceptance.
+SMALL_TUNING = (("default", 1), ("emergent", 2), ("shared-common", 3), ("few-captions", 1), ("independent", 2))
+SMALL_ACCEPTANCE = (("default", 121), ("emergent", 122), ("shared-common", 123), ("few-captions", 124),
+                    ("independent", 125), ("pool-common-0.7", 126))
+SMALL_ROOT = ROOT / ".cache" / "bench" / "floor-small"
+
+
+def runs(which: str) -> list[tuple[Path, Path]]:
+    if which == "tuning":
         return [verify_bench._tuning_world(verify_bench.TUNING_ROOT, v, s)
                 for v, s in verify_bench.TUNING]
-    specs = [spec.split(":") for spec in verify_bench._acceptance_specs()]
-    return [verify_bench._acceptance_world(size, int(seed), variant) for size, seed, variant in specs]
+    if which == "acceptance":
+        specs = [spec.split(":") for spec in verify_bench._acceptance_specs()]
+        return [verify_bench._acceptance_world(size, int(seed), variant) for size, seed, variant in specs]
+    from bench.discovery import TUNING_SEEDS, curate, prepare
+
+    out = []
+    for variant, seed in SMALL_TUNING if which == "small-tuning" else SMALL_ACCEPTANCE:
+        assert (seed in TUNING_SEEDS) == (which == "small-tuning"), (variant, seed)
+        world = prepare(SMALL_ROOT, "small", variant, seed, False)
+        run = world.with_name(world.name + "-run")
+        if not (run / "proposals.parquet").is_file():
+            curate(world, run, background=False)
+        out.append((world, run))
+    return out
 
 
-def at_floor(world: Path, run: Path, floor: int, scratch: Path) -> dict:
-    copy = scratch / f"{run.name}-{floor}"
+def at_floor(world: Path, run: Path, floor: int | None, scratch: Path) -> dict:
+    """``floor`` None: the config's default (min_group_size unset)."""
+    copy = scratch / f"{run.name}-{floor or 'default'}"
     subprocess.run(["cp", "-al", str(run.resolve()), str(copy)], check=True)
     try:
         cfg = config.load(copy)
@@ -62,16 +89,17 @@ def at_floor(world: Path, run: Path, floor: int, scratch: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = ap.add_mutually_exclusive_group(required=True)
-    which.add_argument("--tuning", action="store_true")
-    which.add_argument("--acceptance", action="store_true")
-    ap.add_argument("floors", type=int, nargs="+")
+    for name in ("tuning", "acceptance", "small-tuning", "small-acceptance"):
+        which.add_argument(f"--{name}", dest="which", action="store_const", const=name)
+    ap.add_argument("floors", nargs="+", type=lambda v: v if v == "default" else int(v),
+                    help="photos, or 'default' (min_group_size unset)")
     args = ap.parse_args()
     totals = {f: dict.fromkeys(("model", "significant", "everything", "active", "labels", "all_labels",
                                 "model_fp", "active_fp"), 0) for f in args.floors}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
-        for world, run in runs(args.tuning):
+        for world, run in runs(args.which):
             for floor in args.floors:
-                r = at_floor(world, run, floor, Path(scratch))
+                r = at_floor(world, run, None if floor == "default" else floor, Path(scratch))
                 print(f"{world.name} floor {floor}: model {r['model']}/{r['significant']} (unconfirmed "
                       f"{r['unconfirmed']}, FP {r['model_fp']}); every photo labelled {r['everything']}; active "
                       f"{r['active']} with {r['labels']} labels ({r['labels'] / r['all_labels']:.1%}), FP "

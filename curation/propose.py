@@ -7,7 +7,8 @@ reduced to counts per (class, background). Two rules:
   varies by more than ``min_accuracy_range`` points; common = highest-accuracy group, counter =
   lowest, ties to the larger group at both ends, the range compared in exact integers
   (CounterAnimal §3). No test: the paper's rule as data.
-* ``strict`` (default): only groups of ``min_group_size`` photos or more; common (the highest
+* ``strict`` (default): only groups of the class's floor or more (``min_group_size`` where the config
+  sets it; otherwise 15 photos, or 5% of the class's where fewer, at least 8); common (the highest
   Wilson lower bound) must also hold ``min_common_share`` of the class's photos; counter is the
   lowest accuracy, ties broken by the lowest mean p(true class). The pair is chosen from the data,
   so it is tested as chosen: a permutation test of the best-minus-worst statistic, with the whole
@@ -29,6 +30,7 @@ many more photos of which group would decide it at ``power``. Every class gets a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -69,6 +71,10 @@ class Rule:
     kind: str = "strict"               # strict | paper
     min_accuracy_range: float = 5.0    # points
     min_group_size: int = Thresholds.RULE_GROUP_SIZE["strict"]
+    # > 0: a class's floor is this share of its photos, between smallest_group and min_group_size
+    # (the strict rule's default; Thresholds says why). 0: min_group_size for every class.
+    group_share: float = 0.0
+    smallest_group: int = Thresholds.STRICT_SMALLEST_GROUP
     min_common_share: float = 0.1
     alpha: float = 0.05
     correction: str = "holm"
@@ -77,8 +83,20 @@ class Rule:
     @classmethod
     def from_config(cls, thresholds) -> "Rule":
         return cls(kind=thresholds.rule, min_accuracy_range=thresholds.min_accuracy_range,
-                   min_group_size=thresholds.group_size(), min_common_share=thresholds.min_common_share,
+                   min_group_size=thresholds.group_size(), group_share=thresholds.group_share(),
+                   min_common_share=thresholds.min_common_share,
                    alpha=thresholds.alpha, correction=thresholds.correction, power=thresholds.power)
+
+    def floor(self, class_photos: float) -> int:
+        """The fewest photos a group of a class with ``class_photos`` photos needs to count."""
+        if not self.group_share:
+            return self.min_group_size
+        share = math.ceil(round(self.group_share * class_photos, 6))
+        return min(self.min_group_size, max(self.smallest_group, share))
+
+    def fixed(self, floor: int) -> "Rule":
+        """This rule with a fixed floor (for one class, or for effective counts)."""
+        return dataclasses.replace(self, min_group_size=floor, group_share=0.0)
 
     def draws(self, tested: int) -> int:
         """Permutation draws per class: enough resolution that a clear class survives the correction."""
@@ -123,7 +141,8 @@ def propose(groups: list[GroupCount], rule: Rule, model_id: str | None = None, s
         row.update(model_id=model_id, source=source)
     if rule.kind == "paper":
         # The paper's pairs are data; say how many the default rule would also keep.
-        strict = {r["class_idx"]: r for r in propose(groups, Rule(), model_id, source)}
+        strict = {r["class_idx"]: r for r in propose(groups, Rule(group_share=Thresholds.STRICT_GROUP_SHARE),
+                                                          model_id, source)}
         for row in rows:
             s = strict[row["class_idx"]]
             row["strict_decision"] = s["decision"]
@@ -135,7 +154,8 @@ def propose(groups: list[GroupCount], rule: Rule, model_id: str | None = None, s
 
 def _eligible(groups: list[GroupCount], rule: Rule) -> tuple[list[GroupCount], list[GroupCount]]:
     """(groups large enough to count, those of them frequent enough to be common)."""
-    eligible = sorted((g for g in groups if g.n >= rule.min_group_size and g.n > 0), key=lambda g: g.background)
+    floor = rule.floor(sum(g.n for g in groups))
+    eligible = sorted((g for g in groups if g.n >= floor and g.n > 0), key=lambda g: g.background)
     if rule.kind == "paper":
         return eligible, eligible
     total = sum(g.n for g in eligible)
@@ -162,7 +182,8 @@ def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
     eligible, frequent = _eligible(groups, rule)
     row["n_groups"] = len(eligible)
     if len(eligible) < 2 or not frequent:
-        row["reason"] = f"fewer than two background groups with ≥ {rule.min_group_size} photos ({len(eligible)})"
+        row["reason"] = (f"fewer than two background groups with ≥ {rule.floor(sum(g.n for g in groups))} photos "
+                         f"({len(eligible)})")
         return row
     common, counter = _pick(eligible, frequent, rule)
     lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
@@ -213,7 +234,7 @@ def _held_out(groups: list[GroupCount], rule: Rule) -> dict:
     """Cross-fitted drop: choose the pair on one fold, measure it on the other, both ways, average."""
     if not groups or any(len(g.folds) != 2 for g in groups):
         return {}
-    half = Rule(**{**rule.__dict__, "min_group_size": max(1, rule.min_group_size // 2)})
+    half = rule.fixed(max(1, rule.floor(sum(g.n for g in groups)) // 2))
     estimates, variances = [], []
     z = stats.z_two_sided(rule.alpha)
     for f in (0, 1):
@@ -282,15 +303,16 @@ def _needs(row: dict, groups: list[GroupCount], rule: Rule, tested: int) -> None
     for g in present:
         if g is best or not rule.above_range(best, g):
             continue
-        need = max(rule.min_group_size, stats.photos_per_group(best.acc, g.acc, level, rule.power))
+        need = _with_floor(rule, groups, stats.photos_per_group(best.acc, g.acc, level, rule.power), g, best)
         extra_g, extra_best = max(0, need - g.n), max(0, need - best.n)
         if extra_g or extra_best:
             options.append((extra_g + extra_best, g.background, g, need, extra_g, extra_best))
     if not options:
         if len(present) == 1:
-            row.update(decision="undecided", needs=f"collect ≥ {rule.min_group_size} photos of "
+            floor = _with_floor(rule, present, 0, GroupCount(best.class_idx, best.class_name, "", 0, 0))
+            row.update(decision="undecided", needs=f"collect ≥ {floor} photos of "
                        f"{row['class_name']} on another background (all {best.n} are on {best.background})",
-                       needs_background=None, needs_n=rule.min_group_size)
+                       needs_background=None, needs_n=floor)
         return
     _, _, g, need, extra_g, extra_best = min(options)
     text = (f"collect ≈{extra_g} more photos of {row['class_name']} on {g.background} (now {g.n})"
@@ -302,6 +324,17 @@ def _needs(row: dict, groups: list[GroupCount], rule: Rule, tested: int) -> None
     row.update(decision="undecided", needs=text, needs_background=g.background if extra_g else best.background,
                needs_n=extra_g + extra_best)
     row["reason"] += ("; " if row["reason"] else "") + "undecided: " + text
+
+
+def _with_floor(rule: Rule, groups: list[GroupCount], need: int, *short: GroupCount) -> int:
+    """``need`` photos per group, raised to the class's floor once the photos collected for the
+    ``short`` groups are counted in the class (the floor grows with the class under a share)."""
+    total = sum(g.n for g in groups)
+    while True:
+        raised = max(need, rule.floor(total + sum(max(0, need - g.n) for g in short)))
+        if raised == need:
+            return need
+        need = raised
 
 
 def agree_across_models(rows_by_model: dict[str, list[dict]]) -> list[dict]:

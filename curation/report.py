@@ -464,7 +464,7 @@ def pairs_section(page: Page) -> dict | None:
         return None
     cfg, view = page.data.config, page.view
     t = cfg.thresholds
-    rule = (f"Rule {t.rule}: range > {t.min_accuracy_range:g} points, groups ≥ {t.group_size()} photos"
+    rule = (f"Rule {t.rule}: range > {t.min_accuracy_range:g} points, groups ≥ {t.describe_group_size()}"
             + ("" if t.rule == "paper" else
                f", common ≥ {100 * t.min_common_share:g}% of the class, drop significant at α = {t.alpha:g} "
                f"({t.correction} correction)") + ".")

@@ -452,7 +452,7 @@ def summary(final: list[dict], counts: dict, cfg: RunConfig, unsure: int) -> str
     left_out = (f"; {unsure} photos with background confidence < {t.min_background_confidence:g} "
                 "left out of the counts" if unsure else "")
     lines = [f"propose: {counts['kept']} of {counts['classes']} classes kept, {counts['undecided']} undecided, "
-             f"{counts['dropped']} dropped ({t.rule} rule, groups ≥ {t.group_size()} photos, "
+             f"{counts['dropped']} dropped ({t.rule} rule, groups ≥ {t.describe_group_size()}, "
              f"flagged photos: {t.flagged}{left_out})"]
     if counts.get("mean_drop_kept") is not None:
         held = counts.get("mean_drop_kept_held_out")

@@ -65,6 +65,27 @@ def test_groups_too_small_by_peoples_labels_leave_the_class_undecided_with_what_
     assert tested["decision"] == "kept" and tested["needs"] is None
 
 
+def test_peoples_groups_get_the_floor_of_their_class_size():
+    """Under the default floor (15, or 5% of the class where fewer, at least 8) a fully labelled class
+    of 72 photos has a floor of 8, so its 12 on snow form a group and a pair; in a class of 400 photos
+    the same 12 stay under its floor of 15, and the row asks for the 3 more photos that floor needs."""
+    from curation.propose import Rule
+    from curation.config import Thresholds
+
+    rule = Rule.from_config(Thresholds())
+    for n_grass, kept, need in ((60, True, None), (388, False, 3)):
+        grass, snow = _photos("a", n_grass, n_grass - 5, "grass"), _photos("b", 12, 0, "snow")
+        labels = {p.uid: p.model_background for p in grass + snow}
+        ests = estimate.estimate_class({"a": grass, "b": snow}, labels)
+        (row,) = estimate.human_pairs(ests, rule, min_labels=5, model_id="m")
+        assert (row["decision"] == "kept") is kept, row
+        assert row["needs_n"] == need
+        if kept:
+            assert (row["common"], row["counter"]) == ("grass", "snow")
+        else:
+            assert "fewer than two background groups with ≥ 15 photos" in row["reason"]
+
+
 def test_the_models_correctness_on_unlabelled_photos_counts():
     """30 photos the model put on grass, right on 3. Five are labelled, all wrong, all on grass: the
     labelled photos alone say 0 of 5; but the model's correctness is known on all 30, and the labels

@@ -91,6 +91,27 @@ def test_the_default_floor_admits_a_rare_backgrounds_group():
     assert Rule().min_group_size > 14
 
 
+def test_the_default_floor_shrinks_with_a_small_class_but_a_set_floor_does_not():
+    """The config's unset floor is 15 photos, or 5% of the class's where fewer, never under 8. A class of
+    150 photos with 90 on its common leaves ~10 on each other background: at a fixed 15 no counter can
+    form, whoever labels the photos (bench/RESULTS.md, "the strict rule's floor on small classes")."""
+    from curation.config import Thresholds
+
+    default, fixed = Rule.from_config(Thresholds()), Rule.from_config(Thresholds(min_group_size=15))
+    assert [default.floor(n) for n in (60, 160, 161, 200, 280, 281, 300, 5000)] == [8, 8, 9, 10, 14, 15, 15, 15]
+    assert {fixed.floor(n) for n in (60, 160, 5000)} == {15}
+    small = [g(1, "snow", 90, 86), g(1, "grass", 10, 0), g(1, "rock", 11, 5), g(1, "sky", 9, 4),
+             g(1, "tree", 12, 6), g(1, "water", 10, 5)]                       # 142 photos: floor 8
+    (row,) = propose(small, default)
+    assert row["decision"] == "kept" and (row["common"], row["counter"]) == ("snow", "grass")
+    (row,) = propose(small, fixed)
+    assert row["decision"] != "kept" and "fewer than two background groups with ≥ 15 photos" in row["reason"]
+    # the same rare group in a class of 400 photos is under that class's floor of 15
+    big = [g(1, "snow", 300, 286), g(1, "grass", 10, 0), g(1, "rock", 40, 20), g(1, "sky", 50, 25)]
+    (row,) = propose(big, default)
+    assert row["counter"] != "grass"
+
+
 def test_a_pair_whose_own_interval_reaches_zero_is_not_kept():
     """The permutation test rejects "every group alike" because the best group is unusually good (10 of
     100 where the class gets 3% right), but the published pair's drop, 10 of 100 against 0 of 15, has a

@@ -2,8 +2,9 @@
 
 Simulated with ``propose`` itself: every background of a null class has the same true accuracy, so
 any pair it keeps is a false positive. Group sizes as the curated worlds and the paper give them
-(a large common, a few mid-sized groups, many small ones; 7, 9 and 14 groups; and a common holding
-70% of the class with the rest in groups at the default size floor). The naive test of
+(a large common, a few mid-sized groups, many small ones; 7, 9 and 14 groups; a common holding
+70% of the class with the rest in groups at the default size floor; and a class of 150 photos, 60% on
+its common, its other groups at that class's smaller floor of 8). The rule is the config's default. The naive test of
 the chosen pair (a two-proportion z-test, as if the pair had been fixed in advance) is run on the
 same draws, to show the simulation can catch a test that does not control what it claims.
 """
@@ -12,13 +13,16 @@ import math
 import numpy as np
 
 from curation import stats
+from curation.config import Thresholds
 from curation.propose import GroupCount, Rule, propose
 
 ALPHA = 0.05
+DEFAULT = Rule.from_config(Thresholds(alpha=ALPHA))
 SIZES = [[120, 80, 60, 25, 25, 25, 25],
          [120, 80, 60, 25, 25, 25, 25, 25, 25],
          [120, 80, 60, 25, 25, 25, 25, 25, 25, 21, 20, 20, 14, 8],
-         [210, 19, 18, 17, 16, 15, 15]]
+         [210, 19, 18, 17, 16, 15, 15],
+         [90, 12, 11, 10, 10, 9, 8]]
 
 
 def null_class(rng, c: int) -> list[GroupCount]:
@@ -34,7 +38,7 @@ def test_null_classes_are_kept_at_most_alpha_of_the_time():
     rng = np.random.default_rng(20261201)
     trials, kept, naive = 2000, 0, 0
     for c in range(trials):
-        (row,) = propose(null_class(rng, c), Rule(alpha=ALPHA))
+        (row,) = propose(null_class(rng, c), DEFAULT)
         kept += row["decision"] == "kept"
         if row["common"] is not None:
             naive_p = stats.drop_p_value(round(row["acc_common"] * row["n_common"]), row["n_common"],
@@ -51,7 +55,7 @@ def test_family_wise_rate_over_45_null_classes():
     runs, any_kept = 200, 0
     for _ in range(runs):
         groups = [g for c in range(45) for g in null_class(rng, c)]
-        any_kept += any(r["decision"] == "kept" for r in propose(groups, Rule(alpha=ALPHA)))
+        any_kept += any(r["decision"] == "kept" for r in propose(groups, DEFAULT))
     print(f"family-wise rate over 45 null classes: {any_kept / runs:.3f}")
     assert within(any_kept / runs, ALPHA, runs), f"{any_kept} of {runs} runs kept a null class"
 
@@ -62,7 +66,7 @@ def test_a_real_30_point_drop_with_30_photos_per_group_is_kept_most_of_the_time(
     for c in range(trials):
         acc = [0.7] * 6 + [0.4]          # six groups at 70%, the counter at 40%: a 30-point drop
         groups = [GroupCount(c, f"c{c}", f"b{i}", 30, int(rng.binomial(30, p))) for i, p in enumerate(acc)]
-        (row,) = propose(groups, Rule(alpha=ALPHA))
+        (row,) = propose(groups, DEFAULT)
         kept += row["decision"] == "kept"
         right += row["decision"] == "kept" and row["counter"] == "b6"
     power = kept / trials

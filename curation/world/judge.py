@@ -51,8 +51,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
     rows = [r for r in pq.read_table(run_dir / "proposals.parquet").to_pylist() if r["source"] == source]
     model_id = model_id or deciding_model(run_dir, rows)
     proposals = [r for r in rows if r["model_id"] == model_id]
-    if min_group_size is None:
-        min_group_size = _config_group_size(run_dir)
+    floor = (lambda n: min_group_size) if min_group_size is not None else _config_floor(run_dir)
     groups = _group_truth(world_dir, run_dir)
 
     def tied(cls: str, a: str | None, b: str) -> bool:
@@ -85,7 +84,7 @@ def judge(world_dir: str | Path, run_dir: str | Path, min_range_points: float = 
         v["covered"] = kept and v["grid_drop"] is not None and r.get("drop_lo") is not None and \
             r["drop_lo"] <= grid_hi and v["grid_drop_lo"] <= r["drop_hi"]
         if not v["correct"]:
-            v["cause"], v["why"] = _why(v, right_common, right_counter, min_group_size)
+            v["cause"], v["why"] = _why(v, right_common, right_counter, floor(len(groups.get(cls) or ())))
         per_class[cls] = v
     sig = [c for c, v in per_class.items() if v["significant"]]
     non_sig = [c for c, v in per_class.items() if not v["significant"]]
@@ -147,14 +146,16 @@ def deciding_model(run_dir: Path, rows: list[dict]) -> str | None:
     return named[0] if named else (ids[0] if ids else None)
 
 
-def _config_group_size(run_dir: Path) -> int | None:
+def _config_floor(run_dir: Path):
+    """The run's group-size floor as a function of a class's photo count (None: no readable config)."""
     try:
         from curation import config
+        from curation.propose import Rule
 
-        thresholds = config.load(run_dir).thresholds
+        rule = Rule.from_config(config.load(run_dir).thresholds)
     except (UserError, FileNotFoundError, OSError):
-        return None
-    return thresholds.group_size() if hasattr(thresholds, "group_size") else getattr(thresholds, "min_group_size", None)
+        return lambda n: None
+    return rule.floor
 
 
 def _group_truth(world_dir: Path, run_dir: Path) -> dict[str, list[tuple[str, str | None]]]:
@@ -199,8 +200,9 @@ def _proposed_purity(pairs: list | None, common: str | None, counter: str | None
 def _why(v: dict, right_common: bool, right_counter: bool, min_group_size: int | None) -> tuple[str, str]:
     """(cause, explanation) of a wrong verdict. cause: "false positive", or for a miss "background"
     (the class's photos, or the photos of a group the run chose, assigned their true background less
-    than MIN_BACKGROUND_ACCURACY of the time) and/or "group size" (fewer than min_group_size photos truly on the oracle counter grouped
-    there), else "rule" (the groups were there; the rule chose or decided otherwise)."""
+    than MIN_BACKGROUND_ACCURACY of the time) and/or "group size" (fewer photos truly on the oracle
+    counter grouped there than the class's floor, ``min_group_size``), else "rule" (the groups were
+    there; the rule chose or decided otherwise)."""
     facts = []
     if v["class_background_accuracy"] is not None:
         facts.append(f"class background accuracy {100 * v['class_background_accuracy']:.0f}%")
