@@ -65,6 +65,7 @@ class GroupEstimate:
                             # from a few labels may be larger than the size floor
     sd_members: float = 0.0  # the part of acc's uncertainty that labels remove (which photo is where)
     categories: int = 2      # where a labelled photo of the class can go: its backgrounds seen, and OUT
+    class_photos: int = 0    # the class's photos in the pool, every stratum (what its size floor follows)
 
 
 def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: float = 0.05) -> list[GroupEstimate]:
@@ -115,7 +116,7 @@ def estimate_class(pop: dict[str, list[Photo]], labels: dict[str, str], alpha: f
         half = z * (var_right + var_wrong) ** 0.5
         out.append(GroupEstimate(cls[0], cls[1], b, n_label[b], n_hat, acc, n_eff, mean_p, lo, hi,
                                  model_n.get(b, 0), n_hat_hi=n_hat + half, sd_members=var_members ** 0.5,
-                                 categories=categories))
+                                 categories=categories, class_photos=sum(map(len, pop.values()))))
     return out
 
 
@@ -163,8 +164,10 @@ def _as_count(e: GroupEstimate, n: float, acc: float) -> GroupCount:
 
 
 def class_rule(rule: Rule, estimates: list[GroupEstimate]) -> Rule:
-    """The rule with one class's floor fixed, from its estimated size (all its estimates)."""
-    return rule.fixed(rule.floor(sum(e.n_hat for e in estimates)))
+    """The rule with one class's floor fixed: the floor of its photos in the pool, as the model's
+    side counts them (photos people put out of every group still count in the class's size)."""
+    return rule.fixed(rule.floor(max((e.class_photos for e in estimates), default=0)
+                                 or sum(e.n_hat for e in estimates)))
 
 
 def group_counts(estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> list[GroupCount]:

@@ -6,11 +6,11 @@
     .venv/bin/python bench/group_floor.py --small-acceptance 15 default
 
 A floor is a number of photos or ``default`` (min_group_size unset: 15, or 5% of the class's photos
-where fewer, at least 8). For each curated run (bench/annotate.py's TUNING worlds under
+where fewer, at least 8). The runs: bench/annotate.py's TUNING worlds under
 .cache/bench/annotate-tuning, bench/discovery.py's acceptance runs, or the ``small`` size at its own
-pool of 150 photos per class, 60% on a biased class's common, under .cache/bench/floor-small: SMALL_TUNING
-on tuning seeds, SMALL_ACCEPTANCE on others, built and curated here when missing) and each floor: a
-hard-linked copy of the run gets the
+pool (150 photos per class, 60% on a biased class's common) with the grid at 60 photos per cell,
+under .cache/bench/floor-small: SMALL_TUNING on tuning seeds, SMALL_ACCEPTANCE on others, built and
+curated here when missing. For each run and each floor: a hard-linked copy of the run gets the
 propose stage again with that floor (the fetch, clean, score and backgrounds outputs do not depend
 on it), the model's pairs are judged (curation/world/judge.py), and bench/annotate.py's offline
 loop labels every photo, then runs the active loop, with 3 simulated annotators at 10% error
@@ -42,6 +42,9 @@ SMALL_TUNING = (("default", 1), ("emergent", 2), ("shared-common", 3), ("few-cap
 SMALL_ACCEPTANCE = (("default", 121), ("emergent", 122), ("shared-common", 123), ("few-captions", 124),
                     ("independent", 125), ("pool-common-0.7", 126))
 SMALL_ROOT = ROOT / ".cache" / "bench" / "floor-small"
+# The oracle's grid at 60 photos per cell (the size's own is 24), as bench/discovery.py's acceptance
+# size has it, so a class without a significant oracle drop is one the grid could have shown.
+SMALL_GRID = 60
 
 
 def runs(which: str) -> list[tuple[Path, Path]]:
@@ -56,7 +59,7 @@ def runs(which: str) -> list[tuple[Path, Path]]:
     out = []
     for variant, seed in SMALL_TUNING if which == "small-tuning" else SMALL_ACCEPTANCE:
         assert (seed in TUNING_SEEDS) == (which == "small-tuning"), (variant, seed)
-        world = prepare(SMALL_ROOT, "small", variant, seed, False)
+        world = prepare(SMALL_ROOT, "small", variant, seed, False, grid_per_cell=SMALL_GRID)
         run = world.with_name(world.name + "-run")
         if not (run / "proposals.parquet").is_file():
             curate(world, run, background=False)
