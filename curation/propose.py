@@ -152,9 +152,14 @@ def propose(groups: list[GroupCount], rule: Rule, model_id: str | None = None, s
     return rows
 
 
+def _class_floor(rule: Rule, groups: list[GroupCount]) -> int:
+    """The floor of one class's groups: of its photos in the counts."""
+    return rule.floor(sum(g.n for g in groups))
+
+
 def _eligible(groups: list[GroupCount], rule: Rule) -> tuple[list[GroupCount], list[GroupCount]]:
     """(groups large enough to count, those of them frequent enough to be common)."""
-    floor = rule.floor(sum(g.n for g in groups))
+    floor = _class_floor(rule, groups)
     eligible = sorted((g for g in groups if g.n >= floor and g.n > 0), key=lambda g: g.background)
     if rule.kind == "paper":
         return eligible, eligible
@@ -182,8 +187,8 @@ def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
     eligible, frequent = _eligible(groups, rule)
     row["n_groups"] = len(eligible)
     if len(eligible) < 2 or not frequent:
-        row["reason"] = (f"fewer than two background groups with ≥ {rule.floor(sum(g.n for g in groups))} photos "
-                         f"({len(eligible)})")
+        floor = _class_floor(rule, groups)
+        row["reason"] = f"fewer than two background groups with ≥ {floor} photos ({len(eligible)})"
         return row
     common, counter = _pick(eligible, frequent, rule)
     lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
@@ -234,7 +239,7 @@ def _held_out(groups: list[GroupCount], rule: Rule) -> dict:
     """Cross-fitted drop: choose the pair on one fold, measure it on the other, both ways, average."""
     if not groups or any(len(g.folds) != 2 for g in groups):
         return {}
-    half = rule.fixed(max(1, rule.floor(sum(g.n for g in groups)) // 2))
+    half = rule.fixed(max(1, _class_floor(rule, groups) // 2))
     estimates, variances = [], []
     z = stats.z_two_sided(rule.alpha)
     for f in (0, 1):
