@@ -40,7 +40,7 @@ from pipeline.propose import run_propose  # noqa: E402
 # each other background). Tuning seeds (bench/discovery.py TUNING_SEEDS) and others for acceptance.
 SMALL_TUNING = (("default", 1), ("emergent", 2), ("shared-common", 3), ("few-captions", 1), ("independent", 2))
 SMALL_ACCEPTANCE = (("default", 121), ("emergent", 122), ("shared-common", 123), ("few-captions", 124),
-                    ("independent", 125), ("pool-common-0.7", 126))
+                    ("independent", 125), ("pool-common-0.7", 126), ("null", 127))
 SMALL_ROOT = ROOT / ".cache" / "bench" / "floor-small"
 # The oracle's grid at 60 photos per cell (the size's own is 24), as bench/discovery.py's acceptance
 # size has it, so a class without a significant oracle drop is one the grid could have shown.
