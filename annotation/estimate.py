@@ -166,8 +166,7 @@ def _as_count(e: GroupEstimate, n: float, acc: float) -> GroupCount:
 def class_rule(rule: Rule, estimates: list[GroupEstimate]) -> Rule:
     """The rule with one class's floor fixed: the floor of its photos in the pool, as the model's
     side counts them (photos people put out of every group still count in the class's size)."""
-    return rule.fixed(rule.floor(max((e.class_photos for e in estimates), default=0)
-                                 or sum(e.n_hat for e in estimates)))
+    return rule.fixed(rule.floor(max((e.class_photos for e in estimates), default=0)))
 
 
 def group_counts(estimates: list[GroupEstimate], rule: Rule, min_labels: int) -> list[GroupCount]:
