@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,9 @@ def _token_works(conn: Connection, token: str, who: str) -> bool:
 def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path, error_rate: float,
              annotators: int, prefill_bias: float = 0.0, seed: int = 0, data_dir: str | Path | None = None,
              gold_share: float = 0.05, threads: int = 4, say: Callable[[str], None] = print,
-             after: Callable[[int], None] | None = None) -> dict:
-    """Every simulated annotator answers every pushed task it has not answered yet. Returns counts."""
+             after: Callable[[int], None] | None = None, progress: bool = False) -> dict:
+    """Every simulated annotator answers every pushed task it has not answered yet. Returns counts.
+    ``progress``: a bar on stderr over the annotations (one POST each, the slow part of a round)."""
     run = Path(run)
     if not 0 <= error_rate <= 1 or not 0 <= prefill_bias <= 1:
         raise UserError("--error-rate and --prefill-bias must lie between 0 and 1")
@@ -183,13 +185,18 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
                 id=r["task_id"], result=lsconfig.annotation_result(a["background"], a["is_class"]), lead_time=1.0),
                 retry=False)
 
+    from tqdm import tqdm
+
     made = 0
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    with ThreadPoolExecutor(max(1, threads)) as pool, \
+            tqdm(total=len(todo), unit="annotation", desc="annotate simulate (SIMULATED)", disable=not progress,
+                 file=sys.stderr, leave=False) as bar:
         for _ in pool.map(label, todo):
             made += 1
+            bar.update()
             if after:
                 after(made)
-            if made % 500 == 0:
+            if made % 500 == 0 and not progress:
                 say(f"annotate simulate: {made}/{len(todo)} simulated annotations")
     return {"annotators": sorted(tokens), "annotations": made, "tasks": len(ledger), "already": len(done),
             "missing_truth": missing_truth, "gold_written": wrote_gold, "error_rate": error_rate,

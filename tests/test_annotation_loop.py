@@ -332,6 +332,8 @@ def test_simulate_loop_command_runs_the_whole_loop(label_studio, tmp_path_factor
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "SIMULATED" in proc.stdout and "loop done after" in proc.stdout
+    assert "SIMULATED annotators labelling them" in proc.stdout       # said before each round's slow part
+    assert "annotate simulate (SIMULATED)" in proc.stderr             # its progress bar
     assert "verified grass → water (kept" in proc.stdout and "settled: kept" in proc.stdout
     proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
     assert {r["source"] for r in proposals} == {"model", "human"}

@@ -56,6 +56,7 @@ def register(sub) -> None:
     a.add_argument("--loop", action="store_true",
                    help="run the whole loop: push, label, pull, again until push sends nothing new (budget or "
                         "every class settled), then pair selection once")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.set_defaults(func=_simulate)
 
 
@@ -184,7 +185,8 @@ def _simulate(args) -> int:
     if args.loop:
         return _simulate_loop(args, cfg, conn)
     counts = simulate.simulate(Path(args.run), cfg, conn, args.truth, args.error_rate, args.annotators,
-                               args.prefill_bias, args.seed, args.data_dir, args.gold_share)
+                               args.prefill_bias, args.seed, args.data_dir, args.gold_share,
+                               progress=not args.no_progress)
     print(f"annotate simulate: {len(counts['annotators'])} SIMULATED annotators (error rate {args.error_rate:g}"
           f"{f', prefill bias {args.prefill_bias:g}' if args.prefill_bias else ''}) made {counts['annotations']} "
           f"simulated annotations on {counts['tasks']} pushed tasks ({counts['already']} answered before).")
@@ -207,13 +209,16 @@ def _simulate_loop(args, cfg, conn) -> int:
         pushed = sync.push(run, cfg, conn, say=lambda s: None)
         if pushed["added"] == 0 and rounds:
             break
+        print(f"annotate simulate: round {pushed['round']}: {pushed['added']} tasks pushed; "
+              f"{args.annotators} SIMULATED annotators labelling them", flush=True)
         counts = simulate.simulate(run, cfg, conn, args.truth, args.error_rate, args.annotators, args.prefill_bias,
-                                   args.seed, args.data_dir, args.gold_share, say=lambda s: None)
+                                   args.seed, args.data_dir, args.gold_share, say=lambda s: None,
+                                   progress=not args.no_progress)
         summary = pull.pull(run, cfg, conn, say=lambda s: None)
         rounds, total = rounds + 1, total + counts["annotations"]
         open_ = sum(c["state"] == "open" for c in summary["classes"])
-        print(f"annotate simulate: round {pushed['round']}: {pushed['added']} tasks pushed, {counts['annotations']} "
-              f"SIMULATED annotations; {summary['sent']} photos sent in all, {open_} classes open", flush=True)
+        print(f"annotate simulate: round {pushed['round']}: {counts['annotations']} SIMULATED annotations; "
+              f"{summary['sent']} photos sent in all, {open_} classes open", flush=True)
     summary = pull.pull(run, cfg, conn, select=lambda r: _reselect(r, cfg, args), say=lambda s: None)
     print(f"annotate simulate: loop done after {rounds} rounds: {summary['sent']} photos labelled by "
           f"{args.annotators} SIMULATED annotators (error rate {args.error_rate:g}), {total} simulated annotations")
