@@ -15,6 +15,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from curation.errors import UserError
 
 DEFAULTS = ["--runner=DirectRunner"]
+DIRECT_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
+LOCAL_RUNNER = "pipeline.local_runner.DirectRunner"     # what a DirectRunner name runs (its doc says why)
 RUNNERS = ["DirectRunner", "PortableRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner"]
 WHERE = "arguments after --"
 HINT = "Beam options go after `--`, e.g. `-- --runner DirectRunner --direct_num_workers 2`."
@@ -39,9 +41,17 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         lines = [ln for ln in printed.getvalue().strip().splitlines() if ln.strip()]
         raise UserError(lines[-1].split("error: ", 1)[-1] if lines else "invalid Beam options", where=WHERE,
                         hint=HINT) from None
-    check_runner(options.view_as(StandardOptions).runner)
+    standard = options.view_as(StandardOptions)
+    check_runner(standard.runner)
+    if standard.runner in DIRECT_NAMES:
+        standard.runner = LOCAL_RUNNER
     configure_storage(options)
     return options
+
+
+def is_direct(runner) -> bool:
+    """The runner named is the local DirectRunner (as the user spelt it, or as pipeline_options set it)."""
+    return runner in DIRECT_NAMES or runner == LOCAL_RUNNER
 
 
 def configure_storage_from_args(beam_args: list[str]) -> None:

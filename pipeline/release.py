@@ -105,9 +105,10 @@ def in_process(options) -> bool:
     after the other, anyway: the DirectRunner with one worker in memory (the default)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    runner = options.view_as(StandardOptions).runner
+    from pipeline.options import is_direct
+
     direct = options.view_as(DirectOptions)
-    return (runner in (None, "DirectRunner", "direct") and (direct.direct_num_workers or 1) == 1
+    return (is_direct(options.view_as(StandardOptions).runner) and (direct.direct_num_workers or 1) == 1
             and direct.direct_running_mode in (None, "in_memory"))
 
 
