@@ -459,9 +459,14 @@ def summary(final: list[dict], counts: dict, cfg: RunConfig, unsure: int) -> str
         lines.append(f"  mean drop of kept pairs: {100 * counts['mean_drop_kept']:.1f} points in-sample"
                      + (f", {100 * held:.1f} held out (pair chosen on half the photos, measured on the other)"
                         if held is not None else ""))
-    if "also_kept_by_strict_rule" in counts:
+    if "also_kept_by_strict_rule" in counts and counts["kept"]:
         lines.append(f"  the default strict rule also keeps {counts['also_kept_by_strict_rule']} of these "
                      f"{counts['kept']} pairs")
+    too_small = sum(r["drop"] is None and r["decision"] == "dropped" for r in final)
+    if t.rule == "paper" and too_small:
+        lines.append(f"  {too_small} classes have fewer than two groups of ≥ {t.describe_group_size()} (the "
+                     "paper's classes had 300–800 photos); set thresholds.min_group_size to lower the floor, "
+                     "or use rule: strict")
     lines += [f"  {r['class_name']}: {r['reason']}" for r in final if r["decision"] == "kept"][:50]
     needs = [r for r in final if r["decision"] == "undecided"]
     if needs:

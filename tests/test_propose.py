@@ -60,6 +60,13 @@ def test_paper_rule_ties_go_to_the_larger_group_and_the_range_is_exact():
     assert row["decision"] == "dropped" and "≤ 5" in row["reason"]
 
 
+def test_paper_rule_names_the_largest_group_below_its_floor():
+    (row,) = propose([g(1, "snow", 250, 240), g(1, "grass", 40, 2), g(1, "rock", 62, 30)],
+                     Rule(kind="paper", min_accuracy_range=5.0, min_group_size=100))
+    assert row["decision"] == "dropped"
+    assert row["reason"] == "fewer than two background groups with ≥ 100 photos (1); the largest below, rock, has 62"
+
+
 def test_paper_rule_says_what_the_strict_rule_would_do():
     groups = [g(1, "snow", 200, 180), g(1, "grass", 100, 40), g(2, "a", 30, 20), g(2, "b", 30, 15)]
     rows = {r["class_idx"]: r for r in propose(groups, PAPER)}
@@ -209,3 +216,19 @@ def test_wilson_and_newcombe_match_published_values():
     assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(0, 0) == (0.0, 1.0)
     lo, hi = stats.drop_interval(56, 70, 48, 80)  # Newcombe (1998), method 10: 0.0524 .. 0.3339
     assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+def test_paper_rule_summary_says_why_nothing_was_kept():
+    from curation import presets
+    from pipeline.propose import summary
+
+    cfg = presets.build("counteranimal")
+    rows = propose([g(1, "snow", 250, 240), g(1, "rock", 62, 30), g(2, "sky", 300, 290), g(2, "grass", 120, 10)],
+                   Rule.from_config(cfg.thresholds))
+    assert [r["decision"] for r in rows] == ["dropped", "kept"]
+    counts = dict(classes=2, kept=1, undecided=0, dropped=1, also_kept_by_strict_rule=1)
+    text = summary(rows, counts, cfg, 0)
+    assert "the default strict rule also keeps 1 of these 1 pairs" in text
+    assert "1 classes have fewer than two groups of ≥ 100 photos" in text
+    nothing = summary(rows[:1], dict(classes=1, kept=0, undecided=0, dropped=1, also_kept_by_strict_rule=0), cfg, 0)
+    assert "also keeps" not in nothing and "set thresholds.min_group_size" in nothing
