@@ -321,6 +321,9 @@ def funnel(data: RunData, kept_rows: list[dict]) -> list[Step]:
     return steps
 
 
+NOT_SENT = "not sent: the loop labels a sample of every group"
+
+
 def _verified_step(data: RunData, proposed: set[str]) -> Step:
     """Proposed photos that annotators confirmed: enough votes, the class, a background, no problem flag."""
     human_grouped = {r["uid"] for r in data.groups.select(["uid", "method"]).to_pylist()
@@ -343,7 +346,8 @@ def _verified_step(data: RunData, proposed: set[str]) -> Step:
         else:
             outcome[v["uid"]] = None
     universe = proposed or set(outcome)
-    lost = Counter(outcome[u] if u in outcome else "awaiting human review" for u in universe)
+    # Every task sent has a verdict row (pending until voted on): a photo without one was never sent.
+    lost = Counter(outcome[u] if u in outcome else NOT_SENT for u in universe)
     verified = lost.pop(None, 0)
     return Step("verified", verified, sum(lost.values()), _top(lost), "confirmed by annotators in Label Studio")
 

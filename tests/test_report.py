@@ -391,7 +391,7 @@ def test_human_labels_verdicts_and_model_consensus(tmp_path):
     step = re.search(r'<tr><th>verified</th><td class="num">([\d,]+)</td>.*?</tr>', text, re.S)
     assert step and int(step.group(1)) == len(relabelled) + len(verified)
     assert "too few votes yet <b>3</b>" in step.group(0) and "annotators split (tie) <b>2</b>" in step.group(0)
-    assert "not the class (annotators: no) <b>1</b>" in step.group(0) and "awaiting human review" in step.group(0)
+    assert "not the class (annotators: no) <b>1</b>" in step.group(0) and report.NOT_SENT in step.group(0)
     assert "<code>annotation/verdicts.parquet</code>" not in text
 
 
