@@ -131,7 +131,8 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
              gold_share: float = 0.05, threads: int = 4, say: Callable[[str], None] = print,
              after: Callable[[int], None] | None = None, progress: bool = False) -> dict:
     """Every simulated annotator answers every pushed task it has not answered yet. Returns counts.
-    ``progress``: a bar on stderr over the annotations (one POST each, the slow part of a round)."""
+    ``progress``: a bar over the annotations (one POST each, the slow part of a round) where stderr is
+    a terminal; a log gets the callers' lines per round instead of thousands of redraws."""
     run = Path(run)
     if not 0 <= error_rate <= 1 or not 0 <= prefill_bias <= 1:
         raise UserError("--error-rate and --prefill-bias must lie between 0 and 1")
@@ -189,8 +190,8 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
 
     made = 0
     with ThreadPoolExecutor(max(1, threads)) as pool, \
-            tqdm(total=len(todo), unit="annotation", desc="annotate simulate (SIMULATED)", disable=not progress,
-                 file=sys.stderr, leave=False) as bar:
+            tqdm(total=len(todo), unit="annotation", desc="annotate simulate (SIMULATED)",
+                 disable=None if progress else True, file=sys.stderr, leave=False) as bar:   # None: a terminal only
         for _ in pool.map(label, todo):
             made += 1
             bar.update()

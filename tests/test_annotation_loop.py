@@ -317,6 +317,41 @@ def test_killing_label_studio_mid_loop_loses_and_duplicates_nothing(label_studio
     assert raw.num_rows == 2 * len(ledger) and summary["annotations"] == 2 * len(ledger)
 
 
+def _run_with_terminal_stderr(argv):
+    """Run argv with stdout captured and stderr on a pseudo-terminal; (completed process, stderr text)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a width, as a terminal has
+    chunks: list[bytes] = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:         # EIO once the child has closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=slave, text=True)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return proc, b"".join(chunks).decode(errors="replace")
+
+
 def test_simulate_loop_command_runs_the_whole_loop(label_studio, tmp_path_factory):
     """`annotate simulate --loop`: what `make demo` runs. Every output says simulated; pair selection
     runs once at the end and puts source 'human' rows beside the model's."""
@@ -327,13 +362,14 @@ def test_simulate_loop_command_runs_the_whole_loop(label_studio, tmp_path_factor
                           {"tiger": ("sky", "snow", "dropped")}, thresholds={"min_group_size": 8},
                           round_size=6, initial_per_stratum=8)
     exe = os.path.join(os.path.dirname(os.sys.executable), "counteranimal")
-    proc = subprocess.run([exe, "annotate", "simulate", str(run), "--truth", str(run / "truth.parquet"),
-                           "--error-rate", "0", "--annotators", "2", "--gold-share", "0", "--loop"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # stderr on a terminal (a pty, read as it comes so the child never blocks): where the bar shows
+    proc, terminal = _run_with_terminal_stderr([exe, "annotate", "simulate", str(run), "--truth",
+                                                str(run / "truth.parquet"), "--error-rate", "0", "--annotators",
+                                                "2", "--gold-share", "0", "--loop"])
+    assert proc.returncode == 0, terminal[-2000:]
     assert "SIMULATED" in proc.stdout and "loop done after" in proc.stdout
     assert "SIMULATED annotators labelling them" in proc.stdout       # said before each round's slow part
-    assert "annotate simulate (SIMULATED)" in proc.stderr             # its progress bar
+    assert "annotate simulate (SIMULATED)" in terminal                # its progress bar
     assert "verified grass → water (kept" in proc.stdout and "settled: kept" in proc.stdout
     proposals = schemas.read(run / "proposals.parquet", "proposals").to_pylist()
     assert {r["source"] for r in proposals} == {"model", "human"}
