@@ -197,7 +197,7 @@ def simulate(run: Path, cfg: RunConfig, conn: Connection, truth_path: str | Path
             bar.update()
             if after:
                 after(made)
-            if made % 500 == 0 and not progress:
+            if made % 500 == 0 and bar.disable:     # no bar drawn (off, or not a terminal): a line now and then
                 say(f"annotate simulate: {made}/{len(todo)} simulated annotations")
     return {"annotators": sorted(tokens), "annotations": made, "tasks": len(ledger), "already": len(done),
             "missing_truth": missing_truth, "gold_written": wrote_gold, "error_rate": error_rate,

@@ -189,9 +189,9 @@ def _choose(cls: tuple[int, str], groups: list[GroupCount], rule: Rule) -> dict:
     if len(eligible) < 2 or not frequent:
         floor = _class_floor(rule, groups)
         row["reason"] = f"fewer than two background groups with ≥ {floor} photos ({len(eligible)})"
-        short = sorted((g for g in groups if 0 < g.n < floor), key=lambda g: (-g.n, g.background))
+        short = min((g for g in groups if 0 < g.n < floor), key=lambda g: (-g.n, g.background), default=None)
         if short and rule.kind == "paper":     # the strict rule says what would decide it (_needs)
-            row["reason"] += f"; the largest below, {short[0].background}, has {short[0].n}"
+            row["reason"] += f"; the largest below, {short.background}, has {short.n}"
         return row
     common, counter = _pick(eligible, frequent, rule)
     lo_c, hi_c = stats.wilson(common.k, common.n, rule.alpha)
